@@ -1,0 +1,69 @@
+# assay — two commands for a newcomer: `make demo` and `make test`.
+# Each creates .venv and installs what it needs on a fresh machine.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q --disable-pip-version-check
+
+.PHONY: demo test proto lint bench models serve triton-help clean promtool
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: pyproject.toml | $(PY)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(PY)
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.runtime
+
+$(VENV)/.train: pyproject.toml | $(PY)
+	$(PIP) -e '.[dev,train]'
+	touch $@ $(VENV)/.dev $(VENV)/.runtime
+
+## demo: install the runtime and run the main job on the bundled demo models
+demo: $(VENV)/.runtime
+	@if $(PY) -c 'import torch, efficientnet_lite_pytorch' 2>/dev/null; then \
+	  test -f deploy/triton/model_repository/efficientnet_lite0/1/model.onnx || \
+	    $(PY) deploy/models/import_efficientnet.py; \
+	else \
+	  echo "demo: torch not installed, so EfficientNet-Lite0 is not built (make models builds it)"; \
+	fi
+	$(VENV)/bin/assay demo
+
+## test: install dev tools (and promtool) and run every test tier
+test: $(VENV)/.dev promtool
+	$(PY) -m pytest
+
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus package for promtool"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+## proto: regenerate the Python stubs beside the .proto files
+proto: $(VENV)/.dev
+	PYTHON=$(PY) scripts/gen_proto.sh
+
+## lint: ruff (lint + format check) and mypy on the hand-written code
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+## bench: serving benchmark (assay vs onnxruntime vs a bare gRPC echo server)
+bench: $(VENV)/.dev
+	$(PY) bench/serving.py
+
+## models: retrain the demo classifier and import EfficientNet-Lite0 (needs the train extra)
+models: $(VENV)/.train
+	$(PY) deploy/models/train_demo.py
+	$(PY) deploy/models/import_efficientnet.py
+
+## serve: serve the bundled demo models on 127.0.0.1:50051 (metrics on :9464)
+serve: $(VENV)/.runtime
+	$(VENV)/bin/assay serve
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

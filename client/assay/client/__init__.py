@@ -1,0 +1,44 @@
+"""assay Python SDK: `Client` / `AsyncClient` for the assay gRPC API.
+
+    from assay.client import Client
+    with Client("127.0.0.1:50051") as client:
+        for p in client.predict("digits_cnn", ["3.png"]):
+            print(p.label, p.probability)
+
+Failures raise subclasses of `AssayClientError`, chosen by status code.
+"""
+
+from assay.client._client import AsyncClient, Client
+from assay.client._errors import (
+    AssayClientError,
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    ServerError,
+    UnavailableError,
+)
+from assay.client._types import Classification, ModelInfo, Prediction, Preprocessing, TensorSpec
+
+__all__ = [
+    "AssayClientError",
+    "AsyncClient",
+    "CancelledError",
+    "Classification",
+    "Client",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "ModelInfo",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Prediction",
+    "Preprocessing",
+    "ResourceExhaustedError",
+    "ServerError",
+    "TensorSpec",
+    "UnavailableError",
+]

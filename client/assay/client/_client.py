@@ -1,0 +1,209 @@
+"""Client and AsyncClient: typed calls with deadlines and UNAVAILABLE retries.
+
+Retries use gRPC's own retry policy (service config), so they are
+transparent, bounded and backed off; other failures raise the typed
+exceptions in `_errors`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from assay.client._convert import ImageLike, model_info, predict_request, predictions
+from assay.client._errors import from_rpc_error
+from assay.client._types import ModelInfo, Prediction
+from assay.v1 import common_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def channel_options(max_message_mb: float, retries: int) -> list[tuple[str, Any]]:
+    """Message-size, keepalive and retry settings for the channel."""
+    max_bytes = int(max_message_mb * 1024 * 1024)
+    service_config = {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "assay.v1.InferenceService"},
+                    {"service": "assay.v1.ModelService"},
+                ],
+                "retryPolicy": {
+                    "maxAttempts": max(2, min(retries + 1, 5)),
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", max_bytes),
+        ("grpc.max_receive_message_length", max_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.enable_retries", 1 if retries > 0 else 0),
+    ]
+    if retries > 0:
+        options.append(("grpc.service_config", json.dumps(service_config)))
+    return options
+
+
+def _health_request(service: str) -> health_pb2.HealthCheckRequest:
+    return health_pb2.HealthCheckRequest(service=service)
+
+
+def _serving(response: health_pb2.HealthCheckResponse) -> bool:
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class Client:
+    """Blocking client. Use as a context manager or call close().
+
+    Args:
+        target: host:port of the assay server.
+        timeout_s: deadline of every call unless a call passes its own.
+        retries: extra attempts on UNAVAILABLE (0 disables retrying; at most 4).
+        max_message_mb: largest message sent or received.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        max_message_mb: float = 64.0,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(
+            target, options=channel_options(max_message_mb, retries)
+        )
+        self._models = models_pb2_grpc.ModelServiceStub(self._channel)
+        self._inference = inference_pb2_grpc.InferenceServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
+        try:
+            return method(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    def list_models(self, *, timeout_s: float | None = None) -> list[ModelInfo]:
+        """Every model the server serves."""
+        response = self._call(self._models.ListModels, models_pb2.ListModelsRequest(), timeout_s)
+        return [model_info(m) for m in response.models]
+
+    def get_model(
+        self, name: str, version: str = "", *, timeout_s: float | None = None
+    ) -> ModelInfo:
+        """One model's description."""
+        request = models_pb2.GetModelRequest(model=common_pb2.ModelRef(name=name, version=version))
+        return model_info(self._call(self._models.GetModel, request, timeout_s).model)
+
+    def predict(
+        self,
+        model: str,
+        images: Iterable[ImageLike],
+        *,
+        top_k: int = 0,
+        outputs: Iterable[str] = (),
+        version: str = "",
+        ids: Iterable[str] | None = None,
+        timeout_s: float | None = None,
+    ) -> list[Prediction]:
+        """Predict images (paths, bytes, arrays or PIL images) with one model."""
+        request = predict_request(
+            model, images, version=version, top_k=top_k, outputs=outputs, ids=ids
+        )
+        return predictions(self._call(self._inference.Predict, request, timeout_s))
+
+    def is_serving(self, service: str = "", *, timeout_s: float | None = None) -> bool:
+        """Standard gRPC health check ("" = the whole server)."""
+        return _serving(self._call(self._health.Check, _health_request(service), timeout_s))
+
+
+class AsyncClient:
+    """asyncio client with the same methods as Client, as coroutines."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        max_message_mb: float = 64.0,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self._channel = grpc.aio.insecure_channel(
+            target, options=channel_options(max_message_mb, retries)
+        )
+        self._models = models_pb2_grpc.ModelServiceStub(self._channel)
+        self._inference = inference_pb2_grpc.InferenceServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    async def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
+        try:
+            return await method(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def list_models(self, *, timeout_s: float | None = None) -> list[ModelInfo]:
+        """Every model the server serves."""
+        request = models_pb2.ListModelsRequest()
+        response = await self._call(self._models.ListModels, request, timeout_s)
+        return [model_info(m) for m in response.models]
+
+    async def get_model(
+        self, name: str, version: str = "", *, timeout_s: float | None = None
+    ) -> ModelInfo:
+        """One model's description."""
+        request = models_pb2.GetModelRequest(model=common_pb2.ModelRef(name=name, version=version))
+        return model_info((await self._call(self._models.GetModel, request, timeout_s)).model)
+
+    async def predict(
+        self,
+        model: str,
+        images: Iterable[ImageLike],
+        *,
+        top_k: int = 0,
+        outputs: Iterable[str] = (),
+        version: str = "",
+        ids: Iterable[str] | None = None,
+        timeout_s: float | None = None,
+    ) -> list[Prediction]:
+        """Predict images (paths, bytes, arrays or PIL images) with one model."""
+        request = predict_request(
+            model, images, version=version, top_k=top_k, outputs=outputs, ids=ids
+        )
+        return predictions(await self._call(self._inference.Predict, request, timeout_s))
+
+    async def is_serving(self, service: str = "", *, timeout_s: float | None = None) -> bool:
+        """Standard gRPC health check ("" = the whole server)."""
+        request = _health_request(service)
+        return _serving(await self._call(self._health.Check, request, timeout_s))

@@ -1,0 +1,120 @@
+"""Proto messages <-> SDK types, and user images -> Image messages."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.client._types import Classification, ModelInfo, Prediction, Preprocessing, TensorSpec
+from assay.v1 import common_pb2, inference_pb2, models_pb2
+from assay.v1.tensor_codec import DTYPES, from_array, to_array
+
+ImageLike = str | os.PathLike[str] | bytes | np.ndarray | Any
+"""A path, encoded bytes, a uint8 HxW / HxWxC array, a float array (already
+preprocessed model input) or a PIL image."""
+
+
+def _enum_name(enum: Any, value: int, prefix: str) -> str:
+    return str(enum.Name(value)).removeprefix(prefix).lower()
+
+
+def image_message(image: ImageLike, image_id: str = "") -> common_pb2.Image:
+    """Build an Image message from any supported image-like value."""
+    if isinstance(image, (str, os.PathLike)):
+        return common_pb2.Image(encoded=Path(image).read_bytes(), id=image_id or str(image))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return common_pb2.Image(encoded=bytes(image), id=image_id)
+    if not isinstance(image, np.ndarray) and hasattr(image, "convert"):  # PIL image
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.dtype == np.uint8 and image.ndim in (2, 3):
+            pixels = image[:, :, None] if image.ndim == 2 else image
+            height, width, channels = pixels.shape
+            raw = common_pb2.RawImage(
+                height=height,
+                width=width,
+                channels=channels,
+                data=np.ascontiguousarray(pixels).tobytes(),
+            )
+            return common_pb2.Image(raw=raw, id=image_id)
+        return common_pb2.Image(tensor=from_array(image), id=image_id)
+    raise TypeError(
+        f"unsupported image type {type(image).__name__}; pass a path, bytes, "
+        "a numpy array or a PIL image"
+    )
+
+
+def predict_request(
+    model: str,
+    images: Iterable[ImageLike],
+    *,
+    version: str = "",
+    top_k: int = 0,
+    outputs: Iterable[str] = (),
+    ids: Iterable[str] | None = None,
+) -> inference_pb2.PredictRequest:
+    """Build a PredictRequest."""
+    images = list(images)
+    id_list = list(ids) if ids is not None else [""] * len(images)
+    if len(id_list) != len(images):
+        raise ValueError(f"{len(id_list)} ids for {len(images)} images")
+    return inference_pb2.PredictRequest(
+        model=common_pb2.ModelRef(name=model, version=version),
+        images=[image_message(img, i) for img, i in zip(images, id_list, strict=True)],
+        top_k=top_k,
+        outputs=list(outputs),
+    )
+
+
+def predictions(response: inference_pb2.PredictResponse) -> list[Prediction]:
+    """PredictResponse -> predictions in request order."""
+    return [
+        Prediction(
+            id=result.id,
+            top_k=[Classification(c.index, c.label, c.probability) for c in result.top_k],
+            outputs={key: to_array(t) for key, t in result.outputs.items()},
+        )
+        for result in response.results
+    ]
+
+
+def _spec(spec: models_pb2.TensorSpec) -> TensorSpec:
+    dtype = DTYPES.get(spec.dtype)
+    return TensorSpec(
+        spec.name, dtype.name if dtype is not None else "unknown", tuple(spec.shape), spec.role
+    )
+
+
+def model_info(info: models_pb2.ModelInfo) -> ModelInfo:
+    """ModelInfo message -> ModelInfo dataclass."""
+    p = info.preprocessing
+    dtype = DTYPES.get(p.dtype)
+    return ModelInfo(
+        name=info.name,
+        version=info.version,
+        task=_enum_name(models_pb2.ModelTask, info.task, "MODEL_TASK_"),
+        description=info.description,
+        backend=info.backend,
+        inputs=tuple(_spec(s) for s in info.inputs),
+        outputs=tuple(_spec(s) for s in info.outputs),
+        labels=tuple(info.labels),
+        preprocessing=Preprocessing(
+            height=p.height,
+            width=p.width,
+            resize=_enum_name(models_pb2.ResizePolicy, p.resize, "RESIZE_POLICY_"),
+            crop_fraction=p.crop_fraction,
+            color=_enum_name(models_pb2.ColorMode, p.color, "COLOR_MODE_"),
+            layout=_enum_name(models_pb2.Layout, p.layout, "LAYOUT_"),
+            scale=p.scale,
+            mean=tuple(p.mean),
+            std=tuple(p.std),
+            dtype=dtype.name if dtype is not None else "unknown",
+            interpolation=p.interpolation,
+        ),
+        ready=info.ready,
+        max_batch_size=info.max_batch_size,
+    )

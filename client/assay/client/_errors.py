@@ -1,0 +1,83 @@
+"""Typed client exceptions, chosen by status code (never by message text).
+
+AssayClientError
+├── InvalidArgumentError      INVALID_ARGUMENT, OUT_OF_RANGE
+├── NotFoundError             NOT_FOUND
+├── ResourceExhaustedError    RESOURCE_EXHAUSTED
+├── DeadlineExceededError     DEADLINE_EXCEEDED
+├── UnavailableError          UNAVAILABLE (after the SDK's retries)
+├── FailedPreconditionError   FAILED_PRECONDITION
+├── PermissionDeniedError     PERMISSION_DENIED, UNAUTHENTICATED
+├── CancelledError            CANCELLED
+└── ServerError               INTERNAL, UNKNOWN and anything else
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class AssayClientError(Exception):
+    """A failed call; `code` is the gRPC status, `details` the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class InvalidArgumentError(AssayClientError):
+    """The request is wrong; fix it before retrying."""
+
+
+class NotFoundError(AssayClientError):
+    """No such model (or other named resource)."""
+
+
+class ResourceExhaustedError(AssayClientError):
+    """A server limit was hit (image too large, queue full); back off or shrink the request."""
+
+
+class DeadlineExceededError(AssayClientError):
+    """The call's deadline passed."""
+
+
+class UnavailableError(AssayClientError):
+    """The server or model backend cannot serve now."""
+
+
+class FailedPreconditionError(AssayClientError):
+    """The server is not in the state the call needs."""
+
+
+class PermissionDeniedError(AssayClientError):
+    """The call is not allowed."""
+
+
+class CancelledError(AssayClientError):
+    """The call was cancelled."""
+
+
+class ServerError(AssayClientError):
+    """The server failed; details are in its log."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[AssayClientError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDeniedError,
+    grpc.StatusCode.CANCELLED: CancelledError,
+}
+
+
+def from_rpc_error(error: grpc.RpcError) -> AssayClientError:
+    """The typed exception for a failed call (sync or aio)."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = (error.details() if hasattr(error, "details") else None) or str(error)
+    return _BY_CODE.get(code, ServerError)(code, details)

@@ -1,0 +1,232 @@
+"""The `assay` command line: serve, models, predict, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from assay.client._client import DEFAULT_TARGET, Client
+from assay.client._errors import AssayClientError
+from assay.client._types import ModelInfo, Prediction
+
+SAMPLES_DIR = Path(__file__).resolve().parents[3] / "deploy" / "samples"
+"""Sample images shipped with a source checkout."""
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="assay: robustness, OOD and AI-generated image checks for served image models.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+Target = Annotated[str, typer.Option("--target", "-t", help="host:port of the assay server.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _fail(exc: AssayClientError) -> None:
+    err_console.print(f"[red]error[/red] {exc.code.name}: {exc.details}")
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML or TOML settings file.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (grpc.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="gRPC port (grpc.port).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port.")] = None,
+    model_repository: Annotated[
+        Path | None, typer.Option(help="Folder of model dirs with assay.yaml manifests.")
+    ] = None,
+) -> None:
+    """Serve the configured models (the bundled demo models by default)."""
+    from assay.server.app import serve as run_server
+    from assay.server.errors import ConfigError
+    from assay.server.settings import load_settings
+
+    overrides: dict[str, Any] = {}
+    if host is not None or port is not None:
+        overrides["grpc"] = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    if metrics_port is not None:
+        overrides["metrics"] = {"port": metrics_port}
+    if model_repository is not None:
+        overrides["model_repository"] = model_repository
+    try:
+        settings = load_settings(config, **overrides)
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        asyncio.run(run_server(settings))
+    except ConfigError as exc:
+        err_console.print(f"[red]configuration error[/red]\n{exc}")
+        raise typer.Exit(code=2) from None
+
+
+def _models_table(models: Sequence[ModelInfo]) -> Table:
+    table = Table(title="models")
+    for column in ("name", "version", "task", "backend", "input", "outputs", "classes", "ready"):
+        table.add_column(column)
+    for m in models:
+        p = m.preprocessing
+        table.add_row(
+            m.name,
+            m.version,
+            m.task,
+            m.backend,
+            f"{p.height}x{p.width} {p.color} {p.layout}",
+            ", ".join(
+                f"{o.name}{list(o.shape)}" + (f" ({o.role})" if o.role else "") for o in m.outputs
+            ),
+            str(len(m.labels)),
+            "[green]yes[/green]" if m.ready else "[red]no[/red]",
+        )
+    return table
+
+
+@app.command()
+def models(
+    name: Annotated[str | None, typer.Argument(help="Describe only this model.")] = None,
+    target: Target = DEFAULT_TARGET,
+    as_json: AsJson = False,
+) -> None:
+    """List the served models, or describe one."""
+    try:
+        with Client(target) as client:
+            found = [client.get_model(name)] if name else client.list_models()
+    except AssayClientError as exc:
+        _fail(exc)
+    if as_json:
+        from dataclasses import asdict
+
+        console.print_json(json.dumps([asdict(m) for m in found]))
+    else:
+        console.print(_models_table(found))
+
+
+def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _predict_all(
+    client: Client, model: str, images: Sequence[Path], top_k: int, batch: int
+) -> list[Prediction]:
+    results: list[Prediction] = []
+    chunks = list(_chunks(images, batch))
+    for chunk in track(
+        chunks, description="predicting", console=err_console, disable=len(chunks) < 2
+    ):
+        results.extend(client.predict(model, chunk, top_k=top_k))
+    return results
+
+
+def _predictions_table(images: Sequence[Path], results: Sequence[Prediction]) -> Table:
+    table = Table(title="predictions")
+    table.add_column("image")
+    table.add_column("top-1")
+    table.add_column("p", justify="right")
+    table.add_column("runners-up")
+    for path, result in zip(images, results, strict=True):
+        first, *rest = result.top_k or [None]
+        table.add_row(
+            path.name,
+            first.label if first else "-",
+            f"{first.probability:.3f}" if first else "-",
+            ", ".join(f"{c.label} {c.probability:.2f}" for c in rest),
+        )
+    return table
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files.", exists=True, dir_okay=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes per image.")] = 3,
+    batch: Annotated[int, typer.Option(help="Images per request.")] = 32,
+    target: Target = DEFAULT_TARGET,
+    as_json: AsJson = False,
+) -> None:
+    """Predict image files with a served model."""
+    try:
+        with Client(target) as client:
+            results = _predict_all(client, model, images, top_k, batch)
+    except AssayClientError as exc:
+        _fail(exc)
+    if as_json:
+        rows = [
+            {"image": str(p), "top_k": [vars(c) for c in r.top_k]}
+            for p, r in zip(images, results, strict=True)
+        ]
+        console.print_json(json.dumps(rows))
+    else:
+        console.print(_predictions_table(images, results))
+
+
+def _true_label(path: Path) -> str:
+    return path.stem.split("_", 1)[0]
+
+
+def _show_metrics(url: str) -> None:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    wanted = ("assay_batch_size_count", "assay_batch_size_sum", "grpc_server_handled_total{")
+    lines = [
+        line for line in text.splitlines() if line.startswith(wanted) and not line.endswith(" 0.0")
+    ]
+    console.print("[bold]a few series from /metrics[/bold]")
+    for line in lines[:8]:
+        console.print(f"  {line}")
+
+
+@app.command()
+def demo(
+    samples: Annotated[Path, typer.Option(help="Folder of sample images.")] = SAMPLES_DIR,
+) -> None:
+    """Start an in-process server on free ports and predict the sample images."""
+    from assay.client._background import BackgroundServer
+    from assay.server.settings import load_settings
+
+    settings = load_settings(grpc={"port": 0}, metrics={"port": 0})
+    with BackgroundServer(settings) as server:
+        target = f"127.0.0.1:{server.port}"
+        metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        console.print(f"assay is serving on [bold]{target}[/bold]; metrics at {metrics_url}")
+        with Client(target) as client:
+            served = client.list_models()
+            console.print(_models_table(served))
+            digits = sorted((samples / "digits").glob("*.png"))
+            if not digits:
+                err_console.print(f"no sample images under {samples / 'digits'}")
+                raise typer.Exit(code=1)
+            results = _predict_all(client, "digits_cnn", digits, 3, 4)
+            console.print(_predictions_table(digits, results))
+            correct = sum(r.label == _true_label(p) for p, r in zip(digits, results, strict=True))
+            console.print(f"digits_cnn: {correct}/{len(digits)} sample digits correct")
+            photos = sorted((samples / "photos").glob("*.jpg"))
+            if photos and any(m.name == "efficientnet_lite0" for m in served):
+                results = _predict_all(client, "efficientnet_lite0", photos, 3, 4)
+                console.print(_predictions_table(photos, results))
+            elif not any(m.name == "efficientnet_lite0" for m in served):
+                console.print("efficientnet_lite0 is not built (`make models` builds it); skipped")
+        _show_metrics(metrics_url)
+        console.print(
+            "next: `assay serve` in one terminal, then "
+            "`assay predict --model digits_cnn IMAGE...` in another"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=list(argv) if argv is not None else sys.argv[1:], prog_name="assay")

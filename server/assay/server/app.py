@@ -1,0 +1,173 @@
+"""Server lifecycle: build the gRPC server, serve until a signal, drain, stop.
+
+`create_server` binds (port 0 allowed) and wires everything; `serve` runs it
+until SIGTERM/SIGINT and then drains in-flight calls for the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from assay.server.inference import Predictor
+from assay.server.metrics import MetricsEndpoint, ServerMetrics
+from assay.server.models.registry import ModelRegistry, build_registry
+from assay.server.services.inference import InferenceServicer
+from assay.server.services.interceptors import ErrorMappingInterceptor, MetricsInterceptor
+from assay.server.services.models import ModelServicer
+from assay.server.settings import Settings
+from assay.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPOSITORY = Path(__file__).resolve().parents[3] / "deploy" / "triton" / "model_repository"
+"""The committed demo models, when running from a source checkout."""
+
+SERVICES = (
+    inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+    models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+)
+READINESS_POLL_S = 1.0
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def model_health_name(model: str) -> str:
+    """Health-service name that reports one model's readiness."""
+    return f"assay.model.{model}"
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """Channel arguments shared by the server (message size, keepalive)."""
+    max_bytes = int(settings.grpc.max_message_mb * 1024 * 1024)
+    return [
+        ("grpc.max_send_message_length", max_bytes),
+        ("grpc.max_receive_message_length", max_bytes),
+        ("grpc.keepalive_time_ms", int(settings.grpc.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.grpc.keepalive_timeout_s * 1000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+@dataclass
+class AssayServer:
+    """A wired, bound server; `start()` it, then `stop()` it."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    port: int
+    registry: ModelRegistry
+    health: health.aio.HealthServicer
+    metrics: ServerMetrics
+    preprocess_pool: ThreadPoolExecutor
+    metrics_endpoint: MetricsEndpoint | None = None
+    _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """Port of /metrics, or None when metrics are disabled."""
+        return self.metrics_endpoint.port if self.metrics_endpoint else None
+
+    async def start(self) -> None:
+        """Start serving and report health."""
+        await self.server.start()
+        await self._publish_health()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_readiness())
+        log.info("assay listening on %s:%d", self.settings.grpc.host, self.port)
+
+    async def _publish_health(self) -> None:
+        ready = {m.name: m.ready() for m in self.registry.all()}
+        for name, is_ready in ready.items():
+            self.metrics.model_ready.labels(model=name).set(1 if is_ready else 0)
+            await self.health.set(model_health_name(name), _SERVING if is_ready else _NOT_SERVING)
+        any_ready = _SERVING if any(ready.values()) else _NOT_SERVING
+        await self.health.set(SERVICES[0], any_ready)
+        await self.health.set(SERVICES[1], _SERVING)
+        await self.health.set("", any_ready)
+
+    async def _watch_readiness(self) -> None:
+        while True:
+            await asyncio.sleep(READINESS_POLL_S)
+            await self._publish_health()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish for grace_s, then release everything."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grpc.grace_period_s if grace_s is None else grace_s)
+        await self.registry.aclose()
+        self.preprocess_pool.shutdown(wait=False, cancel_futures=True)
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+
+
+async def create_server(
+    settings: Settings,
+    *,
+    metrics_registry: CollectorRegistry | None = None,
+    default_repository: Path | None = DEFAULT_REPOSITORY,
+) -> AssayServer:
+    """Load the models and bind the server (port 0 picks a free port); does not start it."""
+    metrics = ServerMetrics(metrics_registry or CollectorRegistry())
+    registry = build_registry(settings, metrics, default_repository)
+    pool = ThreadPoolExecutor(settings.images.preprocess_workers, thread_name_prefix="preprocess")
+    predictor = Predictor(registry, settings.images, pool, metrics)
+
+    server = grpc.aio.server(
+        interceptors=[MetricsInterceptor(metrics), ErrorMappingInterceptor()],
+        options=grpc_options(settings),
+        maximum_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
+    )
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(predictor), server)
+    models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICES, *(model_health_name(m.name) for m in registry.all())):
+        await health_servicer.set(name, _NOT_SERVING)
+    reflection.enable_server_reflection(
+        (
+            *SERVICES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.grpc.host}:{settings.grpc.port}")
+    if port == 0:
+        raise OSError(f"cannot bind {settings.grpc.host}:{settings.grpc.port}")
+    endpoint = None
+    if settings.metrics.enabled:
+        endpoint = MetricsEndpoint(metrics.registry, settings.metrics.host, settings.metrics.port)
+    return AssayServer(settings, server, port, registry, health_servicer, metrics, pool, endpoint)
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight calls and stop."""
+    app = await create_server(settings)
+    await app.start()
+    if app.metrics_endpoint is not None:
+        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, app.metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info(
+        "shutting down; draining in-flight calls for up to %.1fs", settings.grpc.grace_period_s
+    )
+    await app.stop()

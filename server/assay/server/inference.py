@@ -1,0 +1,201 @@
+"""Predict: preprocess a request's images, batch them, read classes and outputs.
+
+Domain code: numpy in, dataclasses out; no grpc or protobuf here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from assay.server.errors import InvalidArgumentError, ModelNotReadyError
+from assay.server.metrics import ServerMetrics
+from assay.server.models.config import OutputRole
+from assay.server.models.preprocess import ImageInput, Preprocessor
+from assay.server.models.registry import ModelRegistry, ServedModel
+from assay.server.settings import ImageSettings
+
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class PredictQuery:
+    """One Predict request in domain terms."""
+
+    model: str
+    images: Sequence[ImageInput]
+    version: str = ""
+    ids: Sequence[str] = ()
+    top_k: int = 0
+    """0 = DEFAULT_TOP_K; clamped to the number of classes."""
+    outputs: Sequence[str] = ()
+    """Raw outputs to return, by role or by output name."""
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One class and its probability."""
+
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """The prediction for one image."""
+
+    id: str
+    top_k: list[Classification]
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """Predictions in request order, with the model that made them."""
+
+    model: str
+    version: str
+    predictions: list[ImagePrediction]
+
+
+class Predictor:
+    """Runs PredictQuery against the registry."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        images: ImageSettings,
+        preprocess_pool: Executor,
+        metrics: ServerMetrics,
+    ) -> None:
+        self._registry = registry
+        self._limits = images
+        self._pool = preprocess_pool
+        self._metrics = metrics
+
+    async def predict(self, query: PredictQuery, deadline: float | None = None) -> PredictResult:
+        """Predict every image of query; deadline is an absolute loop.time()."""
+        model = self._registry.get(query.model, query.version)
+        self._check_request(query)
+        wanted = resolve_outputs(model, query.outputs)
+        if not model.ready():
+            raise ModelNotReadyError(f"model {model.name!r} is not ready; retry later")
+        batch = await self._preprocess(model, query.images)
+        outputs = await model.batcher.submit({model.input_name: batch}, deadline)
+        self._metrics.images.labels(model=model.name).inc(len(query.images))
+        return PredictResult(
+            model=model.name,
+            version=model.config.version,
+            predictions=build_predictions(model, outputs, query, wanted),
+        )
+
+    def _check_request(self, query: PredictQuery) -> None:
+        count = len(query.images)
+        if count == 0:
+            raise InvalidArgumentError("request has no images; send at least one")
+        limit = self._limits.max_images_per_request
+        if count > limit:
+            raise InvalidArgumentError(
+                f"request has {count} images; at most {limit} are accepted per request, "
+                "split it into several requests"
+            )
+        if query.ids and len(query.ids) != count:
+            raise InvalidArgumentError(f"{len(query.ids)} ids for {count} images")
+
+    async def _preprocess(self, model: ServedModel, images: Sequence[ImageInput]) -> np.ndarray:
+        start = time.perf_counter()
+        prep: Preprocessor = model.preprocessor
+        if Preprocessor.is_cheap(images, self._limits.inline_max_pixels):
+            batch = prep(images)
+        else:
+            batch = await asyncio.get_running_loop().run_in_executor(self._pool, prep, images)
+        self._metrics.preprocess_seconds.labels(model=model.name).observe(
+            time.perf_counter() - start
+        )
+        return batch
+
+
+def resolve_outputs(model: ServedModel, requested: Sequence[str]) -> dict[str, str]:
+    """Map each requested key (a role or an output name) to a backend output name."""
+    names = {o.name for o in model.backend.metadata().outputs}
+    roles = {role.value: name for role, name in model.config.outputs.items()}
+    wanted = {}
+    for key in requested:
+        if key in roles:
+            wanted[key] = roles[key]
+        elif key in names:
+            wanted[key] = key
+        elif key == OutputRole.PROBABILITIES.value and OutputRole.LOGITS.value in roles:
+            wanted[key] = key  # computed from logits
+        else:
+            raise InvalidArgumentError(
+                f"model {model.name!r} has no output {key!r}; available: "
+                f"{', '.join(sorted(set(roles) | names))}"
+            )
+    return wanted
+
+
+def class_probabilities(model: ServedModel, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Per-image class probabilities from the probabilities or logits output."""
+    probs_name = model.output_name(OutputRole.PROBABILITIES)
+    if probs_name is not None:
+        return outputs[probs_name].astype(np.float32, copy=False)
+    logits_name = model.output_name(OutputRole.LOGITS)
+    if logits_name is None:
+        return None
+    return softmax(outputs[logits_name])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis, in float32."""
+    shifted = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=-1, keepdims=True)
+    return shifted
+
+
+def top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and probabilities of the k largest entries per row, descending."""
+    k = min(k, probs.shape[-1])
+    part = np.argpartition(-probs, k - 1, axis=-1)[:, :k]
+    part_probs = np.take_along_axis(probs, part, axis=-1)
+    order = np.argsort(-part_probs, axis=-1, kind="stable")
+    return np.take_along_axis(part, order, axis=-1), np.take_along_axis(part_probs, order, axis=-1)
+
+
+def build_predictions(
+    model: ServedModel,
+    outputs: dict[str, np.ndarray],
+    query: PredictQuery,
+    wanted: dict[str, str],
+) -> list[ImagePrediction]:
+    """Turn a request's slice of batch outputs into per-image predictions."""
+    count = len(query.images)
+    ids = list(query.ids) or [""] * count
+    probs = class_probabilities(model, outputs)
+    classes: list[list[Classification]] = [[] for _ in range(count)]
+    if probs is not None:
+        k = query.top_k or DEFAULT_TOP_K
+        indices, values = top_k(probs.reshape(count, -1), k)
+        labels = model.labels
+        for row in range(count):
+            classes[row] = [
+                Classification(int(i), labels[i] if i < len(labels) else str(i), float(p))
+                for i, p in zip(indices[row], values[row], strict=True)
+            ]
+    raw = {
+        key: (
+            probs if name == OutputRole.PROBABILITIES.value and probs is not None else outputs[name]
+        )
+        for key, name in wanted.items()
+    }
+    return [
+        ImagePrediction(ids[row], classes[row], {key: value[row] for key, value in raw.items()})
+        for row in range(count)
+    ]

@@ -1,0 +1,139 @@
+"""Prometheus metrics, registered on an injected CollectorRegistry.
+
+RPC metrics use the go-grpc-prometheus names so existing gRPC dashboards
+work; assay's own series start with `assay_`. Labels stay low-cardinality:
+model, backend, gRPC service/method/code.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from assay.server import __version__
+
+LATENCY_BUCKETS_S = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+_RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+
+class ServerMetrics:
+    """Every metric the server exports."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.rpc_started = Counter(
+            "grpc_server_started_total",
+            "RPCs started on the server.",
+            _RPC_LABELS,
+            registry=registry,
+        )
+        self.rpc_handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, regardless of success.",
+            (*_RPC_LABELS, "grpc_code"),
+            registry=registry,
+        )
+        self.rpc_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Response latency of RPCs handled by the server, in seconds.",
+            _RPC_LABELS,
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.msg_received = Counter(
+            "grpc_server_msg_received_total",
+            "RPC stream messages received on the server.",
+            _RPC_LABELS,
+            registry=registry,
+        )
+        self.msg_sent = Counter(
+            "grpc_server_msg_sent_total",
+            "RPC stream messages sent by the server.",
+            _RPC_LABELS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "assay_batch_size",
+            "Rows (images) per batch sent to the backend.",
+            ("model",),
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "assay_batch_queue_depth",
+            "Images waiting in a model's batching queue.",
+            ("model",),
+            registry=registry,
+        )
+        self.inference_seconds = Histogram(
+            "assay_backend_inference_seconds",
+            "Backend time per batch, in seconds.",
+            ("model", "backend"),
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.preprocess_seconds = Histogram(
+            "assay_preprocess_seconds",
+            "Decode + resize + normalise time per request, in seconds.",
+            ("model",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.images = Counter(
+            "assay_predicted_images_total",
+            "Images predicted successfully.",
+            ("model",),
+            registry=registry,
+        )
+        self.model_ready = Gauge(
+            "assay_model_ready",
+            "1 when the model's backend can serve, else 0.",
+            ("model",),
+            registry=registry,
+        )
+        build = Gauge(
+            "assay_build_info",
+            "assay version (value is always 1).",
+            ("version",),
+            registry=registry,
+        )
+        build.labels(version=__version__).set(1)
+
+
+class MetricsEndpoint:
+    """The /metrics HTTP listener (prometheus_client's threaded WSGI server)."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._server: WSGIServer
+        self._thread: threading.Thread
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when 0 was asked for)."""
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,1 @@
+"""Model serving: registry -> preprocess -> MicroBatcher -> ModelBackend."""

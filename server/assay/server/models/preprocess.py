@@ -1,0 +1,216 @@
+"""Images -> the model's input tensor: decode, colour, resize, normalise, layout.
+
+Decoding is bounded: the pixel count is read from the header and checked
+before any pixel is decoded. Normalisation runs once over the whole request
+as one vectorised numpy expression.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from assay.server.errors import ImageTooLargeError, InvalidImageError, InvalidTensorError
+from assay.server.models.backend import TensorInfo
+from assay.server.models.config import Color, InputDType, InputSpec, Interpolation, Layout, Resize
+
+# assay enforces its own, configurable pixel limit from the header (below);
+# PIL's process-wide bomb check would otherwise warn or refuse independently.
+Image.MAX_IMAGE_PIXELS = None
+
+_FILTERS = {
+    Interpolation.NEAREST: Image.Resampling.NEAREST,
+    Interpolation.BILINEAR: Image.Resampling.BILINEAR,
+    Interpolation.BICUBIC: Image.Resampling.BICUBIC,
+    Interpolation.AREA: Image.Resampling.BOX,
+}
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file's bytes (PNG, JPEG, WebP, ...)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class PixelImage:
+    """A decoded uint8 image, HWC with 1, 3 or 4 channels."""
+
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """A caller-preprocessed model input for one image (no batch dimension)."""
+
+    array: np.ndarray
+
+
+ImageInput = EncodedImage | PixelImage | InputTensor
+
+
+class Preprocessor:
+    """Turns a request's images into one batch for one model input."""
+
+    def __init__(self, spec: InputSpec, model_input: TensorInfo, max_pixels: int) -> None:
+        self.spec = spec
+        self.model_input = model_input
+        self.max_pixels = max_pixels
+        channels = spec.channels
+        mean = np.broadcast_to(np.asarray(spec.mean, np.float32), (channels,))
+        std = np.broadcast_to(np.asarray(spec.std, np.float32), (channels,))
+        # (x * scale - mean) / std == x * gain + bias, one fused pass.
+        self._gain = (spec.scale / std).astype(np.float32)
+        self._bias = (-mean / std).astype(np.float32)
+        self._dtype = np.dtype(spec.dtype.value)
+
+    @staticmethod
+    def is_cheap(images: Sequence[ImageInput], max_pixels: int) -> bool:
+        """True when no image needs decoding and all hold at most max_pixels in total.
+
+        Such requests are cheaper to preprocess inline than to hand to a thread.
+        """
+        total = 0
+        for image in images:
+            if isinstance(image, EncodedImage):
+                return False
+            total += int(np.prod(image.array.shape[:2]))
+        return total <= max_pixels
+
+    def __call__(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Build the batch, in request order; raises per-image errors with the index."""
+        batch = np.empty((len(images), *self.spec.shape), dtype=self._dtype)
+        pixel_rows: list[int] = []
+        pixels: list[np.ndarray] = []
+        for index, image in enumerate(images):
+            try:
+                if isinstance(image, InputTensor):
+                    batch[index] = self._check_tensor(image.array)
+                else:
+                    pixels.append(self._to_pixels(image))
+                    pixel_rows.append(index)
+            except (InvalidImageError, InvalidTensorError, ImageTooLargeError) as exc:
+                raise type(exc)(f"image {index}: {exc}") from exc
+        if pixels:
+            batch[pixel_rows] = self._normalise(np.stack(pixels))
+        return batch
+
+    def _to_pixels(self, image: EncodedImage | PixelImage) -> np.ndarray:
+        if isinstance(image, EncodedImage):
+            pil = self._decode(image.data)
+        else:
+            check_pixel_image(image.array, self.max_pixels)
+            pil = _from_array(image.array)
+        pil = pil.convert("L" if self.spec.color is Color.GRAY else "RGB")
+        pil = self._resize(pil)
+        array = np.asarray(pil, dtype=np.uint8)
+        return array[:, :, None] if array.ndim == 2 else array
+
+    def _decode(self, data: bytes) -> Image.Image:
+        if not data:
+            raise InvalidImageError("encoded image is empty (0 bytes)")
+        try:
+            pil = Image.open(io.BytesIO(data))
+            width, height = pil.size
+            if width * height > self.max_pixels:
+                raise ImageTooLargeError(
+                    f"{width}x{height} = {width * height} pixels exceeds the limit of "
+                    f"{self.max_pixels}; downscale the image before sending it"
+                )
+            pil.load()
+        except UnidentifiedImageError:
+            raise InvalidImageError(
+                f"bytes are not a supported image format (PNG, JPEG, WebP, BMP, GIF, TIFF); "
+                f"first bytes: {data[:8]!r}"
+            ) from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InvalidImageError(
+                f"image could not be decoded ({exc}); is it truncated?"
+            ) from None
+        if width == 0 or height == 0:
+            raise InvalidImageError(f"image has zero size ({width}x{height})")
+        return pil
+
+    def _resize(self, pil: Image.Image) -> Image.Image:
+        spec = self.spec
+        target = (spec.width, spec.height)
+        resample = _FILTERS[spec.interpolation]
+        if pil.size == target:
+            return pil
+        if spec.resize is Resize.STRETCH:
+            return pil.resize(target, resample)
+        width, height = pil.size
+        if spec.resize is Resize.CENTER_CROP:
+            scale = max(spec.width / width, spec.height / height) / spec.crop_fraction
+            resized = (
+                max(spec.width, round(width * scale)),
+                max(spec.height, round(height * scale)),
+            )
+            left = (resized[0] - spec.width) // 2
+            top = (resized[1] - spec.height) // 2
+            return pil.resize(resized, resample).crop(
+                (left, top, left + spec.width, top + spec.height)
+            )
+        scale = min(spec.width / width, spec.height / height)
+        fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+        canvas = Image.new(
+            pil.mode, target, spec.pad_value if pil.mode == "L" else (spec.pad_value,) * 3
+        )
+        canvas.paste(
+            pil.resize(fitted, resample),
+            ((target[0] - fitted[0]) // 2, (target[1] - fitted[1]) // 2),
+        )
+        return canvas
+
+    def _normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 NHWC -> model dtype and layout."""
+        if self.spec.color is Color.BGR:
+            pixels = pixels[..., ::-1]
+        if self.spec.dtype is InputDType.UINT8:
+            values: np.ndarray = pixels
+        else:
+            values = pixels.astype(np.float32) * self._gain + self._bias
+        if self.spec.layout is Layout.NCHW:
+            values = values.transpose(0, 3, 1, 2)
+        return values.astype(self._dtype, copy=False)
+
+    def _check_tensor(self, array: np.ndarray) -> np.ndarray:
+        want = self.model_input
+        if array.dtype != want.dtype:
+            raise InvalidTensorError(
+                f"tensor dtype is {array.dtype}, model input {want.name!r} needs {want.dtype}"
+            )
+        if array.shape != self.spec.shape:
+            raise InvalidTensorError(
+                f"tensor shape is {list(array.shape)}, model input {want.name!r} needs "
+                f"{list(self.spec.shape)} per image (no batch dimension)"
+            )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InvalidTensorError("tensor contains NaN or Inf values")
+        return array
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    """uint8 HWC (channels 1, 3 or 4) -> PIL image; alpha is dropped later."""
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def check_pixel_image(array: np.ndarray, max_pixels: int) -> None:
+    """Validate a decoded image's shape before it is used."""
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise InvalidImageError(
+            f"raw image must be height x width x channels with 1, 3 or 4 channels, "
+            f"got shape {list(array.shape)}"
+        )
+    height, width = array.shape[:2]
+    if height == 0 or width == 0:
+        raise InvalidImageError(f"raw image has zero size ({width}x{height})")
+    if height * width > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
+        )

@@ -1,0 +1,1 @@
+"""gRPC servicers: proto <-> domain conversion only; no logic lives here."""

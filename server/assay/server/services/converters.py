@@ -1,0 +1,126 @@
+"""Proto <-> domain conversion for every service.
+
+The only module (with the servicers) that knows both the generated
+messages and the domain types.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from assay.server.errors import InvalidArgumentError, InvalidImageError, InvalidTensorError
+from assay.server.inference import PredictQuery, PredictResult
+from assay.server.models.backend import TensorInfo
+from assay.server.models.config import Color, InputDType, Layout, Resize, Task
+from assay.server.models.preprocess import EncodedImage, ImageInput, InputTensor, PixelImage
+from assay.server.models.registry import ServedModel
+from assay.v1 import common_pb2, inference_pb2, models_pb2
+from assay.v1.tensor_codec import dtype_code, from_array, to_array
+
+_TASKS = {
+    Task.CLASSIFIER: models_pb2.MODEL_TASK_CLASSIFIER,
+    Task.FEATURE_EXTRACTOR: models_pb2.MODEL_TASK_FEATURE_EXTRACTOR,
+    Task.DETECTOR: models_pb2.MODEL_TASK_DETECTOR,
+}
+_RESIZE = {
+    Resize.STRETCH: models_pb2.RESIZE_POLICY_STRETCH,
+    Resize.CENTER_CROP: models_pb2.RESIZE_POLICY_CENTER_CROP,
+    Resize.LETTERBOX: models_pb2.RESIZE_POLICY_LETTERBOX,
+}
+_COLOR = {
+    Color.RGB: models_pb2.COLOR_MODE_RGB,
+    Color.BGR: models_pb2.COLOR_MODE_BGR,
+    Color.GRAY: models_pb2.COLOR_MODE_GRAY,
+}
+_LAYOUT = {Layout.NCHW: models_pb2.LAYOUT_NCHW, Layout.NHWC: models_pb2.LAYOUT_NHWC}
+
+
+def image_to_domain(image: common_pb2.Image, index: int) -> ImageInput:
+    """Image message -> domain input; errors name the image's index."""
+    source = image.WhichOneof("source")
+    if source == "encoded":
+        return EncodedImage(image.encoded)
+    if source == "raw":
+        raw = image.raw
+        expected = raw.height * raw.width * raw.channels
+        if len(raw.data) != expected:
+            raise InvalidImageError(
+                f"image {index}: raw data has {len(raw.data)} bytes; "
+                f"{raw.height}x{raw.width}x{raw.channels} needs {expected}"
+            )
+        array = np.frombuffer(raw.data, np.uint8).reshape(raw.height, raw.width, raw.channels)
+        return PixelImage(array)
+    if source == "tensor":
+        try:
+            return InputTensor(to_array(image.tensor))
+        except ValueError as exc:
+            raise InvalidTensorError(f"image {index}: {exc}") from None
+    raise InvalidArgumentError(f"image {index} has no source; set encoded, raw or tensor")
+
+
+def predict_request_to_query(request: inference_pb2.PredictRequest) -> PredictQuery:
+    """PredictRequest -> PredictQuery."""
+    if not request.model.name:
+        raise InvalidArgumentError("model.name is empty; name the model to run")
+    images = [image_to_domain(image, i) for i, image in enumerate(request.images)]
+    ids = [image.id for image in request.images]
+    return PredictQuery(
+        model=request.model.name,
+        version=request.model.version,
+        images=images,
+        ids=ids if any(ids) else (),
+        top_k=request.top_k,
+        outputs=tuple(request.outputs),
+    )
+
+
+def predict_result_to_proto(result: PredictResult) -> inference_pb2.PredictResponse:
+    """PredictResult -> PredictResponse."""
+    response = inference_pb2.PredictResponse(
+        model=common_pb2.ModelRef(name=result.model, version=result.version)
+    )
+    for prediction in result.predictions:
+        item = response.results.add(id=prediction.id)
+        for c in prediction.top_k:
+            item.top_k.add(index=c.index, label=c.label, probability=c.probability)
+        for key, value in prediction.outputs.items():
+            item.outputs[key].CopyFrom(from_array(value))
+    return response
+
+
+def _tensor_spec(info: TensorInfo, role: str = "") -> models_pb2.TensorSpec:
+    return models_pb2.TensorSpec(
+        name=info.name, dtype=dtype_code(info.dtype), shape=list(info.shape), role=role
+    )
+
+
+def model_to_proto(model: ServedModel) -> models_pb2.ModelInfo:
+    """ServedModel -> ModelInfo."""
+    config, spec = model.config, model.config.input
+    meta = model.backend.metadata()
+    roles = {name: role.value for role, name in config.outputs.items()}
+    return models_pb2.ModelInfo(
+        name=config.name,
+        version=config.version,
+        task=_TASKS[config.task],
+        description=config.description,
+        backend=meta.kind,
+        inputs=[_tensor_spec(i) for i in meta.inputs],
+        outputs=[_tensor_spec(o, roles.get(o.name, "")) for o in meta.outputs],
+        labels=list(model.labels),
+        preprocessing=models_pb2.Preprocessing(
+            height=spec.height,
+            width=spec.width,
+            resize=_RESIZE[spec.resize],
+            crop_fraction=spec.crop_fraction,
+            color=_COLOR[spec.color],
+            layout=_LAYOUT[spec.layout],
+            scale=spec.scale,
+            mean=list(spec.mean),
+            std=list(spec.std),
+            dtype=dtype_code(np.dtype(InputDType(spec.dtype).value)),
+            interpolation=spec.interpolation.value,
+        ),
+        ready=model.ready(),
+        max_batch_size=model.batcher.max_batch_size,
+    )

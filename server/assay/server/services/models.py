@@ -1,0 +1,34 @@
+"""ModelService: list and describe registered models."""
+
+from __future__ import annotations
+
+import grpc
+
+from assay.server.errors import InvalidArgumentError
+from assay.server.models.registry import ModelRegistry
+from assay.server.services.converters import model_to_proto
+from assay.v1 import models_pb2, models_pb2_grpc
+
+
+class ModelServicer(models_pb2_grpc.ModelServiceServicer):
+    """Converts ModelService calls to registry lookups."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+
+    async def ListModels(
+        self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> models_pb2.ListModelsResponse:
+        """Every registered model."""
+        return models_pb2.ListModelsResponse(
+            models=[model_to_proto(m) for m in self._registry.all()]
+        )
+
+    async def GetModel(
+        self, request: models_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> models_pb2.GetModelResponse:
+        """One model by name and optional version."""
+        if not request.model.name:
+            raise InvalidArgumentError("model.name is empty; name the model to describe")
+        model = self._registry.get(request.model.name, request.model.version)
+        return models_pb2.GetModelResponse(model=model_to_proto(model))

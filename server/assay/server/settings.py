@@ -1,0 +1,195 @@
+"""Server settings: one pydantic-settings root, built once in main() and passed down.
+
+Sources, highest priority first: keyword overrides, `ASSAY_*` environment
+variables (nested with `__`, e.g. `ASSAY_GRPC__PORT=50052`), then an optional
+YAML or TOML file. Nothing else in the server reads the environment.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from assay.server.errors import ConfigError
+from assay.server.models.config import ModelConfig
+
+_Positive = Annotated[int, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GrpcSettings(_Section):
+    """The gRPC listener."""
+
+    host: str = "127.0.0.1"
+    """Address to bind; use 0.0.0.0 or [::] inside a container."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 50051
+    """0 picks a free port."""
+    max_message_mb: Annotated[float, Field(gt=0, le=2047)] = 64.0
+    """Largest request or response message, both directions."""
+    grace_period_s: Annotated[float, Field(ge=0)] = 10.0
+    """On SIGTERM/SIGINT, how long in-flight calls may finish."""
+    keepalive_time_s: Annotated[float, Field(gt=0)] = 30.0
+    keepalive_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    max_concurrent_rpcs: _Positive | None = None
+    """Calls beyond this many are rejected with RESOURCE_EXHAUSTED; None = no cap."""
+
+
+class BatchingSettings(_Section):
+    """Defaults of every model's MicroBatcher (a model entry may override them)."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    max_delay_ms: Annotated[float, Field(ge=0, le=10_000)] = 2.0
+    """How long the first image of a batch waits for company."""
+    max_queue: _Positive = 2048
+    """Images waiting per model before requests get RESOURCE_EXHAUSTED."""
+    max_inflight_batches: Annotated[int, Field(ge=1, le=64)] = 2
+    """Batches a model runs at once; 2 overlaps collection with inference."""
+
+
+class MetricsSettings(_Section):
+    """The Prometheus /metrics endpoint."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    """0 picks a free port."""
+
+
+class OnnxSettings(_Section):
+    """onnxruntime sessions of the embedded backend."""
+
+    intra_op_threads: Annotated[int, Field(ge=0)] = 0
+    """Threads inside one operator; 0 lets onnxruntime choose (one per core)."""
+    inter_op_threads: Annotated[int, Field(ge=0)] = 1
+    session_workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Threads calling session.run concurrently per model."""
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    """Execution providers in order of preference; missing ones are skipped."""
+
+
+class ImageSettings(_Section):
+    """Limits and workers of image decoding and preprocessing."""
+
+    max_pixels: _Positive = 40_000_000
+    """Images with more pixels are refused from their header, before decoding."""
+    max_images_per_request: Annotated[int, Field(ge=1, le=100_000)] = 256
+    preprocess_workers: Annotated[int, Field(ge=1, le=256)] = 4
+    inline_max_pixels: Annotated[int, Field(ge=0)] = 4096
+    """Requests whose raw/tensor inputs total at most this many pixels are
+    preprocessed on the event loop: a thread hop costs more than the work."""
+
+
+class Settings(BaseSettings):
+    """Root of all server settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASSAY_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    grpc: GrpcSettings = GrpcSettings()
+    batching: BatchingSettings = BatchingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    onnx: OnnxSettings = OnnxSettings()
+    images: ImageSettings = ImageSettings()
+    model_repository: Path | None = None
+    """A folder of model directories, each with an assay.yaml manifest
+    (Triton layout). Unset with no `models` = the bundled demo repository."""
+    models: tuple[ModelConfig, ...] = ()
+    """Registry entries declared inline; relative paths are resolved
+    against the config file's folder."""
+    log_level: str = "INFO"
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values from a YAML or TOML file, lowest priority."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a YAML (.yaml/.yml) or TOML (.toml) settings file into a dict."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    base = path.parent.resolve()
+    models = data.get("models")
+    if isinstance(models, list):
+        data["models"] = [_anchor_paths(entry, base) for entry in models]
+    repo = data.get("model_repository")
+    if isinstance(repo, str) and not Path(repo).is_absolute():
+        data["model_repository"] = str((base / repo).resolve())
+    return data
+
+
+def _anchor_paths(entry: Any, base: Path) -> Any:
+    if not isinstance(entry, dict):
+        return entry
+    entry = dict(entry)
+    for key in ("path", "labels_file"):
+        value = entry.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            entry[key] = str((base / value).resolve())
+    return entry
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from overrides, environment and an optional file.
+
+    Raises:
+        ConfigError: with every invalid field named, e.g.
+            ``grpc.port: Input should be less than or equal to 65535``.
+    """
+    data = read_config_file(config_file) if config_file is not None else {}
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _FileSource(settings_cls, data))
+
+    try:
+        return _Loaded(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, config_file)) from None
+
+
+def describe_validation_error(exc: ValidationError, source: Path | None = None) -> str:
+    """One line per invalid field: its dotted path and what is wrong."""
+    where = f" in {source}" if source else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in exc.errors():
+        path = ".".join(str(part) for part in err["loc"]) or "(root)"
+        lines.append(f"  {path}: {err['msg']}")
+    return "\n".join(lines)

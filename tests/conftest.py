@@ -1,0 +1,71 @@
+"""Shared fixtures: the committed demo model and a real grpc.aio server on port 0."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from assay.server.app import AssayServer, create_server
+from assay.server.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY = ROOT / "deploy" / "triton" / "model_repository"
+DIGITS_ONNX = REPOSITORY / "digits_cnn" / "1" / "model.onnx"
+SAMPLES = sorted((ROOT / "deploy" / "samples" / "digits").glob("*.png"))
+
+
+def demo_settings(**overrides: Any) -> Settings:
+    """Settings serving only the committed digits model, on free ports."""
+    base: dict[str, Any] = {
+        "grpc": {"port": 0, "grace_period_s": 2.0},
+        "metrics": {"port": 0},
+        "model_repository": None,
+        "models": [
+            {
+                "name": "digits_cnn",
+                "path": str(DIGITS_ONNX),
+                "labels_file": str(REPOSITORY / "digits_cnn" / "labels.txt"),
+                "input": {
+                    "name": "image", "height": 28, "width": 28, "color": "gray",
+                    "scale": 1 / 255, "mean": [0.5], "std": [0.5],
+                },
+                "outputs": {"logits": "logits", "features": "features", "feature_map": "feature_map"},
+            }
+        ],
+        "onnx": {"intra_op_threads": 1},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return load_settings(**base)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[AssayServer]:
+    app = await create_server(demo_settings())
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop(0)
+
+
+@pytest.fixture
+async def channel(server: AssayServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch

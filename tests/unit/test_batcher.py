@@ -1,0 +1,171 @@
+import asyncio
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from assay.server.errors import (
+    BackendError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    QueueFullError,
+    UnavailableError,
+)
+from assay.server.models.batcher import BatcherHooks, MicroBatcher
+
+
+class Recorder:
+    """Doubles its input and records the batch sizes it was called with."""
+
+    def __init__(self, delay_s: float = 0.0, fail_on: int | None = None) -> None:
+        self.sizes: list[int] = []
+        self.delay_s = delay_s
+        self.fail_on = fail_on
+
+    async def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        self.sizes.append(len(x))
+        await asyncio.sleep(self.delay_s)
+        if self.fail_on is not None and self.fail_on in x[:, 0]:
+            raise RuntimeError("boom")
+        return {"y": x * 2}
+
+
+def rows(*values: float) -> dict[str, np.ndarray]:
+    return {"x": np.array(values, dtype=np.float32).reshape(-1, 1)}
+
+
+async def test_concurrent_requests_share_one_batch_and_get_their_own_rows() -> None:
+    fn = Recorder()
+    batcher = MicroBatcher(fn, max_batch_size=8, max_delay_ms=50, max_queue=100)
+    results = await asyncio.gather(*(batcher.submit(rows(i, i + 0.5)) for i in range(4)))
+    assert fn.sizes == [8]
+    for i, out in enumerate(results):
+        np.testing.assert_array_equal(out["y"][:, 0], [2 * i, 2 * i + 1])
+    await batcher.aclose()
+
+
+async def test_batches_never_exceed_max_batch_size() -> None:
+    fn = Recorder(delay_s=0.01)
+    batcher = MicroBatcher(fn, max_batch_size=3, max_delay_ms=20, max_queue=100)
+    await asyncio.gather(*(batcher.submit(rows(i)) for i in range(10)))
+    assert max(fn.sizes) <= 3 and sum(fn.sizes) == 10
+    await batcher.aclose()
+
+
+async def test_lone_request_flushes_after_max_delay() -> None:
+    fn = Recorder()
+    batcher = MicroBatcher(fn, max_batch_size=64, max_delay_ms=30, max_queue=100)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await batcher.submit(rows(1))
+    elapsed = loop.time() - start
+    assert fn.sizes == [1]
+    assert 0.025 <= elapsed < 1.0
+    await batcher.aclose()
+
+
+async def test_large_request_is_split_into_max_size_chunks_in_order() -> None:
+    fn = Recorder()
+    batcher = MicroBatcher(fn, max_batch_size=4, max_delay_ms=1, max_queue=100)
+    out = await batcher.submit(rows(*range(10)))
+    np.testing.assert_array_equal(out["y"][:, 0], np.arange(10) * 2)
+    assert sorted(fn.sizes) == [2, 4, 4]
+    await batcher.aclose()
+
+
+async def test_full_queue_is_rejected_immediately() -> None:
+    fn = Recorder(delay_s=0.2)
+    batcher = MicroBatcher(fn, max_batch_size=2, max_delay_ms=1, max_queue=3, max_inflight_batches=1)
+    running = asyncio.ensure_future(batcher.submit(rows(1)))
+    await asyncio.sleep(0.05)  # the only batch slot is now busy
+    waiting = [asyncio.ensure_future(batcher.submit(rows(2, 3))), asyncio.ensure_future(batcher.submit(rows(4)))]
+    await asyncio.sleep(0.01)
+    assert batcher.queued_rows == 3
+    with pytest.raises(QueueFullError, match="queue is full"):
+        await batcher.submit(rows(5))
+    await asyncio.gather(running, *waiting)
+    await batcher.aclose()
+
+
+async def test_expired_request_is_not_run() -> None:
+    fn = Recorder()
+    hooks_sizes: list[int] = []
+    batcher = MicroBatcher(
+        fn, max_batch_size=8, max_delay_ms=40, max_queue=100,
+        hooks=BatcherHooks(on_batch=hooks_sizes.append),
+    )
+    loop = asyncio.get_running_loop()
+    expired = batcher.submit(rows(1), deadline=loop.time() + 0.005)
+    alive = batcher.submit(rows(2), deadline=loop.time() + 5)
+    results = await asyncio.gather(expired, alive, return_exceptions=True)
+    assert isinstance(results[0], DeadlineExceededError)
+    assert isinstance(results[1], dict)
+    assert fn.sizes == [1] and hooks_sizes == [1]
+    await batcher.aclose()
+
+
+async def test_failed_batch_fails_only_its_own_requests() -> None:
+    fn = Recorder(fail_on=99)
+    batcher = MicroBatcher(fn, max_batch_size=2, max_delay_ms=20, max_queue=100)
+    results = await asyncio.gather(
+        batcher.submit(rows(99)), batcher.submit(rows(1)),  # batch 1: fails
+        batcher.submit(rows(2)), batcher.submit(rows(3)),  # batch 2: fine
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], BackendError) and isinstance(results[1], BackendError)
+    assert results[2]["y"][0, 0] == 4 and results[3]["y"][0, 0] == 6
+    # The batcher keeps serving after a failure.
+    assert (await batcher.submit(rows(5)))["y"][0, 0] == 10
+    await batcher.aclose()
+
+
+async def test_wrong_output_rows_are_a_backend_error() -> None:
+    async def bad(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": np.zeros((1, 1))}
+
+    batcher = MicroBatcher(bad, max_batch_size=4, max_delay_ms=20, max_queue=10)
+    with pytest.raises(BackendError, match="for a batch of 2"):
+        await asyncio.gather(batcher.submit(rows(1)), batcher.submit(rows(2)))
+    await batcher.aclose()
+
+
+async def test_cancelled_request_is_dropped_from_its_batch() -> None:
+    fn = Recorder()
+    batcher = MicroBatcher(fn, max_batch_size=8, max_delay_ms=50, max_queue=100)
+    doomed = asyncio.ensure_future(batcher.submit(rows(7)))
+    kept = asyncio.ensure_future(batcher.submit(rows(8)))
+    await asyncio.sleep(0.005)
+    doomed.cancel()
+    out = await kept
+    assert out["y"][0, 0] == 16 and fn.sizes == [1]
+    await batcher.aclose()
+
+
+async def test_queue_depth_is_reported() -> None:
+    depths: list[int] = []
+    batcher = MicroBatcher(
+        Recorder(), max_batch_size=8, max_delay_ms=10, max_queue=100,
+        hooks=BatcherHooks(on_queue_depth=depths.append),
+    )
+    await asyncio.gather(batcher.submit(rows(1, 2)), batcher.submit(rows(3)))
+    assert max(depths) == 3 and depths[-1] == 0
+    await batcher.aclose()
+
+
+async def test_mismatched_leading_dims_are_invalid() -> None:
+    batcher = MicroBatcher(Recorder(), max_batch_size=8, max_delay_ms=1, max_queue=10)
+    with pytest.raises(InvalidArgumentError):
+        await batcher.submit({"x": np.zeros((2, 1)), "z": np.zeros((3, 1))})
+    await batcher.aclose()
+
+
+async def test_closed_batcher_fails_queued_and_new_requests() -> None:
+    batcher = MicroBatcher(Recorder(), max_batch_size=8, max_delay_ms=5_000, max_queue=10)
+    queued = asyncio.ensure_future(batcher.submit(rows(1)))
+    await asyncio.sleep(0.01)
+    await batcher.aclose()
+    with pytest.raises(UnavailableError):
+        await queued
+    with pytest.raises(UnavailableError):
+        await batcher.submit(rows(2))

@@ -1,0 +1,47 @@
+import grpc
+import pytest
+
+import assay.client as sdk
+from assay.client._errors import from_rpc_error
+
+
+def test_public_surface_is_exactly_the_intended_names() -> None:
+    assert set(sdk.__all__) == {
+        "AssayClientError", "AsyncClient", "CancelledError", "Classification", "Client",
+        "DeadlineExceededError", "FailedPreconditionError", "InvalidArgumentError", "ModelInfo",
+        "NotFoundError", "PermissionDeniedError", "Prediction", "Preprocessing",
+        "ResourceExhaustedError", "ServerError", "TensorSpec", "UnavailableError",
+    }
+    for name in sdk.__all__:
+        assert getattr(sdk, name) is not None
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return "same text for every code"
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, sdk.InvalidArgumentError),
+        (grpc.StatusCode.NOT_FOUND, sdk.NotFoundError),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, sdk.ResourceExhaustedError),
+        (grpc.StatusCode.UNAVAILABLE, sdk.UnavailableError),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, sdk.DeadlineExceededError),
+        (grpc.StatusCode.FAILED_PRECONDITION, sdk.FailedPreconditionError),
+        (grpc.StatusCode.PERMISSION_DENIED, sdk.PermissionDeniedError),
+        (grpc.StatusCode.CANCELLED, sdk.CancelledError),
+        (grpc.StatusCode.INTERNAL, sdk.ServerError),
+        (grpc.StatusCode.DATA_LOSS, sdk.ServerError),
+    ],
+)
+def test_errors_are_chosen_by_code_not_text(code: grpc.StatusCode, cls: type) -> None:
+    error = from_rpc_error(FakeRpcError(code))
+    assert type(error) is cls and error.code is code and isinstance(error, sdk.AssayClientError)
