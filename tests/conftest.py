@@ -33,10 +33,19 @@ def demo_settings(**overrides: Any) -> Settings:
                 "path": str(DIGITS_ONNX),
                 "labels_file": str(REPOSITORY / "digits_cnn" / "labels.txt"),
                 "input": {
-                    "name": "image", "height": 28, "width": 28, "color": "gray",
-                    "scale": 1 / 255, "mean": [0.5], "std": [0.5],
+                    "name": "image",
+                    "height": 28,
+                    "width": 28,
+                    "color": "gray",
+                    "scale": 1 / 255,
+                    "mean": [0.5],
+                    "std": [0.5],
                 },
-                "outputs": {"logits": "logits", "features": "features", "feature_map": "feature_map"},
+                "outputs": {
+                    "logits": "logits",
+                    "features": "features",
+                    "feature_map": "feature_map",
+                },
             }
         ],
         "onnx": {"intra_op_threads": 1},

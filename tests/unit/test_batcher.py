@@ -76,10 +76,15 @@ async def test_large_request_is_split_into_max_size_chunks_in_order() -> None:
 
 async def test_full_queue_is_rejected_immediately() -> None:
     fn = Recorder(delay_s=0.2)
-    batcher = MicroBatcher(fn, max_batch_size=2, max_delay_ms=1, max_queue=3, max_inflight_batches=1)
+    batcher = MicroBatcher(
+        fn, max_batch_size=2, max_delay_ms=1, max_queue=3, max_inflight_batches=1
+    )
     running = asyncio.ensure_future(batcher.submit(rows(1)))
     await asyncio.sleep(0.05)  # the only batch slot is now busy
-    waiting = [asyncio.ensure_future(batcher.submit(rows(2, 3))), asyncio.ensure_future(batcher.submit(rows(4)))]
+    waiting = [
+        asyncio.ensure_future(batcher.submit(rows(2, 3))),
+        asyncio.ensure_future(batcher.submit(rows(4))),
+    ]
     await asyncio.sleep(0.01)
     assert batcher.queued_rows == 3
     with pytest.raises(QueueFullError, match="queue is full"):
@@ -92,7 +97,10 @@ async def test_expired_request_is_not_run() -> None:
     fn = Recorder()
     hooks_sizes: list[int] = []
     batcher = MicroBatcher(
-        fn, max_batch_size=8, max_delay_ms=40, max_queue=100,
+        fn,
+        max_batch_size=8,
+        max_delay_ms=40,
+        max_queue=100,
         hooks=BatcherHooks(on_batch=hooks_sizes.append),
     )
     loop = asyncio.get_running_loop()
@@ -109,8 +117,10 @@ async def test_failed_batch_fails_only_its_own_requests() -> None:
     fn = Recorder(fail_on=99)
     batcher = MicroBatcher(fn, max_batch_size=2, max_delay_ms=20, max_queue=100)
     results = await asyncio.gather(
-        batcher.submit(rows(99)), batcher.submit(rows(1)),  # batch 1: fails
-        batcher.submit(rows(2)), batcher.submit(rows(3)),  # batch 2: fine
+        batcher.submit(rows(99)),
+        batcher.submit(rows(1)),  # batch 1: fails
+        batcher.submit(rows(2)),
+        batcher.submit(rows(3)),  # batch 2: fine
         return_exceptions=True,
     )
     assert isinstance(results[0], BackendError) and isinstance(results[1], BackendError)
@@ -145,7 +155,10 @@ async def test_cancelled_request_is_dropped_from_its_batch() -> None:
 async def test_queue_depth_is_reported() -> None:
     depths: list[int] = []
     batcher = MicroBatcher(
-        Recorder(), max_batch_size=8, max_delay_ms=10, max_queue=100,
+        Recorder(),
+        max_batch_size=8,
+        max_delay_ms=10,
+        max_queue=100,
         hooks=BatcherHooks(on_queue_depth=depths.append),
     )
     await asyncio.gather(batcher.submit(rows(1, 2)), batcher.submit(rows(3)))

@@ -7,10 +7,23 @@ from assay.client._errors import from_rpc_error
 
 def test_public_surface_is_exactly_the_intended_names() -> None:
     assert set(sdk.__all__) == {
-        "AssayClientError", "AsyncClient", "CancelledError", "Classification", "Client",
-        "DeadlineExceededError", "FailedPreconditionError", "InvalidArgumentError", "ModelInfo",
-        "NotFoundError", "PermissionDeniedError", "Prediction", "Preprocessing",
-        "ResourceExhaustedError", "ServerError", "TensorSpec", "UnavailableError",
+        "AssayClientError",
+        "AsyncClient",
+        "CancelledError",
+        "Classification",
+        "Client",
+        "DeadlineExceededError",
+        "FailedPreconditionError",
+        "InvalidArgumentError",
+        "ModelInfo",
+        "NotFoundError",
+        "PermissionDeniedError",
+        "Prediction",
+        "Preprocessing",
+        "ResourceExhaustedError",
+        "ServerError",
+        "TensorSpec",
+        "UnavailableError",
     }
     for name in sdk.__all__:
         assert getattr(sdk, name) is not None

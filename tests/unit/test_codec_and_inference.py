@@ -24,7 +24,10 @@ def test_big_endian_input_is_sent_little_endian() -> None:
     ("tensor", "message"),
     [
         (common_pb2.Tensor(shape=[1]), "dtype is unset"),
-        (common_pb2.Tensor(dtype=common_pb2.DATA_TYPE_FLOAT32, shape=[2], data=b"\0" * 4), "needs 8"),
+        (
+            common_pb2.Tensor(dtype=common_pb2.DATA_TYPE_FLOAT32, shape=[2], data=b"\0" * 4),
+            "needs 8",
+        ),
         (common_pb2.Tensor(dtype=common_pb2.DATA_TYPE_FLOAT32, shape=[-1], data=b""), "invalid"),
     ],
 )

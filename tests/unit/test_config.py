@@ -7,7 +7,12 @@ from assay.server.models.config import Color, ModelConfig
 from assay.server.models.registry import load_manifests
 from assay.server.settings import load_settings
 
-ENTRY = {"name": "m", "path": "m.onnx", "input": {"height": 8, "width": 8}, "outputs": {"logits": "y"}}
+ENTRY = {
+    "name": "m",
+    "path": "m.onnx",
+    "input": {"height": 8, "width": 8},
+    "outputs": {"logits": "y"},
+}
 
 
 def test_defaults_are_valid() -> None:
@@ -22,7 +27,10 @@ def test_defaults_are_valid() -> None:
         ({"batching": {"max_batch_size": 0}}, "batching.max_batch_size"),
         ({"grpc": {"max_mesage_mb": 1}}, "grpc.max_mesage_mb"),
         ({"models": [{**ENTRY, "input": {"height": 8}}]}, "models.0.input.width"),
-        ({"models": [{**ENTRY, "input": {"height": 8, "width": 8, "color": "cmyk"}}]}, "models.0.input.color"),
+        (
+            {"models": [{**ENTRY, "input": {"height": 8, "width": 8, "color": "cmyk"}}]},
+            "models.0.input.color",
+        ),
         ({"models": [{**ENTRY, "name": "bad name!"}]}, "models.0.name"),
     ],
 )
@@ -32,10 +40,14 @@ def test_invalid_settings_name_the_field(overrides: dict[str, object], field: st
     assert f"  {field}:" in str(info.value)
 
 
-def test_environment_overrides_file_and_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_overrides_file_and_file_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "assay.yaml"
-    config.write_text("grpc:\n  port: 6000\n  max_message_mb: 8\nmodels:\n  - name: m\n    path: sub/m.onnx\n"
-                      "    input: {height: 8, width: 8}\n    outputs: {logits: y}\n")
+    config.write_text(
+        "grpc:\n  port: 6000\n  max_message_mb: 8\nmodels:\n  - name: m\n    path: sub/m.onnx\n"
+        "    input: {height: 8, width: 8}\n    outputs: {logits: y}\n"
+    )
     monkeypatch.setenv("ASSAY_GRPC__PORT", "6001")
     settings = load_settings(config)
     assert settings.grpc.port == 6001
@@ -83,8 +95,9 @@ def test_committed_demo_manifests_load() -> None:
 
 def test_bad_manifest_names_file_and_field(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "assay.yaml").write_text("name: m\npath: x.onnx\ninput: {height: -1, width: 8}\n"
-                                                "outputs: {logits: y}\n")
+    (tmp_path / "m" / "assay.yaml").write_text(
+        "name: m\npath: x.onnx\ninput: {height: -1, width: 8}\noutputs: {logits: y}\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_manifests(tmp_path)
     assert "assay.yaml" in str(info.value) and "input.height" in str(info.value)

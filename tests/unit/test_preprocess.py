@@ -16,7 +16,9 @@ from tests.conftest import png_bytes
 def make(max_pixels: int = 10_000_000, **spec: object) -> Preprocessor:
     params: dict[str, object] = {"height": 8, "width": 8, **spec}
     input_spec = InputSpec.model_validate(params)
-    return Preprocessor(input_spec, TensorInfo("x", np.dtype(input_spec.dtype.value), input_spec.shape), max_pixels)
+    return Preprocessor(
+        input_spec, TensorInfo("x", np.dtype(input_spec.dtype.value), input_spec.shape), max_pixels
+    )
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -76,7 +78,9 @@ def test_center_crop_takes_the_middle() -> None:
 
 def test_letterbox_pads_keeping_aspect() -> None:
     pixels = np.full((4, 8, 3), 200, np.uint8)
-    out = make(resize="letterbox", scale=1.0, pad_value=7, interpolation="nearest")([PixelImage(pixels)])
+    out = make(resize="letterbox", scale=1.0, pad_value=7, interpolation="nearest")(
+        [PixelImage(pixels)]
+    )
     plane = out[0, 0]
     assert np.all(plane[:2] == 7) and np.all(plane[6:] == 7) and np.all(plane[2:6] == 200)
 

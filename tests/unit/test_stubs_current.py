@@ -14,11 +14,15 @@ def test_regenerating_stubs_changes_nothing(tmp_path: Path) -> None:
     shutil.copy(ROOT / "scripts" / "gen_proto.sh", tmp_path / "scripts" / "gen_proto.sh")
     subprocess.run(
         ["bash", str(tmp_path / "scripts" / "gen_proto.sh")],
-        check=True, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}, capture_output=True,
+        check=True,
+        env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
     )
     generated = sorted(p.name for p in (tmp_path / "proto" / "assay" / "v1").glob("*_pb2*"))
     committed = sorted(p.name for p in (ROOT / "proto" / "assay" / "v1").glob("*_pb2*"))
     assert generated == committed and len(committed) == 12
     for name in committed:
         fresh = (tmp_path / "proto" / "assay" / "v1" / name).read_text()
-        assert fresh == (ROOT / "proto" / "assay" / "v1" / name).read_text(), f"{name} is stale: run make proto"
+        assert fresh == (ROOT / "proto" / "assay" / "v1" / name).read_text(), (
+            f"{name} is stale: run make proto"
+        )

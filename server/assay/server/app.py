@@ -83,11 +83,12 @@ class AssayServer:
     async def start(self) -> None:
         """Start serving and report health."""
         await self.server.start()
-        await self._publish_health()
+        await self.publish_health()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_readiness())
         log.info("assay listening on %s:%d", self.settings.grpc.host, self.port)
 
-    async def _publish_health(self) -> None:
+    async def publish_health(self) -> None:
+        """Report each model's readiness (health + assay_model_ready) and the services'."""
         ready = {m.name: m.ready() for m in self.registry.all()}
         for name, is_ready in ready.items():
             self.metrics.model_ready.labels(model=name).set(1 if is_ready else 0)
@@ -100,7 +101,7 @@ class AssayServer:
     async def _watch_readiness(self) -> None:
         while True:
             await asyncio.sleep(READINESS_POLL_S)
-            await self._publish_health()
+            await self.publish_health()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish for grace_s, then release everything."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,38 +96,45 @@ class MicroBatcher:
             The outputs for exactly these rows.
         """
         rows = _leading_dim(inputs)
-        if rows > self.max_batch_size:
-            return await self._submit_chunked(inputs, rows, deadline)
         if self._closed:
             raise UnavailableError(f"model {self._name!r} is shutting down")
         if self._queued_rows + rows > self._max_queue:
             raise QueueFullError(
                 f"model {self._name!r}: batching queue is full ({self._queued_rows} images "
-                f"waiting, limit {self._max_queue}); retry with backoff"
+                f"waiting, limit {self._max_queue}, this request {rows}); retry with backoff"
             )
+        # Admission is all-or-nothing: a request larger than one batch is queued
+        # as several chunks at once, so it never half-fails on a full queue.
+        step = self.max_batch_size
+        pending = [
+            self._enqueue({k: v[start : start + step] for k, v in inputs.items()}, deadline)
+            for start in range(0, rows, step)
+        ]
+        self._ensure_worker()
+        self._wakeup.set()
+        try:
+            if len(pending) == 1:
+                return await pending[0].future
+            parts = await asyncio.gather(*(p.future for p in pending), return_exceptions=True)
+        except asyncio.CancelledError:
+            for p in pending:
+                p.future.cancel()
+            raise
+        arrays: list[Arrays] = []
+        for part in parts:
+            if isinstance(part, BaseException):
+                raise part
+            arrays.append(part)
+        return _concat(arrays)
+
+    def _enqueue(self, inputs: Mapping[str, np.ndarray], deadline: float | None) -> _Pending:
         loop = asyncio.get_running_loop()
+        rows = _leading_dim(inputs)
         pending = _Pending(inputs, rows, loop.create_future(), deadline, loop.time())
         self._queue.append(pending)
         self._queued_rows += rows
         self._hooks.on_queue_depth(self._queued_rows)
-        self._ensure_worker()
-        self._wakeup.set()
-        try:
-            return await pending.future
-        except asyncio.CancelledError:
-            pending.future.cancel()
-            raise
-
-    async def _submit_chunked(
-        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None
-    ) -> Arrays:
-        step = self.max_batch_size
-        chunks = [
-            {k: v[start : start + step] for k, v in inputs.items()}
-            for start in range(0, rows, step)
-        ]
-        parts = await asyncio.gather(*(self.submit(c, deadline) for c in chunks))
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return pending
 
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
@@ -251,7 +258,7 @@ def _leading_dim(inputs: Mapping[str, np.ndarray]) -> int:
     return int(rows)
 
 
-def _concat(parts: list[Mapping[str, np.ndarray]]) -> Arrays:
+def _concat(parts: Sequence[Mapping[str, np.ndarray]]) -> Arrays:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -71,16 +71,26 @@ class Preprocessor:
 
     @staticmethod
     def is_cheap(images: Sequence[ImageInput], max_pixels: int) -> bool:
-        """True when no image needs decoding and all hold at most max_pixels in total.
+        """True when the request's images hold at most max_pixels in total.
 
-        Such requests are cheaper to preprocess inline than to hand to a thread.
+        Such requests are cheaper to preprocess inline than to hand to a thread
+        (a thread hop plus GIL hand-offs cost more than decoding a thumbnail).
+        Encoded images are sized from their header; unreadable ones count as
+        expensive and fail later, in the worker, with a proper error.
         """
         total = 0
         for image in images:
             if isinstance(image, EncodedImage):
+                try:
+                    width, height = Image.open(io.BytesIO(image.data)).size
+                except (OSError, SyntaxError, ValueError):
+                    return False
+                total += width * height
+            else:
+                total += int(np.prod(image.array.shape[:2]))
+            if total > max_pixels:
                 return False
-            total += int(np.prod(image.array.shape[:2]))
-        return total <= max_pixels
+        return True
 
     def __call__(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Build the batch, in request order; raises per-image errors with the index."""

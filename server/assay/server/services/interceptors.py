@@ -39,7 +39,7 @@ def _rebuild(handler: grpc.RpcMethodHandler, wrap: Wrap, method: str) -> grpc.Rp
     for attr, factory, streams in kinds:
         behaviour = getattr(handler, attr)
         if behaviour is not None:
-            return factory(  # type: ignore[no-any-return]
+            return factory(
                 wrap(behaviour, method, streams),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
