@@ -55,13 +55,29 @@ async def test_batches_never_exceed_max_batch_size() -> None:
 
 async def test_lone_request_flushes_after_max_delay() -> None:
     fn = Recorder()
-    batcher = MicroBatcher(fn, max_batch_size=64, max_delay_ms=30, max_queue=100)
+    batcher = MicroBatcher(fn, max_batch_size=64, max_delay_ms=30, max_queue=100, flush_when_idle=False)
     loop = asyncio.get_running_loop()
     start = loop.time()
     await batcher.submit(rows(1))
     elapsed = loop.time() - start
     assert fn.sizes == [1]
     assert 0.025 <= elapsed < 1.0
+    await batcher.aclose()
+
+
+async def test_idle_backend_runs_a_lone_request_at_once_and_busy_one_groups() -> None:
+    fn = Recorder(delay_s=0.05)
+    batcher = MicroBatcher(fn, max_batch_size=64, max_delay_ms=1_000, max_queue=100)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    first = asyncio.ensure_future(batcher.submit(rows(1)))
+    await asyncio.sleep(0.01)  # first batch is running now
+    followers = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(2, 6)]
+    await first
+    assert loop.time() - start < 0.5, "an idle backend must not wait max_delay_ms"
+    await asyncio.sleep(0.06)  # the first batch ended; the followers' batch may still wait
+    await asyncio.gather(*followers)
+    assert fn.sizes[0] == 1 and sum(fn.sizes) == 5 and len(fn.sizes) <= 3
     await batcher.aclose()
 
 
@@ -101,6 +117,7 @@ async def test_expired_request_is_not_run() -> None:
         max_batch_size=8,
         max_delay_ms=40,
         max_queue=100,
+        flush_when_idle=False,
         hooks=BatcherHooks(on_batch=hooks_sizes.append),
     )
     loop = asyncio.get_running_loop()
@@ -142,7 +159,7 @@ async def test_wrong_output_rows_are_a_backend_error() -> None:
 
 async def test_cancelled_request_is_dropped_from_its_batch() -> None:
     fn = Recorder()
-    batcher = MicroBatcher(fn, max_batch_size=8, max_delay_ms=50, max_queue=100)
+    batcher = MicroBatcher(fn, max_batch_size=8, max_delay_ms=50, max_queue=100, flush_when_idle=False)
     doomed = asyncio.ensure_future(batcher.submit(rows(7)))
     kept = asyncio.ensure_future(batcher.submit(rows(8)))
     await asyncio.sleep(0.005)
@@ -174,7 +191,7 @@ async def test_mismatched_leading_dims_are_invalid() -> None:
 
 
 async def test_closed_batcher_fails_queued_and_new_requests() -> None:
-    batcher = MicroBatcher(Recorder(), max_batch_size=8, max_delay_ms=5_000, max_queue=10)
+    batcher = MicroBatcher(Recorder(), max_batch_size=8, max_delay_ms=5_000, max_queue=10, flush_when_idle=False)
     queued = asyncio.ensure_future(batcher.submit(rows(1)))
     await asyncio.sleep(0.01)
     await batcher.aclose()

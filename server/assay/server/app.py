@@ -127,7 +127,7 @@ async def create_server(
     metrics = ServerMetrics(metrics_registry or CollectorRegistry())
     registry = build_registry(settings, metrics, default_repository)
     pool = ThreadPoolExecutor(settings.images.preprocess_workers, thread_name_prefix="preprocess")
-    predictor = Predictor(registry, settings.images, pool, metrics)
+    predictor = Predictor(registry, settings.images, pool)
 
     server = grpc.aio.server(
         interceptors=[MetricsInterceptor(metrics), ErrorMappingInterceptor()],

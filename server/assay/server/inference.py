@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from assay.server.errors import InvalidArgumentError, ModelNotReadyError
-from assay.server.metrics import ServerMetrics
 from assay.server.models.config import OutputRole
 from assay.server.models.preprocess import ImageInput, Preprocessor
 from assay.server.models.registry import ModelRegistry, ServedModel
@@ -72,12 +71,10 @@ class Predictor:
         registry: ModelRegistry,
         images: ImageSettings,
         preprocess_pool: Executor,
-        metrics: ServerMetrics,
     ) -> None:
         self._registry = registry
         self._limits = images
         self._pool = preprocess_pool
-        self._metrics = metrics
 
     async def predict(self, query: PredictQuery, deadline: float | None = None) -> PredictResult:
         """Predict every image of query; deadline is an absolute loop.time()."""
@@ -88,7 +85,7 @@ class Predictor:
             raise ModelNotReadyError(f"model {model.name!r} is not ready; retry later")
         batch = await self._preprocess(model, query.images)
         outputs = await model.batcher.submit({model.input_name: batch}, deadline)
-        self._metrics.images.labels(model=model.name).inc(len(query.images))
+        model.observers.images.inc(len(query.images))
         return PredictResult(
             model=model.name,
             version=model.config.version,
@@ -109,15 +106,15 @@ class Predictor:
             raise InvalidArgumentError(f"{len(query.ids)} ids for {count} images")
 
     async def _preprocess(self, model: ServedModel, images: Sequence[ImageInput]) -> np.ndarray:
+        """Headers on the loop; decoding inline for thumbnails, else on the pool."""
         start = time.perf_counter()
         prep: Preprocessor = model.preprocessor
-        if Preprocessor.is_cheap(images, self._limits.inline_max_pixels):
-            batch = prep(images)
+        opened = prep.open(images)
+        if prep.pixel_count(opened) <= self._limits.inline_max_pixels:
+            batch = prep.build(opened)
         else:
-            batch = await asyncio.get_running_loop().run_in_executor(self._pool, prep, images)
-        self._metrics.preprocess_seconds.labels(model=model.name).observe(
-            time.perf_counter() - start
-        )
+            batch = await asyncio.get_running_loop().run_in_executor(self._pool, prep.build, opened)
+        model.observers.preprocess_seconds.observe(time.perf_counter() - start)
         return batch
 
 
@@ -161,12 +158,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and probabilities of the k largest entries per row, descending."""
-    k = min(k, probs.shape[-1])
-    part = np.argpartition(-probs, k - 1, axis=-1)[:, :k]
-    part_probs = np.take_along_axis(probs, part, axis=-1)
-    order = np.argsort(-part_probs, axis=-1, kind="stable")
-    return np.take_along_axis(part, order, axis=-1), np.take_along_axis(part_probs, order, axis=-1)
+    """Indices and probabilities of the k largest entries per row, descending.
+
+    Ties keep the lower index first. A full sort is cheaper than partitioning
+    for the small class counts of most image classifiers.
+    """
+    classes = probs.shape[-1]
+    k = min(k, classes)
+    if classes <= 64 * k:
+        indices = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    else:
+        part = np.argpartition(-probs, k - 1, axis=-1)[:, :k]
+        part.sort(axis=-1)  # stable tie order after the partition
+        rows = np.arange(len(probs))[:, None]
+        indices = part[rows, np.argsort(-probs[rows, part], axis=-1, kind="stable")]
+    return indices, probs[np.arange(len(probs))[:, None], indices]
 
 
 def build_predictions(

@@ -53,6 +53,9 @@ class BatchingSettings(_Section):
     """Images waiting per model before requests get RESOURCE_EXHAUSTED."""
     max_inflight_batches: Annotated[int, Field(ge=1, le=64)] = 2
     """Batches a model runs at once; 2 overlaps collection with inference."""
+    flush_when_idle: bool = True
+    """Send a batch at once when the model has no batch running (no
+    max_delay_ms wait at low load); False always waits max_delay_ms."""
 
 
 class MetricsSettings(_Section):

@@ -1,7 +1,10 @@
 """MicroBatcher: groups concurrent requests into one backend call.
 
 Requests wait at most `max_delay_ms` after the first one of a batch arrives,
-and a batch never holds more than `max_batch_size` rows. The queue is
+and a batch never holds more than `max_batch_size` rows. With
+`flush_when_idle` (the default) a batch leaves at once when no other batch
+is running: waiting then would only add latency, while under load requests
+pile up behind the running batch and are grouped anyway. The queue is
 bounded in rows (images): a full queue is an immediate QueueFullError
 (RESOURCE_EXHAUSTED), never an unbounded wait. A request whose deadline has
 passed when its batch is formed is failed with DeadlineExceededError and not
@@ -27,6 +30,7 @@ from assay.server.errors import (
 )
 
 Arrays = dict[str, np.ndarray]
+_CLOCK_SLACK_S = 1e-4
 InferFn = Callable[[Mapping[str, np.ndarray]], Awaitable[Arrays]]
 
 
@@ -58,6 +62,7 @@ class MicroBatcher:
         max_delay_ms: float,
         max_queue: int,
         max_inflight_batches: int = 2,
+        flush_when_idle: bool = True,
         name: str = "model",
         hooks: BatcherHooks | None = None,
     ) -> None:
@@ -67,6 +72,7 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size
         self._max_delay_s = max_delay_ms / 1000.0
         self._max_queue = max_queue
+        self._flush_when_idle = flush_when_idle
         self._name = name
         self._hooks = hooks or BatcherHooks()
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -166,23 +172,22 @@ class MicroBatcher:
         batch: list[_Pending] = []
         self._collecting = batch  # visible to aclose() while we wait
         rows = 0
-        flush_at: float | None = None
         while True:
-            if self._queue and flush_at is None:
-                flush_at = self._queue[0].enqueued_at + self._max_delay_s
             rows = self._take(batch, rows)
-            full = rows >= self.max_batch_size or bool(self._queue)
-            if batch and (full or flush_at is None or loop.time() >= flush_at):
-                return batch
+            timer = None
+            if batch:
+                full = rows >= self.max_batch_size or bool(self._queue)
+                idle = self._flush_when_idle and not self._running
+                flush_at = batch[0].enqueued_at + self._max_delay_s
+                if full or idle or loop.time() >= flush_at - _CLOCK_SLACK_S:
+                    return batch
+                timer = loop.call_at(flush_at, self._wakeup.set)
             self._wakeup.clear()
-            if flush_at is None or not batch:
-                flush_at = None
-                await self._wakeup.wait()
-                continue
             try:
-                await asyncio.wait_for(self._wakeup.wait(), flush_at - loop.time())
-            except TimeoutError:
-                return batch
+                await self._wakeup.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     async def _execute(self, batch: list[_Pending]) -> None:
         try:

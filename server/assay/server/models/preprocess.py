@@ -69,81 +69,90 @@ class Preprocessor:
         self._bias = (-mean / std).astype(np.float32)
         self._dtype = np.dtype(spec.dtype.value)
 
-    @staticmethod
-    def is_cheap(images: Sequence[ImageInput], max_pixels: int) -> bool:
-        """True when the request's images hold at most max_pixels in total.
-
-        Such requests are cheaper to preprocess inline than to hand to a thread
-        (a thread hop plus GIL hand-offs cost more than decoding a thumbnail).
-        Encoded images are sized from their header; unreadable ones count as
-        expensive and fail later, in the worker, with a proper error.
-        """
-        total = 0
-        for image in images:
-            if isinstance(image, EncodedImage):
-                try:
-                    width, height = Image.open(io.BytesIO(image.data)).size
-                except (OSError, SyntaxError, ValueError):
-                    return False
-                total += width * height
-            else:
-                total += int(np.prod(image.array.shape[:2]))
-            if total > max_pixels:
-                return False
-        return True
-
     def __call__(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """Build the batch, in request order; raises per-image errors with the index."""
-        batch = np.empty((len(images), *self.spec.shape), dtype=self._dtype)
-        pixel_rows: list[int] = []
-        pixels: list[np.ndarray] = []
+        """Both phases at once: open(images), then build()."""
+        return self.build(self.open(images))
+
+    def open(self, images: Sequence[ImageInput]) -> list[Image.Image | np.ndarray]:
+        """Phase 1, cheap: read headers and check formats and sizes; decode nothing.
+
+        Returns lazily-decoded PIL images for encoded and raw inputs and
+        checked arrays for tensors, in request order. Errors name the image.
+        """
+        opened: list[Image.Image | np.ndarray] = []
         for index, image in enumerate(images):
             try:
                 if isinstance(image, InputTensor):
-                    batch[index] = self._check_tensor(image.array)
+                    opened.append(self._check_tensor(image.array))
+                elif isinstance(image, EncodedImage):
+                    opened.append(self._open_encoded(image.data))
                 else:
-                    pixels.append(self._to_pixels(image))
-                    pixel_rows.append(index)
+                    check_pixel_image(image.array, self.max_pixels)
+                    opened.append(_from_array(image.array))
             except (InvalidImageError, InvalidTensorError, ImageTooLargeError) as exc:
-                raise type(exc)(f"image {index}: {exc}") from exc
+                raise type(exc)(f"image {index}: {exc}") from None
+        return opened
+
+    @staticmethod
+    def pixel_count(opened: Sequence[Image.Image | np.ndarray]) -> int:
+        """Source pixels of opened images: the work phase 2 will do."""
+        total = 0
+        for item in opened:
+            if isinstance(item, np.ndarray):
+                total += int(np.prod(item.shape[-2:]))
+            else:
+                width, height = item.size
+                total += width * height
+        return total
+
+    def build(self, opened: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
+        """Phase 2: decode, convert colour, resize and normalise into one batch."""
+        batch = np.empty((len(opened), *self.spec.shape), dtype=self._dtype)
+        pixel_rows: list[int] = []
+        pixels: list[np.ndarray] = []
+        for index, item in enumerate(opened):
+            if isinstance(item, np.ndarray):
+                batch[index] = item
+                continue
+            try:
+                pixels.append(self._to_pixels(item))
+            except InvalidImageError as exc:
+                raise InvalidImageError(f"image {index}: {exc}") from None
+            pixel_rows.append(index)
         if pixels:
             batch[pixel_rows] = self._normalise(np.stack(pixels))
         return batch
 
-    def _to_pixels(self, image: EncodedImage | PixelImage) -> np.ndarray:
-        if isinstance(image, EncodedImage):
-            pil = self._decode(image.data)
-        else:
-            check_pixel_image(image.array, self.max_pixels)
-            pil = _from_array(image.array)
+    def _to_pixels(self, pil: Image.Image) -> np.ndarray:
+        try:
+            pil.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InvalidImageError(f"image could not be decoded ({exc}); truncated?") from None
         pil = pil.convert("L" if self.spec.color is Color.GRAY else "RGB")
         pil = self._resize(pil)
         array = np.asarray(pil, dtype=np.uint8)
         return array[:, :, None] if array.ndim == 2 else array
 
-    def _decode(self, data: bytes) -> Image.Image:
+    def _open_encoded(self, data: bytes) -> Image.Image:
         if not data:
             raise InvalidImageError("encoded image is empty (0 bytes)")
         try:
             pil = Image.open(io.BytesIO(data))
-            width, height = pil.size
-            if width * height > self.max_pixels:
-                raise ImageTooLargeError(
-                    f"{width}x{height} = {width * height} pixels exceeds the limit of "
-                    f"{self.max_pixels}; downscale the image before sending it"
-                )
-            pil.load()
         except UnidentifiedImageError:
             raise InvalidImageError(
                 f"bytes are not a supported image format (PNG, JPEG, WebP, BMP, GIF, TIFF); "
                 f"first bytes: {data[:8]!r}"
             ) from None
         except (OSError, SyntaxError, ValueError) as exc:
-            raise InvalidImageError(
-                f"image could not be decoded ({exc}); is it truncated?"
-            ) from None
+            raise InvalidImageError(f"image header could not be read ({exc})") from None
+        width, height = pil.size
         if width == 0 or height == 0:
             raise InvalidImageError(f"image has zero size ({width}x{height})")
+        if width * height > self.max_pixels:
+            raise ImageTooLargeError(
+                f"{width}x{height} = {width * height} pixels exceeds the limit of "
+                f"{self.max_pixels}; downscale the image before sending it"
+            )
         return pil
 
     def _resize(self, pil: Image.Image) -> Image.Image:

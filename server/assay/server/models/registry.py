@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from assay.server.errors import ConfigError, ModelNotFoundError
@@ -29,6 +30,22 @@ from assay.server.settings import Settings, describe_validation_error
 MANIFEST = "assay.yaml"
 
 
+@dataclass(frozen=True)
+class ModelObservers:
+    """A model's metric children, labelled once at load instead of per request."""
+
+    preprocess_seconds: Histogram
+    images: Counter
+
+    @classmethod
+    def for_model(cls, metrics: ServerMetrics, name: str) -> ModelObservers:
+        """Children of the server metrics for model `name`."""
+        return cls(
+            preprocess_seconds=metrics.preprocess_seconds.labels(model=name),
+            images=metrics.images.labels(model=name),
+        )
+
+
 @dataclass
 class ServedModel:
     """A loaded model and everything needed to run requests on it."""
@@ -38,6 +55,7 @@ class ServedModel:
     backend: ModelBackend
     preprocessor: Preprocessor
     batcher: MicroBatcher
+    observers: ModelObservers
 
     @property
     def name(self) -> str:
@@ -183,12 +201,14 @@ def load_model(
         else batching.max_delay_ms,
         max_queue=override.max_queue or batching.max_queue,
         max_inflight_batches=batching.max_inflight_batches,
+        flush_when_idle=batching.flush_when_idle,
         name=config.name,
         hooks=hooks,
     )
     preprocessor = Preprocessor(config.input, model_input, settings.images.max_pixels)
     metrics.model_ready.labels(model=config.name).set(1 if backend.ready() else 0)
-    return ServedModel(config, labels, backend, preprocessor, batcher)
+    observers = ModelObservers.for_model(metrics, config.name)
+    return ServedModel(config, labels, backend, preprocessor, batcher, observers)
 
 
 def _timed(backend: ModelBackend, model: str, kind: str, metrics: ServerMetrics):  # type: ignore[no-untyped-def]
