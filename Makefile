@@ -60,6 +60,7 @@ bench: $(VENV)/.dev
 models: $(VENV)/.train
 	$(PY) deploy/models/train_demo.py
 	$(PY) deploy/models/import_efficientnet.py
+	$(PY) deploy/models/make_samples.py
 
 ## serve: serve the bundled demo models on 127.0.0.1:50051 (metrics on :9464)
 serve: $(VENV)/.runtime

@@ -193,7 +193,9 @@ async def test_full_queue_is_resource_exhausted_and_recovers() -> None:
 
 
 async def test_deadline_passed_while_queued_is_deadline_exceeded() -> None:
-    app = await create_server(demo_settings(batching={"max_delay_ms": 400, "flush_when_idle": False}))
+    app = await create_server(
+        demo_settings(batching={"max_delay_ms": 400, "flush_when_idle": False})
+    )
     await app.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:

@@ -11,7 +11,9 @@ from tests.conftest import SAMPLES, demo_settings
 
 
 async def test_in_flight_calls_finish_during_the_grace_period() -> None:
-    app = await create_server(demo_settings(batching={"max_delay_ms": 300, "flush_when_idle": False}))
+    app = await create_server(
+        demo_settings(batching={"max_delay_ms": 300, "flush_when_idle": False})
+    )
     await app.start()
     request = inference_pb2.PredictRequest(
         model=common_pb2.ModelRef(name="digits_cnn"),

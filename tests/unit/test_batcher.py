@@ -55,7 +55,9 @@ async def test_batches_never_exceed_max_batch_size() -> None:
 
 async def test_lone_request_flushes_after_max_delay() -> None:
     fn = Recorder()
-    batcher = MicroBatcher(fn, max_batch_size=64, max_delay_ms=30, max_queue=100, flush_when_idle=False)
+    batcher = MicroBatcher(
+        fn, max_batch_size=64, max_delay_ms=30, max_queue=100, flush_when_idle=False
+    )
     loop = asyncio.get_running_loop()
     start = loop.time()
     await batcher.submit(rows(1))
@@ -159,7 +161,9 @@ async def test_wrong_output_rows_are_a_backend_error() -> None:
 
 async def test_cancelled_request_is_dropped_from_its_batch() -> None:
     fn = Recorder()
-    batcher = MicroBatcher(fn, max_batch_size=8, max_delay_ms=50, max_queue=100, flush_when_idle=False)
+    batcher = MicroBatcher(
+        fn, max_batch_size=8, max_delay_ms=50, max_queue=100, flush_when_idle=False
+    )
     doomed = asyncio.ensure_future(batcher.submit(rows(7)))
     kept = asyncio.ensure_future(batcher.submit(rows(8)))
     await asyncio.sleep(0.005)
@@ -191,7 +195,9 @@ async def test_mismatched_leading_dims_are_invalid() -> None:
 
 
 async def test_closed_batcher_fails_queued_and_new_requests() -> None:
-    batcher = MicroBatcher(Recorder(), max_batch_size=8, max_delay_ms=5_000, max_queue=10, flush_when_idle=False)
+    batcher = MicroBatcher(
+        Recorder(), max_batch_size=8, max_delay_ms=5_000, max_queue=10, flush_when_idle=False
+    )
     queued = asyncio.ensure_future(batcher.submit(rows(1)))
     await asyncio.sleep(0.01)
     await batcher.aclose()
