@@ -103,8 +103,11 @@ def test_serve_drains_and_exits_cleanly_on_sigterm(tmp_path) -> None:  # type: i
         port = None
         deadline = time.monotonic() + 60
         assert proc.stderr is not None
+        seen = []
         while port is None and time.monotonic() < deadline:
             line = proc.stderr.readline()
+            seen.append(line)
+            assert line or proc.poll() is None, "server exited early:\n" + "".join(seen)
             match = re.search(r"assay listening on [\d.]+:(\d+)", line)
             port = int(match.group(1)) if match else None
         assert port, "server did not report its port"
