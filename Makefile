@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test proto lint bench models serve triton-help clean promtool
+.PHONY: demo test proto lint bench models serve triton triton-env clean promtool
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,17 @@ demo: $(VENV)/.runtime
 	fi
 	$(VENV)/bin/assay demo
 
-## test: install dev tools (and promtool) and run every test tier
-test: $(VENV)/.dev promtool
+## test: install dev tools, promtool and a local Triton, then run every test tier
+test: $(VENV)/.dev promtool triton-env
 	$(PY) -m pytest
+
+## triton-env: the Triton venv (.venv-triton), its Python backend and the CPU test repository
+triton-env: $(VENV)/.dev
+	$(PY) deploy/triton/local_triton.py prepare
+
+## triton: run a real tritonserver on 127.0.0.1:8001 (HTTP 8000, metrics 8002); Ctrl-C stops it
+triton: $(VENV)/.dev
+	$(PY) deploy/triton/local_triton.py serve
 
 promtool:
 	@command -v promtool >/dev/null 2>&1 || { \
@@ -52,9 +60,10 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-## bench: serving benchmark (assay vs onnxruntime vs a bare gRPC echo server)
-bench: $(VENV)/.dev
-	$(PY) bench/serving.py
+## bench: serving benchmarks (assay vs a bare gRPC echo server and onnxruntime; assay vs Triton)
+bench: $(VENV)/.dev triton-env
+	$(PY) -m bench.serving
+	$(PY) -m bench.triton
 
 ## models: retrain the demo classifier and import EfficientNet-Lite0 (needs the train extra)
 models: $(VENV)/.train
@@ -67,4 +76,4 @@ serve: $(VENV)/.runtime
 	$(VENV)/bin/assay serve
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-triton .triton .pytest_cache .ruff_cache .mypy_cache

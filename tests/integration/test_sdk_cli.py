@@ -85,6 +85,23 @@ def test_cli_models_and_predict(background: AssayServer) -> None:
     assert missing.exit_code == 1 and "NOT_FOUND" in missing.output
 
 
+def test_cli_health(background: AssayServer) -> None:
+    runner = CliRunner()
+    target = f"127.0.0.1:{background.port}"
+    ok = runner.invoke(cli_app, ["health", "--target", target])
+    assert ok.exit_code == 0 and "SERVING" in ok.output
+    model = runner.invoke(
+        cli_app, ["health", "--target", target, "--service", "assay.model.digits_cnn"]
+    )
+    assert model.exit_code == 0
+    unknown = runner.invoke(
+        cli_app, ["health", "--target", target, "--service", "assay.model.nope"]
+    )
+    assert unknown.exit_code == 1 and "NOT_FOUND" in unknown.output
+    down = runner.invoke(cli_app, ["health", "--target", "127.0.0.1:1", "--timeout-s", "1"])
+    assert down.exit_code == 1
+
+
 def test_serve_drains_and_exits_cleanly_on_sigterm(tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = {
         **os.environ,

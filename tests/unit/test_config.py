@@ -4,7 +4,7 @@ import pytest
 
 from assay.server.errors import ConfigError
 from assay.server.models.config import Color, ModelConfig
-from assay.server.models.registry import load_manifests
+from assay.server.models.loading import load_manifests
 from assay.server.settings import load_settings
 
 ENTRY = {

@@ -117,4 +117,5 @@ def model_info(info: models_pb2.ModelInfo) -> ModelInfo:
         ),
         ready=info.ready,
         max_batch_size=info.max_batch_size,
+        status=info.status,
     )

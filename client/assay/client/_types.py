@@ -77,3 +77,5 @@ class ModelInfo:
     preprocessing: Preprocessing
     ready: bool
     max_batch_size: int
+    status: str = ""
+    """Why the model is not ready; empty when it is."""

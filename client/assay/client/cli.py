@@ -116,6 +116,24 @@ def models(
         console.print(_models_table(found))
 
 
+@app.command()
+def health(
+    target: Target = DEFAULT_TARGET,
+    service: Annotated[
+        str, typer.Option(help='Health name: "" (server), a service, or assay.model.NAME.')
+    ] = "",
+    timeout_s: Annotated[float, typer.Option(help="Deadline of the check.")] = 3.0,
+) -> None:
+    """Exit 0 when the gRPC health service reports SERVING (for container health checks)."""
+    try:
+        with Client(target, timeout_s=timeout_s, retries=0) as client:
+            serving = client.is_serving(service)
+    except AssayClientError as exc:
+        _fail(exc)
+    console.print("SERVING" if serving else "NOT_SERVING")
+    raise typer.Exit(code=0 if serving else 1)
+
+
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -218,6 +218,7 @@ class ModelInfo(_message.Message):
     PREPROCESSING_FIELD_NUMBER: _builtins.int
     READY_FIELD_NUMBER: _builtins.int
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     task: Global___ModelTask.ValueType
@@ -228,6 +229,10 @@ class ModelInfo(_message.Message):
     """True when the backend can run requests now."""
     max_batch_size: _builtins.int
     """Largest batch assay sends to the backend in one call."""
+    status: _builtins.str
+    """Why the model is not ready (e.g. "Triton at host:8001 is unreachable");
+    empty when ready.
+    """
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TensorSpec]: ...
     @_builtins.property
@@ -252,10 +257,11 @@ class ModelInfo(_message.Message):
         preprocessing: Global___Preprocessing | None = ...,
         ready: _builtins.bool = ...,
         max_batch_size: _builtins.int = ...,
+        status: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preprocessing", b"preprocessing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "description", b"description", "inputs", b"inputs", "labels", b"labels", "max_batch_size", b"max_batch_size", "name", b"name", "outputs", b"outputs", "preprocessing", b"preprocessing", "ready", b"ready", "task", b"task", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "description", b"description", "inputs", b"inputs", "labels", b"labels", "max_batch_size", b"max_batch_size", "name", b"name", "outputs", b"outputs", "preprocessing", b"preprocessing", "ready", b"ready", "status", b"status", "task", b"task", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from assay.server.inference import Predictor
 from assay.server.metrics import MetricsEndpoint, ServerMetrics
-from assay.server.models.registry import ModelRegistry, build_registry
+from assay.server.models.loading import build_registry
+from assay.server.models.registry import ModelRegistry
 from assay.server.services.inference import InferenceServicer
 from assay.server.services.interceptors import ErrorMappingInterceptor, MetricsInterceptor
 from assay.server.services.models import ModelServicer
@@ -125,7 +126,7 @@ async def create_server(
 ) -> AssayServer:
     """Load the models and bind the server (port 0 picks a free port); does not start it."""
     metrics = ServerMetrics(metrics_registry or CollectorRegistry())
-    registry = build_registry(settings, metrics, default_repository)
+    registry = await build_registry(settings, metrics, default_repository)
     pool = ThreadPoolExecutor(settings.images.preprocess_workers, thread_name_prefix="preprocess")
     predictor = Predictor(registry, settings.images, pool)
 

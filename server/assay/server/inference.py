@@ -82,7 +82,9 @@ class Predictor:
         self._check_request(query)
         wanted = resolve_outputs(model, query.outputs)
         if not model.ready():
-            raise ModelNotReadyError(f"model {model.name!r} is not ready; retry later")
+            raise ModelNotReadyError(
+                f"model {model.name!r} is not ready ({model.status()}); retry later"
+            )
         batch = await self._preprocess(model, query.images)
         outputs = await model.batcher.submit({model.input_name: batch}, deadline)
         model.observers.images.inc(len(query.images))

@@ -75,8 +75,29 @@ class OnnxSettings(_Section):
     inter_op_threads: Annotated[int, Field(ge=0)] = 1
     session_workers: Annotated[int, Field(ge=1, le=64)] = 1
     """Threads calling session.run concurrently per model."""
+    allow_spinning: bool = False
+    """Let idle onnxruntime threads spin; faster for back-to-back batches on
+    dedicated cores, but steals CPU from request handling on small machines."""
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     """Execution providers in order of preference; missing ones are skipped."""
+
+
+class TritonSettings(_Section):
+    """Connections to NVIDIA Triton for `backend: triton` models."""
+
+    url: str = "127.0.0.1:8001"
+    """Default gRPC endpoint; a model entry may name another."""
+    max_message_mb: Annotated[float, Field(gt=0, le=2047)] = 256.0
+    """Largest message to or from Triton (large batches of feature maps)."""
+    request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """Upper bound of one inference call; the caller's deadline is used when sooner."""
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    """Timeout of metadata calls while (re)connecting."""
+    reconnect_initial_s: Annotated[float, Field(gt=0)] = 0.25
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 5.0
+    """Reconnection backoff doubles from initial to max."""
+    keepalive_time_s: Annotated[float, Field(gt=0)] = 10.0
+    keepalive_timeout_s: Annotated[float, Field(gt=0)] = 5.0
 
 
 class ImageSettings(_Section):
@@ -102,6 +123,7 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     metrics: MetricsSettings = MetricsSettings()
     onnx: OnnxSettings = OnnxSettings()
+    triton: TritonSettings = TritonSettings()
     images: ImageSettings = ImageSettings()
     model_repository: Path | None = None
     """A folder of model directories, each with an assay.yaml manifest

@@ -7,11 +7,19 @@ only sees named numpy arrays in and out.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+batch_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "batch_deadline", default=None
+)
+"""Absolute loop.time() by which the running batch must finish (the latest
+deadline of its requests; None = no deadline). The MicroBatcher sets it
+around each backend call; network backends turn it into a timeout."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from assay.server.errors import (
     QueueFullError,
     UnavailableError,
 )
+from assay.server.models.backend import batch_deadline
 
 Arrays = dict[str, np.ndarray]
 _CLOCK_SLACK_S = 1e-4
@@ -218,6 +219,10 @@ class MicroBatcher:
         rows = sum(item.rows for item in live)
         inputs = live[0].inputs if len(live) == 1 else _concat([i.inputs for i in live])
         self._hooks.on_batch(rows)
+        deadlines = [item.deadline for item in live]
+        batch_deadline.set(
+            None if None in deadlines else max(d for d in deadlines if d is not None)
+        )
         try:
             outputs = await self._fn(inputs)
             _check_rows(outputs, rows)

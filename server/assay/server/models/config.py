@@ -140,6 +140,17 @@ class BatchingOverride(_Strict):
     max_queue: Annotated[int, Field(ge=1)] | None = None
 
 
+class TritonModelRef(_Strict):
+    """Where a `backend: triton` model is served."""
+
+    url: str | None = None
+    """host:port of Triton's gRPC endpoint; None = settings.triton.url."""
+    model: str | None = None
+    """Triton's model name; None = the registry entry's name."""
+    version: str = ""
+    """Triton model version; empty = Triton's latest."""
+
+
 class ModelConfig(_Strict):
     """One registry entry."""
 
@@ -158,6 +169,9 @@ class ModelConfig(_Strict):
     outputs: dict[OutputRole, str] = Field(default_factory=dict)
     """Role -> model output name."""
     batching: BatchingOverride = BatchingOverride()
+    triton: TritonModelRef = TritonModelRef()
+    """For backend triton. Shapes, dtypes, batch size and labels are read
+    from Triton; only the preprocessing and output roles are assay's."""
 
     @field_validator("name")
     @classmethod

@@ -49,12 +49,17 @@ class OnnxBackend:
         intra_op_threads: int = 0,
         inter_op_threads: int = 1,
         session_workers: int = 1,
+        allow_spinning: bool = False,
         providers: tuple[str, ...] = ("CPUExecutionProvider",),
     ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning worker threads burn the cores the event loop needs between batches.
+        spin = "1" if allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         available = set(ort.get_available_providers())
         chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
         try:

@@ -1,33 +1,29 @@
-"""The model registry: loads every configured model and serves lookups.
+"""The model registry: served models by name and version.
 
-Each entry becomes a ServedModel: backend + preprocessor + MicroBatcher,
-validated against what the backend reports (input name and shape, output
-roles, label count) so mismatches fail at start with both sides named.
+A ServedModel is a backend + preprocessor + MicroBatcher. It is *bound* to
+what the backend reports (input name and shape, output roles, labels, batch
+limit) before it serves: ONNX models at load, Triton models at every
+(re)connect, so a changed model is re-validated, never trusted blindly.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
-import numpy as np
-import yaml
 from prometheus_client import Counter, Histogram
-from pydantic import ValidationError
 
 from assay.server.errors import ConfigError, ModelNotFoundError
 from assay.server.metrics import ServerMetrics
 from assay.server.models.backend import BackendMetadata, ModelBackend, TensorInfo
-from assay.server.models.batcher import Arrays, BatcherHooks, MicroBatcher
-from assay.server.models.config import BackendKind, ModelConfig, OutputRole, Task
-from assay.server.models.onnx_backend import OnnxBackend
+from assay.server.models.batcher import MicroBatcher
+from assay.server.models.binding import check_input, check_outputs, class_output
+from assay.server.models.config import ModelConfig, OutputRole
 from assay.server.models.preprocess import Preprocessor
-from assay.server.settings import Settings, describe_validation_error
 
-MANIFEST = "assay.yaml"
+LabelSource = Callable[[str, int, TensorInfo], Awaitable[tuple[str, ...]]]
+"""Reads class names from the backend: (output name, class count, input) -> labels."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +44,19 @@ class ModelObservers:
 
 @dataclass
 class ServedModel:
-    """A loaded model and everything needed to run requests on it."""
+    """A model and everything needed to run requests on it."""
 
     config: ModelConfig
-    labels: tuple[str, ...]
     backend: ModelBackend
     preprocessor: Preprocessor
     batcher: MicroBatcher
     observers: ModelObservers
+    labels: tuple[str, ...] = ()
+    configured_labels: tuple[str, ...] = ()
+    max_batch_size: int = 1
+    """Configured batch limit, before the backend's own limit is applied."""
+    bound: bool = False
+    problem: str | None = field(default="not bound to its backend yet")
 
     @property
     def name(self) -> str:
@@ -72,8 +73,38 @@ class ServedModel:
         return self.config.outputs.get(role)
 
     def ready(self) -> bool:
-        """True when the backend can run requests."""
-        return self.backend.ready()
+        """True when the backend can run requests and the model is bound to it."""
+        return self.bound and self.backend.ready()
+
+    def status(self) -> str:
+        """Why the model is not ready ('' when it is)."""
+        if self.ready():
+            return ""
+        return getattr(self.backend, "problem", None) or self.problem or "backend not ready"
+
+    async def bind(self, meta: BackendMetadata, read_labels: LabelSource | None = None) -> None:
+        """Validate the entry against backend metadata and adopt its input, labels, batch limit.
+
+        Raises:
+            ConfigError: naming both the entry's and the backend's side.
+        """
+        model_input = check_input(self.config, meta)
+        labels = self.configured_labels
+        output = class_output(self.config)
+        if not labels and read_labels is not None and output is not None:
+            classes = meta.output(output).shape[-1] if meta.output(output).shape else -1
+            if classes > 0:
+                labels = await read_labels(output, classes, model_input)
+        check_outputs(self.config, meta, labels)
+        self.preprocessor = Preprocessor(
+            self.config.input, model_input, self.preprocessor.max_pixels
+        )
+        self.labels = labels
+        limit = meta.max_batch_size
+        self.batcher.max_batch_size = (
+            min(self.max_batch_size, limit) if limit else self.max_batch_size
+        )
+        self.bound, self.problem = True, None
 
 
 class ModelRegistry:
@@ -123,165 +154,3 @@ class ModelRegistry:
 def _version_key(version: str) -> tuple[int, ...] | tuple[float, str]:
     parts = re.findall(r"\d+", version)
     return tuple(int(p) for p in parts) if parts else (float("-inf"), version)
-
-
-def load_manifests(repository: Path) -> list[ModelConfig]:
-    """Registry entries from `<repository>/<model>/assay.yaml` manifests."""
-    if not repository.is_dir():
-        raise ConfigError(f"model_repository {repository} is not a directory")
-    configs = []
-    for manifest in sorted(repository.glob(f"*/{MANIFEST}")):
-        try:
-            data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
-            config = ModelConfig.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, manifest)) from None
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read {manifest}: {exc}") from exc
-        configs.append(config.resolved(manifest.parent))
-    return configs
-
-
-def model_configs(settings: Settings, default_repository: Path | None) -> list[ModelConfig]:
-    """Inline entries plus the repository's manifests (the default one if neither is set)."""
-    repository = settings.model_repository
-    if repository is None and not settings.models:
-        repository = default_repository
-    configs = list(settings.models)
-    if repository is not None:
-        configs.extend(load_manifests(repository))
-    return configs
-
-
-def build_backend(config: ModelConfig, settings: Settings) -> ModelBackend:
-    """Create the backend a registry entry asks for."""
-    if config.backend is BackendKind.ONNX:
-        assert config.path is not None  # checked by ModelConfig
-        if not config.path.is_file():
-            raise ConfigError(f"model {config.name!r}: path {config.path} does not exist")
-        onnx = settings.onnx
-        return OnnxBackend(
-            config.path,
-            intra_op_threads=onnx.intra_op_threads,
-            inter_op_threads=onnx.inter_op_threads,
-            session_workers=onnx.session_workers,
-            providers=onnx.providers,
-        )
-    raise ConfigError(
-        f"model {config.name!r}: backend {config.backend.value!r} is not available yet"
-    )
-
-
-def load_model(
-    config: ModelConfig, backend: ModelBackend, settings: Settings, metrics: ServerMetrics
-) -> ServedModel:
-    """Validate config against the backend and assemble a ServedModel."""
-    try:
-        labels = config.load_labels()
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    meta = backend.metadata()
-    model_input = _check_input(config, meta)
-    _check_outputs(config, meta, labels)
-    batching = settings.batching
-    override = config.batching
-    max_batch = override.max_batch_size or batching.max_batch_size
-    if meta.max_batch_size is not None:
-        max_batch = min(max_batch, meta.max_batch_size)
-    infer = _timed(backend, config.name, meta.kind, metrics)
-    hooks = BatcherHooks(
-        on_batch=metrics.batch_size.labels(model=config.name).observe,
-        on_queue_depth=metrics.queue_depth.labels(model=config.name).set,
-    )
-    batcher = MicroBatcher(
-        infer,
-        max_batch_size=max_batch,
-        max_delay_ms=override.max_delay_ms
-        if override.max_delay_ms is not None
-        else batching.max_delay_ms,
-        max_queue=override.max_queue or batching.max_queue,
-        max_inflight_batches=batching.max_inflight_batches,
-        flush_when_idle=batching.flush_when_idle,
-        name=config.name,
-        hooks=hooks,
-    )
-    preprocessor = Preprocessor(config.input, model_input, settings.images.max_pixels)
-    metrics.model_ready.labels(model=config.name).set(1 if backend.ready() else 0)
-    observers = ModelObservers.for_model(metrics, config.name)
-    return ServedModel(config, labels, backend, preprocessor, batcher, observers)
-
-
-def _timed(backend: ModelBackend, model: str, kind: str, metrics: ServerMetrics):  # type: ignore[no-untyped-def]
-    histogram = metrics.inference_seconds.labels(model=model, backend=kind)
-
-    async def infer(inputs: Mapping[str, np.ndarray]) -> Arrays:
-        start = time.perf_counter()
-        try:
-            return await backend.infer(inputs)
-        finally:
-            histogram.observe(time.perf_counter() - start)
-
-    return infer
-
-
-def _check_input(config: ModelConfig, meta: BackendMetadata) -> TensorInfo:
-    spec = config.input
-    if spec.name is None:
-        if len(meta.inputs) != 1:
-            names = [i.name for i in meta.inputs]
-            raise ConfigError(f"model {config.name!r} has inputs {names}; set input.name to one")
-        info = meta.inputs[0]
-    else:
-        try:
-            info = meta.input(spec.name)
-        except KeyError:
-            names = [i.name for i in meta.inputs]
-            raise ConfigError(
-                f"model {config.name!r}: input.name {spec.name!r} is not a model input {names}"
-            ) from None
-    if info.dtype != np.dtype(spec.dtype.value):
-        raise ConfigError(
-            f"model {config.name!r}: input.dtype is {spec.dtype.value} but the model's "
-            f"{info.name!r} is {info.dtype}"
-        )
-    if len(info.shape) != 3 or any(
-        m not in (-1, s) for m, s in zip(info.shape, spec.shape, strict=True)
-    ):
-        raise ConfigError(
-            f"model {config.name!r}: input spec gives shape {list(spec.shape)} "
-            f"({spec.layout.value}) but the model's {info.name!r} is {list(info.shape)}"
-        )
-    return TensorInfo(info.name, info.dtype, spec.shape)
-
-
-def _check_outputs(config: ModelConfig, meta: BackendMetadata, labels: tuple[str, ...]) -> None:
-    names = {o.name for o in meta.outputs}
-    for role, name in config.outputs.items():
-        if name not in names:
-            raise ConfigError(
-                f"model {config.name!r}: outputs.{role.value} = {name!r} is not a model "
-                f"output {sorted(names)}"
-            )
-    class_output = config.outputs.get(OutputRole.LOGITS) or config.outputs.get(
-        OutputRole.PROBABILITIES
-    )
-    if config.task is Task.CLASSIFIER and class_output and labels:
-        classes = meta.output(class_output).shape
-        if classes and classes[-1] not in (-1, len(labels)):
-            raise ConfigError(
-                f"model {config.name!r}: labels list {len(labels)} classes but output "
-                f"{class_output!r} has {classes[-1]}"
-            )
-
-
-def build_registry(
-    settings: Settings, metrics: ServerMetrics, default_repository: Path | None = None
-) -> ModelRegistry:
-    """Load and validate every configured model."""
-    served = []
-    for config in model_configs(settings, default_repository):
-        backend = build_backend(config, settings)
-        served.append(load_model(config, backend, settings, metrics))
-    if not served:
-        raise ConfigError("no models configured: set model_repository or models")
-    return ModelRegistry(served)

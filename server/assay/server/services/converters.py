@@ -123,4 +123,5 @@ def model_to_proto(model: ServedModel) -> models_pb2.ModelInfo:
         ),
         ready=model.ready(),
         max_batch_size=model.batcher.max_batch_size,
+        status=model.status(),
     )
