@@ -32,15 +32,10 @@ sys.path.insert(0, str(ROOT / "deploy" / "triton"))
 import local_triton
 
 SAMPLE = sorted((ROOT / "deploy" / "samples" / "digits").glob("*.png"))[0]
-INPUT = {
-    "name": "image",
-    "height": 28,
-    "width": 28,
-    "color": "gray",
-    "scale": 1 / 255,
-    "mean": [0.5],
-    "std": [0.5],
-}
+MANIFEST = yaml.safe_load(
+    (ROOT / "deploy" / "triton" / "model_repository" / "digits_cnn" / "assay.yaml").read_text()
+)
+INPUT = MANIFEST["input"]
 OUTPUTS = {"logits": "logits"}
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from assay.server.app import AssayServer, create_server
@@ -18,6 +19,8 @@ from assay.server.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = ROOT / "deploy" / "triton" / "model_repository"
 DIGITS_ONNX = REPOSITORY / "digits_cnn" / "1" / "model.onnx"
+DIGITS_MANIFEST = yaml.safe_load((REPOSITORY / "digits_cnn" / "assay.yaml").read_text())
+"""The committed registry entry: the one source of the demo model's preprocessing."""
 SAMPLES = sorted((ROOT / "deploy" / "samples" / "digits").glob("*.png"))
 
 
@@ -32,20 +35,8 @@ def demo_settings(**overrides: Any) -> Settings:
                 "name": "digits_cnn",
                 "path": str(DIGITS_ONNX),
                 "labels_file": str(REPOSITORY / "digits_cnn" / "labels.txt"),
-                "input": {
-                    "name": "image",
-                    "height": 28,
-                    "width": 28,
-                    "color": "gray",
-                    "scale": 1 / 255,
-                    "mean": [0.5],
-                    "std": [0.5],
-                },
-                "outputs": {
-                    "logits": "logits",
-                    "features": "features",
-                    "feature_map": "feature_map",
-                },
+                "input": DIGITS_MANIFEST["input"],
+                "outputs": DIGITS_MANIFEST["outputs"],
             }
         ],
         "onnx": {"intra_op_threads": 1},

@@ -9,20 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPOSITORY, ROOT
+from tests.conftest import DIGITS_MANIFEST, REPOSITORY, ROOT
 
 sys.path.insert(0, str(ROOT / "deploy" / "triton"))
 import local_triton
-
-DIGITS_INPUT = {
-    "name": "image",
-    "height": 28,
-    "width": 28,
-    "color": "gray",
-    "scale": 1 / 255,
-    "mean": [0.5],
-    "std": [0.5],
-}
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +43,7 @@ def triton_entry(url: str, name: str = "digits_triton", **extra: Any) -> dict[st
         "name": name,
         "backend": "triton",
         "triton": {"url": url, "model": "digits_cnn"},
-        "input": DIGITS_INPUT,
-        "outputs": {"logits": "logits", "features": "features", "feature_map": "feature_map"},
+        "input": DIGITS_MANIFEST["input"],
+        "outputs": DIGITS_MANIFEST["outputs"],
         **extra,
     }
