@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,17 @@ DIGITS_MANIFEST = yaml.safe_load((REPOSITORY / "digits_cnn" / "assay.yaml").read
 SAMPLES = sorted((ROOT / "deploy" / "samples" / "digits").glob("*.png"))
 
 
+TEST_DATA = Path(tempfile.mkdtemp(prefix="assay-tests-"))
+"""Each server built by the tests gets its own data folder (job database) under here."""
+
+
 def demo_settings(**overrides: Any) -> Settings:
-    """Settings serving only the committed digits model, on free ports."""
+    """Settings serving only the committed digits model, on free ports, with a fresh data dir."""
     base: dict[str, Any] = {
         "grpc": {"port": 0, "grace_period_s": 2.0},
         "metrics": {"port": 0},
+        "data": {"dir": str(TEST_DATA / uuid.uuid4().hex)},
+        "jobs": {"workers": 2},
         "model_repository": None,
         "models": [
             {

@@ -1,13 +1,18 @@
-"""Writes the sample photos used by `assay demo` from scikit-image's bundled data.
+"""Writes the committed sample data: photos and the held-out digits evaluation set.
 
-scikit-image ships these photos inside its package (public-domain / CC0
-images), so the samples are made offline and reproducibly. They are small
-JPEGs (longest side 320 px) committed under deploy/samples/photos/.
+- deploy/samples/photos/: photos scikit-image ships inside its package
+  (public-domain / CC0), small JPEGs (longest side 320 px), for `assay demo`
+  and the EfficientNet-Lite0 suites.
+- deploy/samples/digits_heldout/<label>/<index>.png: every image of the
+  digits test split (never seen in training), an ImageFolder dataset for
+  robustness suites on the demo classifier.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 
 from PIL import Image
@@ -43,13 +48,31 @@ def write_samples(out: Path) -> list[Path]:
     return written
 
 
+def write_digits_heldout(out: Path) -> int:
+    """Write the digits test split as an ImageFolder; return the image count."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from digits_data import load_data
+
+    data = load_data()
+    if out.exists():
+        shutil.rmtree(out)
+    for index in data.test_idx:
+        path = out / str(data.labels[index]) / f"{index:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(data.images[index]).save(path)
+    return len(data.test_idx)
+
+
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--digits-out", type=Path, default=DEFAULT_OUT.parent / "digits_heldout")
     args = parser.parse_args()
     for path in write_samples(args.out):
         print(f"wrote {path} ({path.stat().st_size} bytes)")
+    count = write_digits_heldout(args.digits_out)
+    print(f"wrote {count} held-out digits under {args.digits_out}")
 
 
 if __name__ == "__main__":

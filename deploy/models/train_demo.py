@@ -19,39 +19,25 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from assay_manifest import build_manifest, write_labels, write_manifest
+from digits_data import IMAGE_SIZE, DigitsData, load_data
 from onnx_utils import export_onnx, file_size_mb, verify_against_torch
 from triton_config import describe_check, write_onnx_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "digits_cnn"
-IMAGE_SIZE = 28
 OUTPUT_NAMES = ("logits", "features", "feature_map")
 MEAN, STD = 0.5, 0.5
-SPLIT_SEED = 0  # the train/test split never changes, whatever --seed says
-
-
-@dataclass
-class DigitsData:
-    """All 1797 digits as 28x28 uint8 images, with the fixed train/test split."""
-
-    images: np.ndarray  # uint8 [N, 28, 28]
-    labels: np.ndarray  # int64 [N]
-    train_idx: np.ndarray  # positions in load_digits()
-    test_idx: np.ndarray
 
 
 class DigitsCNN(nn.Module):
@@ -111,25 +97,6 @@ def make_deterministic(seed: int, threads: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(threads)
-
-
-def to_uint8_28(images_8x8: np.ndarray) -> np.ndarray:
-    """0..16 floats -> uint8 (value*255/16, rounded) -> 28x28 bilinear."""
-    small = np.rint(images_8x8 * 255.0 / 16.0).astype(np.uint8)
-    size = (IMAGE_SIZE, IMAGE_SIZE)
-    return np.stack(
-        [np.asarray(Image.fromarray(im).resize(size, Image.Resampling.BILINEAR)) for im in small]
-    )
-
-
-def load_data() -> DigitsData:
-    """Load scikit-learn's digits and split them 75/25, stratified by class."""
-    digits = load_digits()
-    labels = digits.target.astype(np.int64)
-    train_idx, test_idx = train_test_split(
-        np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=SPLIT_SEED
-    )
-    return DigitsData(to_uint8_28(digits.images), labels, np.sort(train_idx), np.sort(test_idx))
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

@@ -19,24 +19,44 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from assay.server.datasets import DatasetRoots
 from assay.server.inference import Predictor
+from assay.server.jobs.manager import JobManager
+from assay.server.jobs.store import SqliteJobStore
 from assay.server.metrics import MetricsEndpoint, ServerMetrics
 from assay.server.models.loading import build_registry
 from assay.server.models.registry import ModelRegistry
+from assay.server.robustness.evaluation import RobustnessJobs
+from assay.server.robustness.generation import CorruptionWorkers
 from assay.server.services.inference import InferenceServicer
 from assay.server.services.interceptors import ErrorMappingInterceptor, MetricsInterceptor
+from assay.server.services.jobs import JobServicer
 from assay.server.services.models import ModelServicer
+from assay.server.services.robustness import RobustnessServicer
 from assay.server.settings import Settings
-from assay.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+from assay.v1 import (
+    inference_pb2,
+    inference_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    robustness_pb2,
+    robustness_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[3] / "deploy" / "triton" / "model_repository"
 """The committed demo models, when running from a source checkout."""
+DEFAULT_DATA_ROOT = DEFAULT_REPOSITORY.parents[1] / "samples"
+"""The committed sample datasets, when running from a source checkout."""
 
 SERVICES = (
     inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
     models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    robustness_pb2.DESCRIPTOR.services_by_name["RobustnessService"].full_name,
 )
 READINESS_POLL_S = 1.0
 
@@ -73,6 +93,8 @@ class AssayServer:
     health: health.aio.HealthServicer
     metrics: ServerMetrics
     preprocess_pool: ThreadPoolExecutor
+    jobs: JobManager
+    workers: CorruptionWorkers
     metrics_endpoint: MetricsEndpoint | None = None
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -84,6 +106,7 @@ class AssayServer:
     async def start(self) -> None:
         """Start serving and report health."""
         await self.server.start()
+        await self.jobs.resume_interrupted()
         await self.publish_health()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_readiness())
         log.info("assay listening on %s:%d", self.settings.grpc.host, self.port)
@@ -95,8 +118,9 @@ class AssayServer:
             self.metrics.model_ready.labels(model=name).set(1 if is_ready else 0)
             await self.health.set(model_health_name(name), _SERVING if is_ready else _NOT_SERVING)
         any_ready = _SERVING if any(ready.values()) else _NOT_SERVING
-        await self.health.set(SERVICES[0], any_ready)
-        await self.health.set(SERVICES[1], _SERVING)
+        for service in SERVICES:
+            always = service in (SERVICES[1], SERVICES[2])  # metadata and job records
+            await self.health.set(service, _SERVING if always else any_ready)
         await self.health.set("", any_ready)
 
     async def _watch_readiness(self) -> None:
@@ -112,6 +136,9 @@ class AssayServer:
                 await self._watcher
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grpc.grace_period_s if grace_s is None else grace_s)
+        await self.jobs.aclose()  # running jobs stay RUNNING and resume at the next start
+        self.workers.close()
+        self.jobs.store.close()
         await self.registry.aclose()
         self.preprocess_pool.shutdown(wait=False, cancel_futures=True)
         if self.metrics_endpoint is not None:
@@ -129,6 +156,18 @@ async def create_server(
     registry = await build_registry(settings, metrics, default_repository)
     pool = ThreadPoolExecutor(settings.images.preprocess_workers, thread_name_prefix="preprocess")
     predictor = Predictor(registry, settings.images, pool)
+    workers = CorruptionWorkers(settings.jobs.workers)
+    roots = DatasetRoots(settings.data.roots or [DEFAULT_DATA_ROOT])
+    evaluations = RobustnessJobs(
+        registry,
+        roots,
+        pool,
+        workers,
+        max_pixels=settings.images.max_pixels,
+        inline_max_images=settings.jobs.inline_max_images,
+    )
+    store = SqliteJobStore(settings.data.dir / "jobs.sqlite3")
+    jobs = JobManager(store, {RobustnessJobs.kind: evaluations}, settings.jobs.max_running)
 
     server = grpc.aio.server(
         interceptors=[MetricsInterceptor(metrics), ErrorMappingInterceptor()],
@@ -137,6 +176,10 @@ async def create_server(
     )
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(predictor), server)
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
+    robustness_pb2_grpc.add_RobustnessServiceServicer_to_server(
+        RobustnessServicer(jobs, evaluations), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICES, *(model_health_name(m.name) for m in registry.all())):
@@ -155,7 +198,9 @@ async def create_server(
     endpoint = None
     if settings.metrics.enabled:
         endpoint = MetricsEndpoint(metrics.registry, settings.metrics.host, settings.metrics.port)
-    return AssayServer(settings, server, port, registry, health_servicer, metrics, pool, endpoint)
+    return AssayServer(
+        settings, server, port, registry, health_servicer, metrics, pool, jobs, workers, endpoint
+    )
 
 
 async def serve(settings: Settings) -> None:

@@ -100,6 +100,27 @@ class TritonSettings(_Section):
     keepalive_timeout_s: Annotated[float, Field(gt=0)] = 5.0
 
 
+class DataSettings(_Section):
+    """Where evaluation data comes from and where results are kept."""
+
+    roots: tuple[Path, ...] = ()
+    """Folders datasets may be read from; any other path is PERMISSION_DENIED.
+    Empty = the bundled demo data (deploy/samples) in a source checkout."""
+    dir: Path = Path("~/.local/share/assay").expanduser()
+    """The server's data folder: the job database (jobs.sqlite3) lives here."""
+
+
+class JobSettings(_Section):
+    """Background evaluation jobs."""
+
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+    """Processes generating corrupted images."""
+    max_running: Annotated[int, Field(ge=1, le=64)] = 2
+    """Jobs running at once; more wait as PENDING."""
+    inline_max_images: Annotated[int, Field(ge=1, le=1024)] = 64
+    """Largest ScoreRobustness batch (no job)."""
+
+
 class ImageSettings(_Section):
     """Limits and workers of image decoding and preprocessing."""
 
@@ -125,6 +146,8 @@ class Settings(BaseSettings):
     onnx: OnnxSettings = OnnxSettings()
     triton: TritonSettings = TritonSettings()
     images: ImageSettings = ImageSettings()
+    data: DataSettings = DataSettings()
+    jobs: JobSettings = JobSettings()
     model_repository: Path | None = None
     """A folder of model directories, each with an assay.yaml manifest
     (Triton layout). Unset with no `models` = the bundled demo repository."""

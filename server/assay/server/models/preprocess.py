@@ -120,8 +120,15 @@ class Preprocessor:
                 raise InvalidImageError(f"image {index}: {exc}") from None
             pixel_rows.append(index)
         if pixels:
-            batch[pixel_rows] = self._normalise(np.stack(pixels))
+            batch[pixel_rows] = self.normalise(np.stack(pixels))
         return batch
+
+    def model_pixels(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """N x H x W x C uint8 pixels at the model's size and colour (no normalisation)."""
+        opened = self.open(images)
+        if any(isinstance(item, np.ndarray) for item in opened):
+            raise InvalidImageError("model_pixels takes images, not preprocessed tensors")
+        return np.stack([self._to_pixels(item) for item in opened])  # type: ignore[arg-type]
 
     def _to_pixels(self, pil: Image.Image) -> np.ndarray:
         try:
@@ -186,8 +193,11 @@ class Preprocessor:
         )
         return canvas
 
-    def _normalise(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 NHWC -> model dtype and layout."""
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """NHWC pixels at model size and colour (uint8, or float in 0..255) -> model input.
+
+        Float pixels let attacks feed sub-integer perturbations straight to the model.
+        """
         if self.spec.color is Color.BGR:
             pixels = pixels[..., ::-1]
         if self.spec.dtype is InputDType.UINT8:

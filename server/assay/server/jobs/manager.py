@@ -1,0 +1,209 @@
+"""Runs jobs in the background, streams their progress, resumes them after a crash.
+
+A job kind is a `JobKind`: it validates a spec up front (so a bad request
+fails the Start call, not the job) and runs the job against a `JobContext`
+that persists units as they finish. Watchers get an event whenever the
+job's progress changes. On start the manager resumes every job a crash left
+PENDING or RUNNING; a job whose rerun fails is marked FAILED with its
+finished units kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from assay.server.errors import AssayError, FailedPreconditionError, InvalidArgumentError
+from assay.server.jobs.records import JobRecord, JobState, Unit
+from assay.server.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """A progress snapshot for watchers."""
+
+    record: JobRecord
+    images_per_s: float
+    eta_s: float | None
+    partial: dict[str, Any]
+    """Meta of the unit finished last (empty when none)."""
+
+
+class JobContext:
+    """What a running job sees: its spec, stored units and progress reporting."""
+
+    def __init__(self, manager: JobManager, record: JobRecord) -> None:
+        self._manager = manager
+        self.record = record
+        self.started = time.monotonic()
+        self.images = 0
+
+    @property
+    def job_id(self) -> str:
+        """The job's id."""
+        return self.record.id
+
+    def units(self) -> dict[str, Unit]:
+        """Every stored unit of this job."""
+        return self._manager.store.units(self.job_id)
+
+    def done_keys(self) -> set[str]:
+        """Units already stored (from this run or an earlier, interrupted one)."""
+        return self._manager.store.unit_keys(self.job_id)
+
+    async def put(self, key: str, meta: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Persist one finished unit and tell watchers."""
+        await asyncio.to_thread(self._manager.store.put_unit, self.job_id, key, meta, dict(arrays))
+        self.images += int(meta.get("images", 0))
+        self._manager.publish(self.job_id, partial={"unit": key, **meta}, context=self)
+
+    async def progress(self, done: int, total: int, stage: str) -> None:
+        """Record progress and tell watchers."""
+        self._manager.store.progress(self.job_id, done, stage)
+        self._manager.publish(self.job_id, context=self)
+
+
+class JobKind(Protocol):
+    """One kind of job (e.g. robustness suites)."""
+
+    def prepare(self, spec: dict[str, Any]) -> int:
+        """Validate the spec; return the number of units (InvalidArgumentError if bad)."""
+        ...
+
+    async def run(self, context: JobContext) -> dict[str, Any]:
+        """Do the work; return the final result (report JSON)."""
+        ...
+
+
+class JobManager:
+    """Starts, watches, cancels and resumes jobs of registered kinds."""
+
+    def __init__(self, store: JobStore, kinds: Mapping[str, JobKind], max_running: int = 2) -> None:
+        self.store = store
+        self._kinds = dict(kinds)
+        self._slots = asyncio.Semaphore(max_running)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._watchers: dict[str, set[asyncio.Queue[JobEvent]]] = {}
+
+    async def start(self, kind: str, spec: dict[str, Any]) -> JobRecord:
+        """Validate and create a job; it starts running in the background."""
+        job_kind = self._kinds.get(kind)
+        if job_kind is None:
+            raise InvalidArgumentError(f"unknown job kind {kind!r}")
+        total = job_kind.prepare(spec)
+        record = self.store.create(kind, spec, total)
+        self._launch(record)
+        return record
+
+    async def resume_interrupted(self) -> list[str]:
+        """Restart every job a crash left live; return their ids."""
+        resumed = []
+        for record in self.store.interrupted():
+            if record.kind not in self._kinds:
+                self.store.finish(record.id, JobState.FAILED, f"unknown job kind {record.kind!r}")
+                continue
+            log.info("resuming job %s (%d/%d units done)", record.id, record.done, record.total)
+            self._launch(record)
+            resumed.append(record.id)
+        return resumed
+
+    def _launch(self, record: JobRecord) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(record), name=f"job-{record.id}")
+        self._tasks[record.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(record.id, None))
+
+    async def _run(self, record: JobRecord) -> None:
+        async with self._slots:  # beyond max_running, jobs wait as PENDING
+            await self._run_now(record)
+
+    async def _run_now(self, record: JobRecord) -> None:
+        if self.store.get(record.id).state.terminal:
+            return  # cancelled while waiting for a slot
+        record = self.store.start(record.id)
+        context = JobContext(self, record)
+        try:
+            result = await self._kinds[record.kind].run(context)
+        except asyncio.CancelledError:
+            if self.store.get(record.id).state is JobState.CANCELLED:
+                self.publish(record.id)
+            raise  # server shutdown: stays RUNNING, resumed at next start
+        except AssayError as exc:
+            self._end(record.id, JobState.FAILED, str(exc))
+        except Exception as exc:
+            log.exception("job %s failed", record.id)
+            self._end(record.id, JobState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            try:
+                self.store.set_result(record.id, result)
+            except FailedPreconditionError:
+                return  # cancelled while finishing: the cancellation stands
+            self._end(record.id, JobState.SUCCEEDED, None)
+
+    def _end(self, job_id: str, state: JobState, error: str | None) -> None:
+        with contextlib.suppress(FailedPreconditionError):  # already ended (cancelled meanwhile)
+            self.store.finish(job_id, state, error)
+        self.publish(job_id)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a live job (finished units stay); a finished job is returned unchanged."""
+        record = self.store.get(job_id)
+        if record.state.terminal:
+            return record
+        self.store.finish(job_id, JobState.CANCELLED, "cancelled by request")
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+        self.publish(job_id)
+        return self.store.get(job_id)
+
+    def publish(
+        self, job_id: str, partial: dict[str, Any] | None = None, context: JobContext | None = None
+    ) -> None:
+        """Send the job's current state to its watchers."""
+        queues = self._watchers.get(job_id)
+        if not queues:
+            return
+        event = self._event(self.store.get(job_id), partial or {}, context)
+        for queue in queues:
+            queue.put_nowait(event)
+
+    @staticmethod
+    def _event(record: JobRecord, partial: dict[str, Any], context: JobContext | None) -> JobEvent:
+        rate, eta = 0.0, None
+        if context is not None:
+            elapsed = max(time.monotonic() - context.started, 1e-6)
+            rate = context.images / elapsed
+            fresh = record.done - context.record.done
+            if fresh > 0 and record.total > record.done:
+                eta = elapsed / fresh * (record.total - record.done)
+        return JobEvent(record, rate, eta, partial)
+
+    async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """Events until the job ends; the first one is its current state."""
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._watchers.setdefault(job_id, set()).add(queue)
+        try:
+            record = self.store.get(job_id)
+            yield self._event(record, {}, None)
+            while not record.state.terminal:
+                event = await queue.get()
+                record = event.record
+                yield event
+        finally:
+            self._watchers[job_id].discard(queue)
+
+    async def aclose(self) -> None:
+        """Stop running jobs without failing them: they resume at the next start."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

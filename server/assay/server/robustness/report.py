@@ -1,0 +1,307 @@
+"""The robustness report: every metric with a 95 % bootstrap interval, as JSON.
+
+Schema "assay.robustness.report/v1" (stable; fields are only ever added):
+
+    schema, model{name, version, backend}, baseline{name, kind} | null,
+    dataset{source, images, classes}, suite{...},
+    clean{error, calibration{ece, mce, nll, brier, temperature, ece_after_temperature,
+          reliability[{lower, upper, count, mean_confidence, accuracy}]}},
+    corruptions{name: {family, extra, errors{severity: E}, baseline_errors{severity: x},
+                       mean_error: E, ce, relative_ce}},
+    mce: E | null, relative_mce: E | null,
+    perturbations{name: {flip_rate: E, compare_to_first}}, mean_flip_rate: x | null,
+    shift_consistency: E | null,
+    subgroups{accuracy{group: x}, counts{group: n}, worst_group, worst_accuracy: E, spread} | null,
+    timing{unit: seconds}
+
+where E = {value, low, high, confidence}. Intervals resample images, with
+the same rows for model and baseline (a paired bootstrap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from assay.server.robustness import calibration, metrics
+from assay.server.robustness.bootstrap import (
+    Estimate,
+    bootstrap_ci,
+    ece_estimate,
+    error_rate_estimate,
+    flip_rate_estimate,
+    shift_consistency_estimate,
+    worst_group_accuracy_estimate,
+)
+from assay.server.robustness.corruptions import REGISTRY, SEVERITIES
+from assay.server.robustness.perturbations import PERTURBATIONS
+from assay.server.robustness.runner import EvaluationInputs
+from assay.server.robustness.scoring import ModelScorer
+from assay.server.robustness.suite import SuiteSpec
+
+SCHEMA = "assay.robustness.report/v1"
+IMAGENET_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class UnitData:
+    """A stored unit: its meta and arrays."""
+
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def _estimate(e: Estimate) -> dict[str, float]:
+    return {"value": e.value, "low": e.low, "high": e.high, "confidence": e.confidence}
+
+
+def _ci(statistic: Callable[..., float], *arrays: np.ndarray, suite: SuiteSpec) -> dict[str, float]:
+    interval = bootstrap_ci(
+        statistic, *arrays, n_resamples=suite.bootstrap_resamples, seed=suite.seed
+    )
+    return {
+        "value": interval.estimate,
+        "low": interval.low,
+        "high": interval.high,
+        "confidence": 0.95,
+    }
+
+
+def _clean(
+    units: Mapping[str, UnitData], labels: np.ndarray, probabilities: bool, suite: SuiteSpec
+) -> dict[str, Any]:
+    scores = units["clean"].arrays["model/scores"]
+    preds = scores.argmax(axis=1)
+    n = suite.bootstrap_resamples
+    out: dict[str, Any] = {
+        "error": _estimate(error_rate_estimate(preds, labels, n_resamples=n, seed=suite.seed))
+    }
+    if suite.calibration:
+        logits = not probabilities
+        fit = calibration.fit_temperature(scores, labels) if logits else None
+        out["calibration"] = {
+            "ece": _estimate(
+                ece_estimate(scores, labels, from_logits=logits, n_resamples=n, seed=suite.seed)
+            ),
+            "mce": calibration.maximum_calibration_error(scores, labels, from_logits=logits),
+            "nll": calibration.negative_log_likelihood(scores, labels, from_logits=logits),
+            "brier": calibration.brier_score(scores, labels, from_logits=logits),
+            "temperature": fit.temperature if fit else None,
+            "ece_after_temperature": fit.ece_after if fit else None,
+            "reliability": [
+                asdict(b)
+                for b in calibration.reliability_diagram(scores, labels, from_logits=logits)
+            ],
+        }
+    return out
+
+
+def _wrong(units: Mapping[str, UnitData], key: str, role: str, labels: np.ndarray) -> np.ndarray:
+    return (units[key].arrays[f"{role}/pred"] != labels).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class _Errors:
+    """Per-image errors (1.0 = wrong): N x (corruption, severity) columns and clean."""
+
+    columns: list[tuple[str, int]]
+    model: np.ndarray
+    model_clean: np.ndarray
+    baseline: np.ndarray | None
+    baseline_clean: np.ndarray | None
+
+    def arrays(self) -> list[np.ndarray]:
+        """Rows to resample together (model and baseline stay paired)."""
+        if self.baseline is None or self.baseline_clean is None:
+            return [self.model, self.model_clean]
+        return [self.model, self.model_clean, self.baseline, self.baseline_clean]
+
+
+def _errors(
+    suite: SuiteSpec, units: Mapping[str, UnitData], labels: np.ndarray, paired: bool
+) -> _Errors:
+    columns = [(c, s) for c in suite.corruptions for s in suite.severities]
+
+    def matrix(role: str) -> np.ndarray:
+        keys = [f"corruption/{c}/{s}" for c, s in columns]
+        return np.stack([_wrong(units, k, role, labels) for k in keys], axis=1)
+
+    def clean(role: str) -> np.ndarray:
+        return (units["clean"].arrays[f"{role}/scores"].argmax(1) != labels).astype(np.float64)
+
+    return _Errors(
+        columns,
+        matrix("model"),
+        clean("model"),
+        matrix("baseline") if paired else None,
+        clean("baseline") if paired else None,
+    )
+
+
+def _uses_alexnet(suite: SuiteSpec, classes: int, paired: bool) -> bool:
+    """AlexNet's published errors are the baseline only where they apply."""
+    return (
+        not paired
+        and classes == IMAGENET_CLASSES
+        and tuple(suite.severities) == SEVERITIES
+        and all(c in metrics.ALEXNET_ERRORS for c in suite.corruptions)
+    )
+
+
+def _summary(suite: SuiteSpec, *rows: np.ndarray) -> metrics.CorruptionSummary:
+    """CE/mCE from (model, model_clean[, baseline, baseline_clean]) error rows."""
+    k = len(suite.severities)
+
+    def curves(matrix: np.ndarray) -> dict[str, list[float]]:
+        means = matrix.mean(axis=0)
+        return {c: list(means[i * k : (i + 1) * k]) for i, c in enumerate(suite.corruptions)}
+
+    if len(rows) == 2:
+        return metrics.corruption_summary(curves(rows[0]), float(rows[1].mean()))
+    return metrics.corruption_summary(
+        curves(rows[0]), float(rows[1].mean()), curves(rows[2]), float(rows[3].mean()),
+        baseline_name="model",
+    )  # fmt: skip
+
+
+def _per_corruption(suite: SuiteSpec, errors: _Errors, alexnet: bool) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    k = len(suite.severities)
+    for i, name in enumerate(suite.corruptions):
+        entry: dict[str, Any] = {"family": REGISTRY[name].family, "extra": REGISTRY[name].extra}
+        entry["errors"] = {
+            str(s): _ci(_mean, errors.model[:, i * k + j], suite=suite)
+            for j, s in enumerate(suite.severities)
+        }
+        entry["mean_error"] = _ci(_mean, errors.model[:, i * k : (i + 1) * k], suite=suite)
+        if errors.baseline is not None:
+            entry["baseline_errors"] = {
+                str(s): float(errors.baseline[:, i * k + j].mean())
+                for j, s in enumerate(suite.severities)
+            }
+        elif alexnet:
+            entry["baseline_errors"] = {
+                str(s): metrics.ALEXNET_ERRORS[name][s - 1] for s in suite.severities
+            }
+        entry["ce"] = entry["relative_ce"] = None
+        report[name] = entry
+    return report
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean())
+
+
+def _corruptions(
+    suite: SuiteSpec, units: Mapping[str, UnitData], labels: np.ndarray, paired: bool, classes: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-corruption errors and CEs, and the mCE block (None without a baseline)."""
+    empty = {"mce": None, "relative_mce": None, "mce_baseline": None}
+    if not suite.corruptions:
+        return {}, empty
+    errors = _errors(suite, units, labels, paired)
+    alexnet = _uses_alexnet(suite, classes, paired)
+    report = _per_corruption(suite, errors, alexnet)
+    if not (paired or alexnet):
+        return report, empty
+    rows = errors.arrays()
+    point = _summary(suite, *rows)
+    for name in suite.corruptions:
+        report[name]["ce"] = point.corruption_errors[name]
+        report[name]["relative_ce"] = point.relative_corruption_errors[name]
+    return report, {
+        "mce": _ci(lambda *r: _summary(suite, *r).mce, *rows, suite=suite),
+        "relative_mce": _ci(lambda *r: _summary(suite, *r).relative_mce, *rows, suite=suite),
+        "mce_baseline": "alexnet (published ImageNet-C errors)" if alexnet else "baseline model",
+    }
+
+
+def _perturbations(
+    suite: SuiteSpec, units: Mapping[str, UnitData]
+) -> tuple[dict[str, Any], float | None]:
+    out = {}
+    rates = {}
+    for name in suite.perturbations:
+        preds = units[f"perturbation/{name}"].arrays["model/preds"]
+        noise = PERTURBATIONS[name].compare_to_first
+        estimate = flip_rate_estimate(
+            preds, noise=noise, n_resamples=suite.bootstrap_resamples, seed=suite.seed
+        )
+        out[name] = {"flip_rate": _estimate(estimate), "compare_to_first": noise}
+        rates[name] = estimate.value
+    return out, (metrics.mean_flip_rate(rates) if rates else None)
+
+
+def build_report(
+    suite: SuiteSpec,
+    units: Mapping[str, UnitData],
+    inputs: EvaluationInputs,
+    scorers: Mapping[str, ModelScorer],
+    *,
+    source: str,
+    spec: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The report document for a finished suite."""
+    labels = np.asarray(inputs.labels)
+    model = scorers["model"]
+    baseline = scorers.get("baseline")
+    corruption_report, mce_block = _corruptions(
+        suite, units, labels, baseline is not None, len(model.labels)
+    )
+    perturbations, mean_fr = _perturbations(suite, units)
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "model": {
+            "name": model.model.name,
+            "version": model.model.config.version,
+            "backend": model.model.backend.metadata().kind,
+        },
+        "baseline": {"name": baseline.model.name} if baseline else None,
+        "dataset": {"source": source, "images": len(labels), "classes": len(np.unique(labels))},
+        "suite": suite.model_dump(mode="json"),
+        "spec": dict(spec),
+        "clean": _clean(units, labels, model.outputs_probabilities, suite),
+        "corruptions": corruption_report,
+        **mce_block,
+        "perturbations": perturbations,
+        "mean_flip_rate": mean_fr,
+        "shift_consistency": None,
+        "subgroups": None,
+        "timing": {key: unit.meta.get("seconds") for key, unit in units.items()},
+    }  # fmt: skip
+    resamples = {"n_resamples": suite.bootstrap_resamples, "seed": suite.seed}
+    if suite.shift_consistency and "shift" in units:
+        pair = units["shift"].arrays
+        estimate = shift_consistency_estimate(
+            pair["model/pred_a"], pair["model/pred_b"], **resamples
+        )
+        report["shift_consistency"] = _estimate(estimate)
+    if suite.subgroups and inputs.groups is not None:
+        preds = units["clean"].arrays["model/scores"].argmax(1)
+        groups = np.asarray(inputs.groups)
+        result = metrics.subgroup_accuracy(preds, labels, groups)
+        worst = worst_group_accuracy_estimate(preds, labels, groups, **resamples)
+        report["subgroups"] = {
+            "accuracy": dict(result.accuracy),
+            "counts": {k: int(v) for k, v in result.counts.items()},
+            "worst_group": result.worst_group,
+            "worst_accuracy": _estimate(worst),
+            "spread": result.spread,
+        }
+    return json_safe(report)
+
+
+def json_safe(value: Any) -> Any:
+    """The value with numpy scalars as Python numbers and NaN/Inf as None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,112 @@
+"""JobService: get, list, cancel, watch jobs and fetch their reports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+
+from assay.server.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from assay.server.jobs.manager import JobEvent, JobManager
+from assay.server.jobs.records import JobRecord, JobState
+from assay.v1 import jobs_pb2, jobs_pb2_grpc
+
+_STATES = {
+    JobState.PENDING: jobs_pb2.JOB_STATE_PENDING,
+    JobState.RUNNING: jobs_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: jobs_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: jobs_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: jobs_pb2.JOB_STATE_CANCELLED,
+}
+_FROM_PROTO = {value: state for state, value in _STATES.items()}
+
+
+def job_to_proto(record: JobRecord) -> jobs_pb2.Job:
+    """JobRecord -> Job."""
+    return jobs_pb2.Job(
+        id=record.id,
+        kind=record.kind,
+        state=_STATES[record.state],
+        done=record.done,
+        total=record.total,
+        stage=record.stage,
+        error=record.error or "",
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        attempts=record.attempts,
+        spec_json=json.dumps(record.spec, sort_keys=True),
+    )
+
+
+def event_to_proto(event: JobEvent) -> jobs_pb2.JobEvent:
+    """JobEvent -> JobEvent message."""
+    message = jobs_pb2.JobEvent(
+        job=job_to_proto(event.record),
+        images_per_second=event.images_per_s,
+        partial_json=json.dumps(event.partial, sort_keys=True),
+    )
+    if event.eta_s is not None:
+        message.eta_seconds = event.eta_s
+    return message
+
+
+def _job_id(value: str) -> str:
+    if not value:
+        raise InvalidArgumentError("id is empty; pass the id StartEvaluation returned")
+    return value
+
+
+class JobServicer(jobs_pb2_grpc.JobServiceServicer):
+    """Converts JobService calls to JobManager calls."""
+
+    def __init__(self, manager: JobManager) -> None:
+        self._manager = manager
+
+    async def GetJob(
+        self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Job:
+        """One job."""
+        return job_to_proto(self._manager.store.get(_job_id(request.id)))
+
+    async def ListJobs(
+        self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.ListJobsResponse:
+        """Jobs, newest first."""
+        unknown = [s for s in request.states if s not in _FROM_PROTO]
+        if unknown:
+            raise InvalidArgumentError(f"unknown job states {unknown}")
+        records = self._manager.store.list(
+            kind=request.kind or None,
+            states=[_FROM_PROTO[s] for s in request.states] or None,
+            limit=request.limit or 100,
+        )
+        return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(r) for r in records])
+
+    async def CancelJob(
+        self, request: jobs_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Job:
+        """Cancel a live job."""
+        return job_to_proto(self._manager.cancel(_job_id(request.id)))
+
+    async def WatchJob(
+        self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
+        """Progress events until the job ends."""
+        async for event in self._manager.watch(_job_id(request.id)):
+            yield event_to_proto(event)
+
+    async def GetReport(
+        self, request: jobs_pb2.GetReportRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Report:
+        """The report of a succeeded job."""
+        record = self._manager.store.get(_job_id(request.id))
+        if record.state is not JobState.SUCCEEDED:
+            raise FailedPreconditionError(
+                f"job {record.id} is {record.state.value}; a report exists once it succeeded"
+                + (f" (error: {record.error})" if record.error else "")
+            )
+        result = self._manager.store.result(record.id)
+        if result is None:
+            raise NotFoundError(f"job {record.id} has no stored report")
+        return jobs_pb2.Report(job_id=record.id, json=json.dumps(result, sort_keys=True))

@@ -1,0 +1,248 @@
+"""Robustness suites over the real gRPC stack with the real demo model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from sklearn.metrics import accuracy_score
+
+from assay.server.app import AssayServer, create_server
+from assay.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, robustness_pb2, robustness_pb2_grpc
+from tests.conftest import ROOT, SAMPLES, demo_settings
+
+HELDOUT = ROOT / "deploy" / "samples" / "digits_heldout"
+SMALL_SUITE = robustness_pb2.Suite(
+    preset="quick",
+    corruptions=["gaussian_noise", "contrast"],
+    severities=[1, 5],
+    perturbations=["translate", "gaussian_noise"],
+    sample_limit=60,
+)
+
+
+@pytest.fixture
+async def app() -> AssayServer:  # type: ignore[misc]
+    server = await create_server(demo_settings(data={"roots": [str(ROOT / "deploy" / "samples")]}))
+    await server.start()
+    yield server
+    await server.stop(0)
+
+
+def stubs(
+    channel: grpc.aio.Channel,
+) -> tuple[robustness_pb2_grpc.RobustnessServiceStub, jobs_pb2_grpc.JobServiceStub]:
+    return robustness_pb2_grpc.RobustnessServiceStub(channel), jobs_pb2_grpc.JobServiceStub(channel)
+
+
+def start_request(
+    suite: robustness_pb2.Suite = SMALL_SUITE, dataset: Path = HELDOUT
+) -> robustness_pb2.StartEvaluationRequest:
+    return robustness_pb2.StartEvaluationRequest(
+        model=common_pb2.ModelRef(name="digits_cnn"), dataset=str(dataset), suite=suite
+    )
+
+
+async def test_suite_job_streams_progress_and_reports(app: AssayServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        robustness, jobs = stubs(channel)
+        job = await robustness.StartEvaluation(start_request())
+        assert job.state in (jobs_pb2.JOB_STATE_PENDING, jobs_pb2.JOB_STATE_RUNNING)
+        assert job.total == 1 + 2 * 2 + 2 + 1  # clean, 2x2 corruptions, 2 perturbations, shift
+        events = [e async for e in jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job.id))]
+        assert events[-1].job.state == jobs_pb2.JOB_STATE_SUCCEEDED, events[-1].job.error
+        done = [e.job.done for e in events]
+        assert done == sorted(done) and done[-1] == job.total
+        assert any(
+            json.loads(e.partial_json).get("unit") == "corruption/contrast/5" for e in events
+        )
+        report = json.loads((await jobs.GetReport(jobs_pb2.GetReportRequest(id=job.id))).json)
+
+    assert report["schema"] == "assay.robustness.report/v1" and report["dataset"]["images"] == 60
+    clean = report["clean"]["error"]
+    assert clean["low"] <= clean["value"] <= clean["high"]
+    noise = report["corruptions"]["gaussian_noise"]["errors"]
+    assert noise["5"]["value"] >= noise["1"]["value"], "severity 5 hurts at least as much as 1"
+    assert report["mce"] is None, "no baseline for a 10-class model: no mCE"
+    flip = report["perturbations"]["gaussian_noise"]
+    assert flip["compare_to_first"] and 0 <= flip["flip_rate"]["value"] <= 1
+    assert 0 <= report["shift_consistency"]["value"] <= 1
+    calibration = report["clean"]["calibration"]
+    assert sum(b["count"] for b in calibration["reliability"]) == 60
+    assert calibration["temperature"] > 0
+
+
+async def test_clean_error_equals_an_independent_computation(app: AssayServer) -> None:
+    """The report's clean error equals sklearn's on direct predictions of the same images."""
+    suite = robustness_pb2.Suite(preset="quick", corruptions=["contrast"], severities=[1],
+                                 perturbations=[], shift_consistency=False, sample_limit=450)  # fmt: skip
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        robustness, jobs = stubs(channel)
+        job = await robustness.StartEvaluation(start_request(suite))
+        [e async for e in jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job.id))]
+        report = json.loads((await jobs.GetReport(jobs_pb2.GetReportRequest(id=job.id))).json)
+    from assay.client import AsyncClient
+
+    paths = sorted(HELDOUT.glob("*/*.png"))
+    async with AsyncClient(f"127.0.0.1:{app.port}") as client:
+        predictions = []
+        for start in range(0, len(paths), 64):
+            predictions += await client.predict("digits_cnn", paths[start : start + 64], top_k=1)
+    truth = [p.parent.name for p in paths]
+    expected_error = 1 - accuracy_score(truth, [p.label for p in predictions])
+    assert report["clean"]["error"]["value"] == pytest.approx(expected_error, abs=1e-9)
+
+
+async def test_cancel_keeps_finished_units_and_report_is_refused(app: AssayServer) -> None:
+    suite = robustness_pb2.Suite(preset="standard", sample_limit=100)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        robustness, jobs = stubs(channel)
+        job = await robustness.StartEvaluation(start_request(suite))
+        async for event in jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job.id)):
+            if event.job.done >= 2:
+                break
+        cancelled = await jobs.CancelJob(jobs_pb2.CancelJobRequest(id=job.id))
+        assert cancelled.state == jobs_pb2.JOB_STATE_CANCELLED and cancelled.done >= 2
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await jobs.GetReport(jobs_pb2.GetReportRequest(id=job.id))
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        listed = await jobs.ListJobs(
+            jobs_pb2.ListJobsRequest(states=[jobs_pb2.JOB_STATE_CANCELLED])
+        )
+        assert job.id in [j.id for j in listed.jobs]
+
+
+BAD = [
+    ("unknown corruption", robustness_pb2.Suite(corruptions=["sunburn"]), HELDOUT, grpc.StatusCode.INVALID_ARGUMENT, "unknown corruptions"),
+    ("severity 0", robustness_pb2.Suite(severities=[0]), HELDOUT, grpc.StatusCode.INVALID_ARGUMENT, "severities must be 1..5"),
+    ("severity 6", robustness_pb2.Suite(severities=[6]), HELDOUT, grpc.StatusCode.INVALID_ARGUMENT, "severities must be 1..5"),
+    ("negative epsilon", robustness_pb2.Suite(attacks=[robustness_pb2.Attack(kind=robustness_pb2.ATTACK_KIND_SQUARE_LINF, epsilon=-0.1)]), HELDOUT, grpc.StatusCode.INVALID_ARGUMENT, "epsilon"),
+    ("white-box without a copy", robustness_pb2.Suite(attacks=[robustness_pb2.Attack(kind=robustness_pb2.ATTACK_KIND_PGD_LINF, epsilon=0.1)]), HELDOUT, grpc.StatusCode.FAILED_PRECONDITION, "differentiable"),
+    ("unknown preset", robustness_pb2.Suite(preset="heroic"), HELDOUT, grpc.StatusCode.INVALID_ARGUMENT, "unknown suite preset"),
+    ("outside the roots", SMALL_SUITE, Path("/etc"), grpc.StatusCode.PERMISSION_DENIED, "outside the dataset roots"),
+    ("missing dataset", SMALL_SUITE, HELDOUT / "nope", grpc.StatusCode.NOT_FOUND, "does not exist"),
+    ("labels the model lacks", SMALL_SUITE, ROOT / "deploy" / "samples", grpc.StatusCode.INVALID_ARGUMENT, "not among the model's labels"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "suite", "dataset", "code", "message"), BAD, ids=[b[0] for b in BAD]
+)
+async def test_bad_requests_fail_the_call_not_the_job(
+    app: AssayServer,
+    name: str,
+    suite: robustness_pb2.Suite,
+    dataset: Path,
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        robustness, jobs = stubs(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await robustness.StartEvaluation(start_request(suite, dataset))
+        assert info.value.code() == code and message in info.value.details(), info.value.details()
+        assert not (await jobs.ListJobs(jobs_pb2.ListJobsRequest())).jobs
+
+
+async def test_empty_dataset_and_unknown_job(app: AssayServer) -> None:
+    empty = ROOT / "deploy" / "samples" / "digits_heldout" / "0"  # a folder without class folders
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        robustness, jobs = stubs(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await robustness.StartEvaluation(start_request(SMALL_SUITE, empty))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no images" in info.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await jobs.GetJob(jobs_pb2.GetJobRequest(id="nope"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_score_robustness_inline(app: AssayServer) -> None:
+    images = [common_pb2.Image(encoded=p.read_bytes()) for p in SAMPLES]
+    request = robustness_pb2.ScoreRobustnessRequest(
+        model=common_pb2.ModelRef(name="digits_cnn"), images=images,
+        labels=[p.name[0] for p in SAMPLES], groups=["even" if int(p.name[0]) % 2 == 0 else "odd" for p in SAMPLES],
+        suite=robustness_pb2.Suite(corruptions=["gaussian_noise"], severities=[3], perturbations=[]),
+    )  # fmt: skip
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        robustness, _ = stubs(channel)
+        report = json.loads((await robustness.ScoreRobustness(request)).json)
+        assert report["dataset"]["images"] == 20 and report["clean"]["error"]["value"] == 0.0
+        assert set(report["subgroups"]["accuracy"]) == {"even", "odd"}
+        request.labels[0] = "seven"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await robustness.ScoreRobustness(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        del request.images[:]
+        request.images.extend([common_pb2.Image(encoded=SAMPLES[0].read_bytes())] * 65)
+        del request.labels[:]
+        request.labels.extend(["0"] * 65)
+        del request.groups[:]
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await robustness.ScoreRobustness(request)
+        assert "1..64 images" in info.value.details()
+
+
+def test_killed_server_resumes_the_job_without_losing_units(tmp_path: Path) -> None:
+    """kill -9 a real server mid-job; a restarted one resumes and finishes it."""
+    env = {**os.environ, "ASSAY_GRPC__PORT": "0", "ASSAY_METRICS__PORT": "0",
+           "ASSAY_DATA__DIR": str(tmp_path), "ASSAY_DATA__ROOTS": json.dumps([str(ROOT / "deploy" / "samples")])}  # fmt: skip
+
+    def serve() -> tuple[subprocess.Popen[str], int]:
+        proc = subprocess.Popen([sys.executable, "-m", "assay.client", "serve"], cwd=ROOT, env=env,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "server exited early"
+            match = re.search(r"assay listening on [\d.]+:(\d+)", line)
+            if match:
+                return proc, int(match.group(1))
+        raise AssertionError("server did not start")
+
+    async def start_and_wait(port: int, units: int) -> tuple[str, int]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            robustness, jobs = stubs(channel)
+            suite = robustness_pb2.Suite(preset="standard", sample_limit=100)
+            job = await robustness.StartEvaluation(start_request(suite))
+            async for event in jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job.id)):
+                if event.job.done >= units:
+                    return job.id, event.job.done
+        raise AssertionError("job ended early")
+
+    async def finish(port: int, job_id: str) -> tuple[jobs_pb2.Job, jobs_pb2.Job, dict]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            _, jobs = stubs(channel)
+            events = [e async for e in jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job_id))]
+            report = json.loads((await jobs.GetReport(jobs_pb2.GetReportRequest(id=job_id))).json)
+            return events[0].job, events[-1].job, report
+
+    first, port = serve()
+    try:
+        job_id, done_before = asyncio.run(start_and_wait(port, 5))
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.stderr.close()  # type: ignore[union-attr]
+    second, port = serve()
+    try:
+        resumed, job, report = asyncio.run(finish(port, job_id))
+        assert resumed.done >= done_before, "units finished before the kill were kept"
+        assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
+        assert job.attempts == 2 and job.done == job.total
+        assert len(report["corruptions"]) == 19
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+        second.stderr.close()  # type: ignore[union-attr]
