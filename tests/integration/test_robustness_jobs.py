@@ -246,3 +246,18 @@ def test_killed_server_resumes_the_job_without_losing_units(tmp_path: Path) -> N
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
         second.stderr.close()  # type: ignore[union-attr]
+
+
+async def test_square_attack_suite_through_the_batcher(app: AssayServer) -> None:
+    attack = robustness_pb2.Attack(kind=robustness_pb2.ATTACK_KIND_SQUARE_LINF, epsilon=0.3, queries=100)
+    suite = robustness_pb2.Suite(preset="adversarial", attacks=[attack], sample_limit=40)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        robustness, jobs = stubs(channel)
+        job = await robustness.StartEvaluation(start_request(suite))
+        events = [e async for e in jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job.id))]
+        assert events[-1].job.state == jobs_pb2.JOB_STATE_SUCCEEDED, events[-1].job.error
+        report = json.loads((await jobs.GetReport(jobs_pb2.GetReportRequest(id=job.id))).json)
+    (result,) = report["attacks"]
+    assert result["kind"] == "square_linf" and result["clean_accuracy"] >= 0.9
+    assert result["robust_accuracy"]["value"] <= result["clean_accuracy"] - 0.5, "the attack breaks most digits"
+    assert result["median_queries"] <= 100 and result["score_calls"] <= 101

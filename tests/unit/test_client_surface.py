@@ -15,6 +15,8 @@ def test_public_surface_is_exactly_the_intended_names() -> None:
         "DeadlineExceededError",
         "FailedPreconditionError",
         "InvalidArgumentError",
+        "Job",
+        "JobProgress",
         "ModelInfo",
         "NotFoundError",
         "PermissionDeniedError",

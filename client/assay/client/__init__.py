@@ -21,6 +21,7 @@ from assay.client._errors import (
     ServerError,
     UnavailableError,
 )
+from assay.client._jobs import Job, JobProgress
 from assay.client._types import Classification, ModelInfo, Prediction, Preprocessing, TensorSpec
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "DeadlineExceededError",
     "FailedPreconditionError",
     "InvalidArgumentError",
+    "Job",
+    "JobProgress",
     "ModelInfo",
     "NotFoundError",
     "PermissionDeniedError",

@@ -8,16 +8,32 @@ exceptions in `_errors`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from assay.client._convert import ImageLike, model_info, predict_request, predictions
+from assay.client._convert import (
+    ImageLike,
+    image_message,
+    model_info,
+    predict_request,
+    predictions,
+)
 from assay.client._errors import from_rpc_error
+from assay.client._jobs import Job, JobProgress, job, list_request, progress, suite_message
 from assay.client._types import ModelInfo, Prediction
-from assay.v1 import common_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+from assay.v1 import (
+    common_pb2,
+    inference_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    robustness_pb2,
+    robustness_pb2_grpc,
+)
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -54,6 +70,39 @@ def channel_options(max_message_mb: float, retries: int) -> list[tuple[str, Any]
     return options
 
 
+def _start_request(
+    model: str,
+    dataset: str,
+    preset: str,
+    version: str,
+    baseline: str | None,
+    suite: dict[str, Any],
+) -> robustness_pb2.StartEvaluationRequest:
+    return robustness_pb2.StartEvaluationRequest(
+        model=common_pb2.ModelRef(name=model, version=version),
+        dataset=dataset,
+        suite=suite_message(preset, suite),
+        baseline=common_pb2.ModelRef(name=baseline or ""),
+    )
+
+
+def _score_request(
+    model: str,
+    images: Iterable[ImageLike],
+    labels: Sequence[str],
+    groups: Sequence[str] | None,
+    preset: str,
+    suite: dict[str, Any],
+) -> robustness_pb2.ScoreRobustnessRequest:
+    return robustness_pb2.ScoreRobustnessRequest(
+        model=common_pb2.ModelRef(name=model),
+        images=[image_message(i) for i in images],
+        labels=list(labels),
+        groups=list(groups or ()),
+        suite=suite_message(preset, suite),
+    )
+
+
 def _health_request(service: str) -> health_pb2.HealthCheckRequest:
     return health_pb2.HealthCheckRequest(service=service)
 
@@ -87,6 +136,8 @@ class Client:
         self._models = models_pb2_grpc.ModelServiceStub(self._channel)
         self._inference = inference_pb2_grpc.InferenceServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self._robustness = robustness_pb2_grpc.RobustnessServiceStub(self._channel)
 
     def __enter__(self) -> Client:
         return self
@@ -137,6 +188,70 @@ class Client:
         """Standard gRPC health check ("" = the whole server)."""
         return _serving(self._call(self._health.Check, _health_request(service), timeout_s))
 
+    def start_evaluation(
+        self,
+        model: str,
+        dataset: str,
+        preset: str = "quick",
+        *,
+        version: str = "",
+        baseline: str | None = None,
+        **suite: Any,
+    ) -> Job:
+        """Start a robustness suite on a dataset under the server's roots; returns at once.
+
+        `suite` overrides preset fields: corruptions, severities, perturbations,
+        attacks ([{"kind": "square_linf", "epsilon": 0.03, "queries": 500}]),
+        sample_limit, seed, shift_consistency, calibration, subgroups, perturbation_frames.
+        """
+        request = _start_request(model, dataset, preset, version, baseline, suite)
+        return job(self._call(self._robustness.StartEvaluation, request, None))
+
+    def watch_job(self, job_id: str) -> Iterator[JobProgress]:
+        """Progress events until the job ends (no deadline: suites can run long)."""
+        try:
+            for event in self._jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job_id)):
+                yield progress(event)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    def get_job(self, job_id: str, *, timeout_s: float | None = None) -> Job:
+        """One job."""
+        return job(self._call(self._jobs.GetJob, jobs_pb2.GetJobRequest(id=job_id), timeout_s))
+
+    def list_jobs(
+        self, *, kind: str = "", states: Iterable[str] = (), limit: int = 100
+    ) -> list[Job]:
+        """Jobs, newest first."""
+        response = self._call(self._jobs.ListJobs, list_request(kind, states, limit), None)
+        return [job(j) for j in response.jobs]
+
+    def cancel_job(self, job_id: str, *, timeout_s: float | None = None) -> Job:
+        """Cancel a live job (finished units are kept)."""
+        request = jobs_pb2.CancelJobRequest(id=job_id)
+        return job(self._call(self._jobs.CancelJob, request, timeout_s))
+
+    def get_report(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """The report document of a succeeded job."""
+        request = jobs_pb2.GetReportRequest(id=job_id)
+        return dict(json.loads(self._call(self._jobs.GetReport, request, timeout_s).json))
+
+    def score_robustness(
+        self,
+        model: str,
+        images: Iterable[ImageLike],
+        labels: Sequence[str],
+        *,
+        groups: Sequence[str] | None = None,
+        preset: str = "quick",
+        timeout_s: float | None = None,
+        **suite: Any,
+    ) -> dict[str, Any]:
+        """A suite on a small inline batch (at most 64 images); returns the report."""
+        request = _score_request(model, images, labels, groups, preset, suite)
+        response = self._call(self._robustness.ScoreRobustness, request, timeout_s)
+        return dict(json.loads(response.json))
+
 
 class AsyncClient:
     """asyncio client with the same methods as Client, as coroutines."""
@@ -156,6 +271,8 @@ class AsyncClient:
         self._models = models_pb2_grpc.ModelServiceStub(self._channel)
         self._inference = inference_pb2_grpc.InferenceServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self._robustness = robustness_pb2_grpc.RobustnessServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -207,3 +324,64 @@ class AsyncClient:
         """Standard gRPC health check ("" = the whole server)."""
         request = _health_request(service)
         return _serving(await self._call(self._health.Check, request, timeout_s))
+
+    async def start_evaluation(
+        self,
+        model: str,
+        dataset: str,
+        preset: str = "quick",
+        *,
+        version: str = "",
+        baseline: str | None = None,
+        **suite: Any,
+    ) -> Job:
+        """Start a robustness suite; see Client.start_evaluation."""
+        request = _start_request(model, dataset, preset, version, baseline, suite)
+        return job(await self._call(self._robustness.StartEvaluation, request, None))
+
+    async def watch_job(self, job_id: str) -> AsyncIterator[JobProgress]:
+        """Progress events until the job ends."""
+        try:
+            async for event in self._jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job_id)):
+                yield progress(event)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def get_job(self, job_id: str, *, timeout_s: float | None = None) -> Job:
+        """One job."""
+        request = jobs_pb2.GetJobRequest(id=job_id)
+        return job(await self._call(self._jobs.GetJob, request, timeout_s))
+
+    async def list_jobs(
+        self, *, kind: str = "", states: Iterable[str] = (), limit: int = 100
+    ) -> list[Job]:
+        """Jobs, newest first."""
+        response = await self._call(self._jobs.ListJobs, list_request(kind, states, limit), None)
+        return [job(j) for j in response.jobs]
+
+    async def cancel_job(self, job_id: str, *, timeout_s: float | None = None) -> Job:
+        """Cancel a live job."""
+        request = jobs_pb2.CancelJobRequest(id=job_id)
+        return job(await self._call(self._jobs.CancelJob, request, timeout_s))
+
+    async def get_report(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """The report document of a succeeded job."""
+        request = jobs_pb2.GetReportRequest(id=job_id)
+        response = await self._call(self._jobs.GetReport, request, timeout_s)
+        return dict(json.loads(response.json))
+
+    async def score_robustness(
+        self,
+        model: str,
+        images: Iterable[ImageLike],
+        labels: Sequence[str],
+        *,
+        groups: Sequence[str] | None = None,
+        preset: str = "quick",
+        timeout_s: float | None = None,
+        **suite: Any,
+    ) -> dict[str, Any]:
+        """A suite on a small inline batch; returns the report."""
+        request = _score_request(model, images, labels, groups, preset, suite)
+        response = await self._call(self._robustness.ScoreRobustness, request, timeout_s)
+        return dict(json.loads(response.json))

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from assay.client import _evaluate_cli
 from assay.client._client import DEFAULT_TARGET, Client
 from assay.client._errors import AssayClientError
 from assay.client._types import ModelInfo, Prediction
@@ -243,6 +244,11 @@ def demo(
             "next: `assay serve` in one terminal, then "
             "`assay predict --model digits_cnn IMAGE...` in another"
         )
+
+
+app.command()(_evaluate_cli.evaluate)
+app.command()(_evaluate_cli.jobs)
+app.command()(_evaluate_cli.report)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -106,6 +106,7 @@ class AssayServer:
     async def start(self) -> None:
         """Start serving and report health."""
         await self.server.start()
+        self.workers.warm()
         await self.jobs.resume_interrupted()
         await self.publish_health()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_readiness())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 
@@ -29,12 +29,18 @@ def _corrupt_chunk(
     ]
 
 
+def _noop() -> None:
+    """Imports happen at process start; this only makes the pool spawn its workers."""
+
+
 class CorruptionWorkers:
     """A process pool generating corrupted copies of images."""
 
     def __init__(self, workers: int) -> None:
         context = multiprocessing.get_context("forkserver")
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        self._workers = workers
+        self._warming: list[Future[None]] = []
 
     async def corrupt_all(
         self, images: Sequence[np.ndarray], name: str, severity: int, seed: int
@@ -48,6 +54,14 @@ class CorruptionWorkers:
             for i in range(0, len(images), CHUNK)
         ]
         return [image for chunk in await asyncio.gather(*futures) for image in chunk]
+
+    def warm(self) -> None:
+        """Start the worker processes now, so the first job does not wait for them."""
+        self._warming = [self._pool.submit(_noop) for _ in range(self._workers)]
+
+    async def ready(self) -> None:
+        """Wait until the workers started by warm() are up."""
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._warming))
 
     def close(self) -> None:
         """Stop the workers (pending work is cancelled)."""

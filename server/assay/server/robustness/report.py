@@ -12,6 +12,8 @@ Schema "assay.robustness.report/v1" (stable; fields are only ever added):
     perturbations{name: {flip_rate: E, compare_to_first}}, mean_flip_rate: x | null,
     shift_consistency: E | null,
     subgroups{accuracy{group: x}, counts{group: n}, worst_group, worst_accuracy: E, spread} | null,
+    attacks[{kind, norm, epsilon, queries, clean_accuracy, robust_accuracy: E, success_rate,
+             median_queries, mean_queries, score_calls}],
     timing{unit: seconds}
 
 where E = {value, low, high, confidence}. Intervals resample images, with
@@ -58,10 +60,36 @@ def _estimate(e: Estimate) -> dict[str, float]:
     return {"value": e.value, "low": e.low, "high": e.high, "confidence": e.confidence}
 
 
-def _ci(statistic: Callable[..., float], *arrays: np.ndarray, suite: SuiteSpec) -> dict[str, float]:
+def _mean_ci(values: np.ndarray, suite: SuiteSpec) -> dict[str, Any]:
+    """Mean over images (and columns) with a vectorised bootstrap interval."""
+    axes = tuple(range(1, values.ndim + 1))
     interval = bootstrap_ci(
-        statistic, *arrays, n_resamples=suite.bootstrap_resamples, seed=suite.seed
+        lambda v: v.mean(axis=axes),
+        values,
+        vectorized=True,
+        n_resamples=suite.bootstrap_resamples,
+        seed=suite.seed,
     )
+    return {
+        "value": interval.estimate,
+        "low": interval.low,
+        "high": interval.high,
+        "confidence": 0.95,
+    }
+
+
+def _ci(statistic: Callable[..., float], *arrays: np.ndarray, suite: SuiteSpec) -> dict[str, Any]:
+    """Point estimate with a percentile-bootstrap interval over images.
+
+    A statistic undefined on some resamples (e.g. a relative CE whose baseline
+    denominator vanishes) keeps its point estimate and gets no interval.
+    """
+    try:
+        interval = bootstrap_ci(
+            statistic, *arrays, n_resamples=suite.bootstrap_resamples, seed=suite.seed
+        )
+    except ValueError:
+        return {"value": statistic(*arrays), "low": None, "high": None, "confidence": 0.95}
     return {
         "value": interval.estimate,
         "low": interval.low,
@@ -173,10 +201,10 @@ def _per_corruption(suite: SuiteSpec, errors: _Errors, alexnet: bool) -> dict[st
     for i, name in enumerate(suite.corruptions):
         entry: dict[str, Any] = {"family": REGISTRY[name].family, "extra": REGISTRY[name].extra}
         entry["errors"] = {
-            str(s): _ci(_mean, errors.model[:, i * k + j], suite=suite)
+            str(s): _mean_ci(errors.model[:, i * k + j], suite)
             for j, s in enumerate(suite.severities)
         }
-        entry["mean_error"] = _ci(_mean, errors.model[:, i * k : (i + 1) * k], suite=suite)
+        entry["mean_error"] = _mean_ci(errors.model[:, i * k : (i + 1) * k], suite)
         if errors.baseline is not None:
             entry["baseline_errors"] = {
                 str(s): float(errors.baseline[:, i * k + j].mean())
@@ -189,10 +217,6 @@ def _per_corruption(suite: SuiteSpec, errors: _Errors, alexnet: bool) -> dict[st
         entry["ce"] = entry["relative_ce"] = None
         report[name] = entry
     return report
-
-
-def _mean(values: np.ndarray) -> float:
-    return float(values.mean())
 
 
 def _corruptions(
@@ -235,6 +259,28 @@ def _perturbations(
     return out, (metrics.mean_flip_rate(rates) if rates else None)
 
 
+def _attacks(suite: SuiteSpec, units: Mapping[str, UnitData]) -> list[dict[str, Any]]:
+    """Robust accuracy (with CI), success rate and query statistics per attack."""
+    out = []
+    for index, spec in enumerate(suite.attacks):
+        unit = units[f"attack/{index}/{spec.kind.value}"]
+        clean = unit.arrays["model/clean_correct"].astype(bool)
+        success = unit.arrays["model/success"].astype(bool)
+        queries = unit.arrays["model/queries"]
+        broken = clean & success
+        robust = (clean & ~success).astype(np.float64)
+        out.append({
+            "kind": spec.kind.value, "norm": unit.meta["norm"], "epsilon": spec.epsilon,
+            "queries": spec.queries, "clean_accuracy": float(clean.mean()),
+            "robust_accuracy": _mean_ci(robust, suite),
+            "success_rate": float(broken.sum() / clean.sum()) if clean.any() else None,
+            "median_queries": float(np.median(queries[broken])) if broken.any() else None,
+            "mean_queries": float(queries[broken].mean()) if broken.any() else None,
+            "score_calls": int(unit.meta["score_calls"]),
+        })  # fmt: skip
+    return out
+
+
 def build_report(
     suite: SuiteSpec,
     units: Mapping[str, UnitData],
@@ -270,6 +316,7 @@ def build_report(
         "mean_flip_rate": mean_fr,
         "shift_consistency": None,
         "subgroups": None,
+        "attacks": _attacks(suite, units),
         "timing": {key: unit.meta.get("seconds") for key, unit in units.items()},
     }  # fmt: skip
     resamples = {"n_resamples": suite.bootstrap_resamples, "seed": suite.seed}

@@ -19,10 +19,11 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from assay.server.robustness.attacks import square_attack
 from assay.server.robustness.generation import CorruptionWorkers
 from assay.server.robustness.perturbations import perturbation_sequence
 from assay.server.robustness.scoring import ModelScorer
-from assay.server.robustness.suite import SuiteSpec
+from assay.server.robustness.suite import AttackKind, SuiteSpec
 
 Arrays = dict[str, np.ndarray]
 
@@ -52,6 +53,9 @@ class UnitSink(Protocol):
         ...
 
 
+PREFETCH = 2
+"""Corruption units generated ahead of the one being scored."""
+
 UnitFn = Callable[[str], Awaitable[tuple[dict[str, Any], Arrays]]]
 
 
@@ -69,21 +73,42 @@ class SuiteRunner:
         self.inputs = inputs
         self.scorers = scorers
         self.workers = workers
+        self._generating: dict[str, asyncio.Future[list[np.ndarray]]] = {}
 
     async def run(self, sink: UnitSink) -> None:
-        """Compute and store every unit that is not stored yet."""
+        """Compute and store every unit that is not stored yet.
+
+        Corrupted images for the next unit are generated (in the worker
+        processes) while the current unit is being scored, so neither the
+        workers nor the backend wait for the other.
+        """
         keys = self.suite.units()
         done = sink.done_keys()
-        for key in keys:
-            if key in done:
-                continue
-            await sink.progress(len(done), len(keys), key)
-            started = time.perf_counter()
-            meta, arrays = await self._unit(key)
-            meta["seconds"] = round(time.perf_counter() - started, 4)
-            await sink.put(key, meta, arrays)
-            done.add(key)
+        todo = [key for key in keys if key not in done]
+        try:
+            for position, key in enumerate(todo):
+                self._prefetch(todo[position + 1 : position + 1 + PREFETCH])
+                await sink.progress(len(done), len(keys), key)
+                started = time.perf_counter()
+                meta, arrays = await self._unit(key)
+                meta["seconds"] = round(time.perf_counter() - started, 4)
+                await sink.put(key, meta, arrays)
+                done.add(key)
+        finally:
+            for task in self._generating.values():
+                task.cancel()
+            self._generating.clear()
         await sink.progress(len(done), len(keys), "report")
+
+    def _prefetch(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            kind, _, rest = key.partition("/")
+            if kind == "corruption" and key not in self._generating:
+                name, _, severity = rest.partition("/")
+                work = self.workers.corrupt_all(
+                    self.inputs.images, name, int(severity), self.suite.seed
+                )
+                self._generating[key] = asyncio.ensure_future(work)
 
     async def _unit(self, key: str) -> tuple[dict[str, Any], Arrays]:
         kind, _, rest = key.partition("/")
@@ -96,6 +121,8 @@ class SuiteRunner:
             return await self._perturbation(rest)
         if kind == "shift":
             return await self._shift()
+        if kind == "attack":
+            return await self._attack(int(rest.partition("/")[0]))
         raise ValueError(f"unknown unit {key!r}")
 
     async def _score_all(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
@@ -108,9 +135,8 @@ class SuiteRunner:
         return {"images": len(self.inputs.images)}, {f"{r}/scores": s for r, s in scores.items()}
 
     async def _corruption(self, name: str, severity: int) -> tuple[dict[str, Any], Arrays]:
-        corrupted = await self.workers.corrupt_all(
-            self.inputs.images, name, severity, self.suite.seed
-        )
+        self._prefetch([f"corruption/{name}/{severity}"])
+        corrupted = await self._generating.pop(f"corruption/{name}/{severity}")
         scores = await self._score_all(corrupted)
         return {"images": len(corrupted)}, _top1(scores)
 
@@ -142,6 +168,28 @@ class SuiteRunner:
             preds = s.argmax(axis=1).astype(np.int32)
             arrays[f"{role}/pred_a"], arrays[f"{role}/pred_b"] = preds[0::2], preds[1::2]
         return {"max_shift_fraction": SHIFT_FRACTION}, arrays
+
+    async def _attack(self, index: int) -> tuple[dict[str, Any], Arrays]:
+        """A query-only Square attack on the model, in its own pixel space."""
+        spec = self.suite.attacks[index]
+        scorer = self.scorers["model"]
+        pixels = (await scorer.model_pixels(self.inputs.images)).astype(np.float32) / 255.0
+
+        async def score(batch: np.ndarray) -> np.ndarray:
+            return await scorer.scores_from_pixels(batch * 255.0)
+
+        norm = "linf" if spec.kind is AttackKind.SQUARE_LINF else "l2"
+        result = await square_attack(
+            score, pixels, np.asarray(self.inputs.labels), norm=norm, epsilon=spec.epsilon,
+            max_queries=spec.queries, rng=np.random.default_rng([self.suite.seed, 13, index]),
+        )  # fmt: skip
+        meta = {"images": len(pixels), "score_calls": result.score_calls, "norm": norm,
+                "epsilon": spec.epsilon, "queries_budget": spec.queries}  # fmt: skip
+        return meta, {
+            "model/clean_correct": result.clean_correct,
+            "model/success": result.success,
+            "model/queries": result.queries.astype(np.int32),
+        }
 
 
 SHIFT_FRACTION = 0.125

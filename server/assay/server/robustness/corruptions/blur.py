@@ -50,43 +50,28 @@ def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.filter2D(rows, -1, kernel, borderType=cv2.BORDER_REPLICATE)
 
 
-def disk_kernel(radius: float, alias_sigma: float) -> np.ndarray:
-    """Anti-aliased, normalised disk: pixel coverage of the circle, then a slight gaussian.
-
-    Args:
-        radius: disk radius in pixels (any positive value).
-        alias_sigma: sigma of the gaussian that softens the rim, in pixels.
-
-    Returns:
-        Square float32 kernel summing to 1.
-    """
+def _disk_kernel(radius: float, alias_sigma: float) -> np.ndarray:
+    """Normalised float32 disk: each pixel's coverage by the circle, then a slight gaussian."""
     half = math.ceil(radius + 0.5 + 3 * alias_sigma)
     axis = np.arange(-half, half + 1, dtype=np.float32)
     distance = np.hypot(axis[:, None], axis[None, :])
-    kernel = np.clip(np.float32(radius + 0.5) - distance, 0, 1)
-    if alias_sigma > 0.05:
-        kernel = cv2.GaussianBlur(kernel, (0, 0), sigmaX=alias_sigma)
+    coverage = np.clip(np.float32(radius + 0.5) - distance, 0, 1)
+    kernel = np.asarray(
+        cv2.GaussianBlur(coverage, (0, 0), sigmaX=alias_sigma) if alias_sigma > 0.05 else coverage,
+        dtype=np.float32,
+    )
     return kernel / kernel.sum()
 
 
-def motion_kernel(
+def _motion_kernel(
     radius: float, sigma: float, angle: float, scale: float
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """A one-sided streak: gaussian-weighted taps along a line at `angle` degrees.
+    """ImageNet-C's one-sided streak as a cv2.filter2D (kernel, anchor (x, y)) pair.
 
-    ImageNet-C's taps sit at distances ``0, 1, ..., 2 * radius`` with weights
-    ``exp(-t^2 / (2 sigma^2))``. Here they sit at ``t * scale``, each split into
-    ``ceil(scale)`` sub-taps so a stretched streak has no gaps, and are
-    splatted bilinearly onto the pixel grid.
-
-    Args:
-        radius: ImageNet-C radius (pixels at 224 x 224).
-        sigma: ImageNet-C sigma (pixels at 224 x 224).
-        angle: streak direction in degrees.
-        scale: the image's `size_scale`.
-
-    Returns:
-        (float32 kernel summing to 1, its anchor as (x, y)) for cv2.filter2D.
+    Taps at distances ``t = 0 .. 2 * radius`` along ``angle`` (degrees), weights
+    ``exp(-t^2 / (2 sigma^2))``, are placed at ``t * scale``, each split into
+    ``ceil(scale)`` sub-taps so a stretched streak has no gaps, and splatted
+    bilinearly onto the pixel grid; the kernel sums to 1.
     """
     taps = np.arange(2 * int(radius) + 1, dtype=np.float64)
     weights = np.exp(-(taps**2) / (2.0 * sigma**2))
@@ -102,13 +87,10 @@ def motion_kernel(
     ix, iy = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
     wx, wy = fx - ix, fy - iy
     kernel = np.zeros(height * width)
-    for dy, dx, w in (
-        (0, 0, (1 - wy) * (1 - wx)),
-        (0, 1, (1 - wy) * wx),
-        (1, 0, wy * (1 - wx)),
-        (1, 1, wy * wx),
-    ):
-        kernel += np.bincount((iy + dy) * width + ix + dx, weights * w, minlength=height * width)
+    for dy, share_y in ((0, 1 - wy), (1, wy)):
+        for dx, share_x in ((0, 1 - wx), (1, wx)):
+            flat = (iy + dy) * width + ix + dx
+            kernel += np.bincount(flat, weights * share_y * share_x, minlength=height * width)
     kernel2d = (kernel / kernel.sum()).astype(np.float32).reshape(height, width)
     return kernel2d, (-x0, -y0)
 
@@ -131,22 +113,20 @@ def defocus_blur(image: np.ndarray, severity: int, rng: np.random.Generator) -> 
     """
     radius, alias = DEFOCUS_BLUR_RADIUS_ALIAS[severity - 1]
     scale = size_scale(image)
-    kernel = disk_kernel(radius * scale, alias * scale)
+    kernel = _disk_kernel(radius * scale, alias * scale)
     return clip_uint8(cv2.filter2D(image.astype(np.float32), -1, kernel))
 
 
 def glass_sources(height: int, width: int, reach: float, rng: np.random.Generator) -> np.ndarray:
     """Where each pixel takes its value from after one round of glass-blur shuffling.
 
-    ImageNet-C visits the pixels ``(h, w)``, ``d < h, w <= size - d``, from the
-    bottom-right corner row by row and sets ``x[h, w] = x[h + dy, w + dx]``
-    (its "swap" of array views is in effect this copy), with ``dx, dy``
-    uniform integers in ``[-d, d)``. A pixel whose source was already visited
-    therefore inherits that source's own source. This reproduces that
-    sequential scan exactly but vectorised: draw all offsets at once, then
-    resolve the inheritance chains by pointer jumping (a few rounds).
-    A ``reach`` ``d`` below 1 (small images) moves each pixel only with
-    probability ``d``, by the offsets of ``d = 1``.
+    ImageNet-C scans ``d < h, w <= size - d`` from the bottom-right corner and
+    sets ``x[h, w] = x[h + dy, w + dx]`` (its "swap" of array views is in effect
+    this copy), ``dx, dy`` uniform integers in ``[-d, d)``; a pixel whose source
+    was visited earlier inherits that source's source. This reproduces the scan
+    exactly, vectorised: all offsets drawn at once, the inheritance chains
+    resolved by pointer jumping. Below ``d = 1`` (small images) a pixel moves
+    only with probability ``d``, by ``d = 1`` offsets.
 
     Args:
         height: image height.
@@ -234,7 +214,7 @@ def motion_blur(image: np.ndarray, severity: int, rng: np.random.Generator) -> n
     """
     radius, sigma = MOTION_BLUR_RADIUS_SIGMA[severity - 1]
     angle = float(rng.uniform(-45.0, 45.0))
-    kernel, anchor = motion_kernel(radius, sigma, angle, size_scale(image))
+    kernel, anchor = _motion_kernel(radius, sigma, angle, size_scale(image))
     blurred = cv2.filter2D(
         image.astype(np.float32), -1, kernel, anchor=anchor, borderType=cv2.BORDER_REPLICATE
     )
@@ -260,20 +240,12 @@ def zoom_blur(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.
     factors = np.arange(*ZOOM_BLUR_FACTOR_RANGES[severity - 1])
     height, width = image.shape[:2]
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_REPLICATE
     total = image.astype(np.float32)
     for zoom in factors:
-        if zoom == 1.0:
-            total += image
-            continue
         inv = 1.0 / zoom
         matrix = np.array([[inv, 0.0, cx * (1 - inv)], [0.0, inv, cy * (1 - inv)]])
-        total += cv2.warpAffine(
-            image,
-            matrix,
-            (width, height),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
+        total += cv2.warpAffine(image, matrix, (width, height), flags=flags, borderMode=border)
     total *= np.float32(1.0 / (len(factors) + 1))
     return clip_uint8(total)
 

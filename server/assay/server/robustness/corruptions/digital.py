@@ -1,4 +1,4 @@
-"""Digital corruptions: brightness, contrast, elastic transform, pixelate, JPEG and the extra saturate.
+"""Digital corruptions: brightness, contrast, elastic, pixelate, JPEG and the extra saturate.
 
 Formulas and severity constants follow ImageNet-C (Hendrycks & Dietterich,
 2019, "Benchmarking Neural Network Robustness to Common Corruptions and
@@ -37,7 +37,7 @@ SATURATE_PARAMS = ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))
 
 
 def _hsv_adjust(image: np.ndarray, channel: int, scale: float, offset: float) -> np.ndarray:
-    """Map HSV channel `channel` (1 saturation, 2 value; in [0, 1]) to clip(scale v + offset, 0, 1)."""
+    """Set HSV channel `channel` (1 saturation, 2 value; in [0, 1]) to clip(scale v + offset, 0, 1)."""
     hsv = cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2HSV)
     plane = hsv[:, :, channel]
     np.clip(plane * np.float32(scale) + np.float32(offset), 0, 1, out=plane)
@@ -146,6 +146,8 @@ def jpeg_compression(image: np.ndarray, severity: int, rng: np.random.Generator)
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise RuntimeError("JPEG decoding failed")
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
@@ -197,7 +199,7 @@ def elastic_transform(image: np.ndarray, severity: int, rng: np.random.Generator
     scale = size_scale(image)
     centre = np.array((width // 2, height // 2), np.float32)
     side = max(min(height, width) // 3, 1)
-    source = np.stack([centre + side, centre + (side, -side), centre - side]).astype(np.float32)
+    source = (centre + np.array(((side, side), (side, -side), (-side, -side)))).astype(np.float32)
     target = source + rng.uniform(-jitter * scale, jitter * scale, (3, 2)).astype(np.float32)
     inverse = cv2.invertAffineTransform(cv2.getAffineTransform(source, target))
 

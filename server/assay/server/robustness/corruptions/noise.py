@@ -82,8 +82,8 @@ def shot_noise(image: np.ndarray, severity: int, rng: np.random.Generator) -> np
     ``out = clip(Poisson(x * c) / c)`` per pixel and channel, with ``x`` in
     [0, 1] and ``c = SHOT_NOISE_PHOTONS[severity - 1]`` photons at full scale.
     Counts are drawn exactly by inverting each uint8 level's Poisson CDF with
-    one uniform per value (tables cached per severity), which is several times
-    faster than ``Generator.poisson`` on per-pixel rates.
+    one uniform per value (tables cached per severity), about twice as fast as
+    ``Generator.poisson`` on per-pixel rates.
 
     Args:
         image: uint8 H x W x 3 RGB image.

@@ -76,7 +76,7 @@ def snow(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
     lattice_shape = (max(round(grid_h / zoom), 1), max(round(grid_w / zoom), 1))
     lattice = rng.normal(mean, std, lattice_shape).astype(np.float32)
     flakes = cv2.resize(lattice, (grid_w, grid_h), interpolation=cv2.INTER_LINEAR)
-    flakes = np.clip(np.where(flakes < threshold, 0, flakes), 0, 1).astype(np.float32)
+    flakes = np.minimum(np.where(flakes < threshold, np.float32(0), flakes), 1)
     flakes = textures.motion_blur(flakes, 2 * radius + 1, sigma, float(rng.uniform(-135, -45)))
     flakes = np.rint(flakes * 255) * np.float32(1 / 255)
     flakes = textures.resample(flakes + flakes[::-1, ::-1], height, width)
@@ -137,7 +137,7 @@ def fog(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarra
     grid_h, grid_w = textures.reference_grid(height, width)
     size = textures.next_power_of_two(max(grid_h, grid_w))
     plasma = textures.plasma_fractal(size, decay, rng)[:grid_h, :grid_w]
-    plasma = textures.resample(np.ascontiguousarray(plasma), height, width)
+    plasma = textures.resample(plasma, height, width)
     peak = float(image.max()) / 255
     scale = np.float32(255 * peak / (peak + strength))
     out = image.astype(np.float32) * (scale / 255) + plasma[:, :, None] * (scale * strength)
@@ -168,8 +168,10 @@ def spatter(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
     mean, std, sigma, threshold, strength, mud = SPATTER_PARAMS[severity - 1]
     height, width = image.shape[:2]
     grid_h, grid_w = textures.reference_grid(height, width)
-    liquid = rng.normal(mean, std, (grid_h, grid_w)).astype(np.float32)
-    liquid = cv2.GaussianBlur(liquid, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    liquid: np.ndarray = rng.standard_normal((grid_h, grid_w), np.float32)
+    liquid = cv2.GaussianBlur(
+        liquid * np.float32(std) + np.float32(mean), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE
+    )
     liquid[liquid < threshold] = 0
     x = _as_float(image)
     if mud:
@@ -189,7 +191,7 @@ def spatter(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
 
 def _water_alpha(liquid: np.ndarray) -> np.ndarray:
     """Droplet shading for a thresholded liquid field: rims bright, flat interiors dim, peak 1."""
-    level = (liquid * 255).astype(np.uint8)
+    level = np.minimum(liquid * 255, 255).astype(np.uint8)
     distance = cv2.distanceTransform(255 - cv2.Canny(level, 50, 150), cv2.DIST_L2, 5)
     distance = cv2.blur(np.minimum(distance, 20), (3, 3)).astype(np.uint8)
     shading = cv2.filter2D(cv2.equalizeHist(distance), cv2.CV_8U, _EMBOSS)
