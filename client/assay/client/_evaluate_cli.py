@@ -117,8 +117,12 @@ def evaluate(
     target: Target = DEFAULT_TARGET,
 ) -> None:
     """Run a robustness suite as a server job, with live progress and a summary."""
-    overrides = {"corruptions": _csv(corruptions), "severities": _csv(severities, int),
-                 "sample_limit": sample_limit, "seed": seed}  # fmt: skip
+    overrides: dict[str, Any] = {
+        "corruptions": _csv(corruptions),
+        "severities": _csv(severities, int),
+        "sample_limit": sample_limit,
+        "seed": seed,
+    }
     try:
         with Client(target) as client:
             job = client.start_evaluation(

@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 DPI = 100
 MODEL, BASELINE, WORST = "C0", "C1", "C3"
@@ -41,6 +42,11 @@ def est(e: Any) -> tuple[float, float, float]:
 def text(value: Any) -> str:
     """A report string safe for matplotlib text (a `$` would start mathtext)."""
     return str(value).replace("$", r"\$")
+
+
+def percent(x: Any) -> str:
+    """A rate as "12.3%", "n/a" where null."""
+    return f"{num(x):.1%}" if math.isfinite(num(x)) else "n/a"
 
 
 def _pct(values: Sequence[float]) -> list[float]:
@@ -80,16 +86,9 @@ def severity_grid(corruptions: Mapping[str, Any]) -> Figure | None:
         errors = entry.get("errors") or {}
         x = sorted(int(s) for s in errors)
         triples = [est(errors[str(s)]) for s in x]
-        ax.fill_between(
-            x,
-            _pct([t[1] for t in triples]),
-            _pct([t[2] for t in triples]),
-            color=MODEL,
-            alpha=0.2,
-            linewidth=0,
-            label="95 % CI",
-        )
-        ax.plot(x, _pct([t[0] for t in triples]), "o-", color=MODEL, label="model")
+        value, low, high = ([100 * t[i] for t in triples] for i in range(3))
+        ax.fill_between(x, low, high, color=MODEL, alpha=0.2, linewidth=0, label="95 % CI")
+        ax.plot(x, value, "o-", color=MODEL, label="model")
         base = entry.get("baseline_errors") or {}
         if base:
             bx = sorted(int(s) for s in base)
@@ -184,12 +183,13 @@ def reliability(calibration: Mapping[str, Any] | None) -> Figure | None:
     bars = bottom.bar(lower, counts, width, align="edge", color="0.55")
     bottom.bar_label(bars, labels=[str(c) if c else "" for c in counts], fontsize=7)
     bottom.set(xlabel="confidence", ylabel="images", ylim=(0, max([*counts, 1]) * 1.3))
-    value, low, high = est(calibration.get("ece"))
-    title = f"ECE {value:.1%}" + (f" [{low:.1%}, {high:.1%}]" if math.isfinite(low) else "")
+    _, low, high = est(calibration.get("ece"))
+    title = f"ECE {percent(est(calibration.get('ece'))[0])}"
+    title += f" [{low:.1%}, {high:.1%}]" if math.isfinite(low + high) else ""
     temperature = num(calibration.get("temperature"))
     if math.isfinite(temperature):
-        after = num(calibration.get("ece_after_temperature"))
-        title += f"\ntemperature {temperature:.3g} (ECE after scaling {after:.1%})"
+        after = percent(calibration.get("ece_after_temperature"))
+        title += f"\ntemperature {temperature:.3g} (ECE after scaling {after})"
     top.set_title(title, fontsize=10)
     return fig
 
@@ -205,12 +205,14 @@ def flip_rates(perturbations: Mapping[str, Any], mean: Any) -> Figure | None:
     ax = fig.subplots()
     colors = [BASELINE if e.get("compare_to_first") else MODEL for e in entries]
     ax.bar(range(len(names)), values, 0.6, yerr=err, capsize=3, color=colors)
-    ax.bar([0], [math.nan], color=MODEL, label="consecutive frames")
-    ax.bar([0], [math.nan], color=BASELINE, label="each frame vs the first")
     _band(ax, mean, "k", "mean flip rate")
     _names_axis(ax, names)
     ax.set(ylabel="flip rate (%)", title="Flip rate per perturbation (95 % CI)")
-    ax.legend(fontsize=8)
+    kinds = [
+        Patch(color=MODEL, label="consecutive frames"),
+        Patch(color=BASELINE, label="each frame vs the first"),
+    ]
+    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *kinds], fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -281,7 +283,7 @@ def subgroups(groups: Mapping[str, Any] | None, clean_error: Any) -> Figure | No
     _names_axis(ax, [f"{g}\n(n={counts.get(g, '?')})" for g in shown])
     ax.set(ylim=(0, 105), ylabel="accuracy (%)")
     more = f", {len(names) - len(shown)} more not shown" if len(names) > len(shown) else ""
-    ax.set_title(f"Accuracy per subgroup (spread {num(groups.get('spread')):.1%}{more})")
+    ax.set_title(f"Accuracy per subgroup (spread {percent(groups.get('spread'))}{more})")
     ax.legend(fontsize=8, loc="lower right")
     return fig
 
@@ -295,46 +297,35 @@ def png(fig: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+CAPTIONS = {
+    "Error vs severity": "Top-1 error per severity with its 95 % bootstrap band; dashed: the "
+    "baseline's errors.",
+    "Corruption errors": "CE and relative CE per corruption (100 % = as bad as the baseline; "
+    "band: mCE CI), or mean error with 95 % CIs when there is no baseline.",
+    "Reliability diagram": "Accuracy per confidence bin against the diagonal of perfect "
+    "calibration; below, images per bin.",
+    "Flip rates": "How often the prediction changes along each perturbation sequence (95 % CIs).",
+    "Adversarial attacks": "Robust accuracy and attack success rate against the budget epsilon.",
+    "Subgroups": "Clean accuracy per group (n = images); red: the worst group.",
+}
+
+
 def render_all(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(heading, caption, base64 PNG) of each figure the report has data for, in order."""
     clean = report.get("clean") or {}
-    builders: list[tuple[str, str, Callable[[], Figure | None]]] = [
-        (
-            "Error vs severity",
-            "Top-1 error per severity with its 95 % bootstrap band; dashed: the baseline's errors.",
-            lambda: severity_grid(report.get("corruptions") or {}),
+    builders: dict[str, Callable[[], Figure | None]] = {
+        "Error vs severity": lambda: severity_grid(report.get("corruptions") or {}),
+        "Corruption errors": lambda: corruption_bars(report),
+        "Reliability diagram": lambda: reliability(clean.get("calibration")),
+        "Flip rates": lambda: flip_rates(
+            report.get("perturbations") or {}, report.get("mean_flip_rate")
         ),
-        (
-            "Corruption errors",
-            "CE and relative CE per corruption (100 % = as bad as the "
-            "baseline; band: mCE CI), or mean error with 95 % CIs when there is no baseline.",
-            lambda: corruption_bars(report),
-        ),
-        (
-            "Reliability diagram",
-            "Accuracy per confidence bin against the diagonal of perfect "
-            "calibration; below, images per bin.",
-            lambda: reliability(clean.get("calibration")),
-        ),
-        (
-            "Flip rates",
-            "How often the prediction changes along each perturbation sequence (95 % CIs).",
-            lambda: flip_rates(report.get("perturbations") or {}, report.get("mean_flip_rate")),
-        ),
-        (
-            "Adversarial attacks",
-            "Robust accuracy and attack success rate against the perturbation budget epsilon.",
-            lambda: attacks(report.get("attacks") or []),
-        ),
-        (
-            "Subgroups",
-            "Clean accuracy per group (n = images); red: the worst group.",
-            lambda: subgroups(report.get("subgroups"), clean.get("error")),
-        ),
-    ]
+        "Adversarial attacks": lambda: attacks(report.get("attacks") or []),
+        "Subgroups": lambda: subgroups(report.get("subgroups"), clean.get("error")),
+    }
     out = []
-    for heading, caption, build in builders:
+    for heading, build in builders.items():
         fig = build()
         if fig is not None:
-            out.append((heading, caption, png(fig)))
+            out.append((heading, CAPTIONS[heading], png(fig)))
     return out

@@ -159,11 +159,14 @@ def _predictions_table(images: Sequence[Path], results: Sequence[Prediction]) ->
     table.add_column("p", justify="right")
     table.add_column("runners-up")
     for path, result in zip(images, results, strict=True):
-        first, *rest = result.top_k or [None]
+        if not result.top_k:
+            table.add_row(path.name, "-", "-", "")
+            continue
+        first, *rest = result.top_k
         table.add_row(
             path.name,
-            first.label if first else "-",
-            f"{first.probability:.3f}" if first else "-",
+            first.label,
+            f"{first.probability:.3f}",
             ", ".join(f"{c.label} {c.probability:.2f}" for c in rest),
         )
     return table

@@ -10,7 +10,7 @@ import numpy as np
 
 from assay.v1 import common_pb2
 
-DTYPES: dict[int, np.dtype] = {
+DTYPES: dict[common_pb2.DataType.ValueType, np.dtype] = {
     common_pb2.DATA_TYPE_UINT8: np.dtype("<u1"),
     common_pb2.DATA_TYPE_INT8: np.dtype("<i1"),
     common_pb2.DATA_TYPE_INT32: np.dtype("<i4"),
@@ -24,7 +24,7 @@ _CODES = {dtype.newbyteorder("="): code for code, dtype in DTYPES.items()}
 MAX_DIMS = 8
 
 
-def dtype_code(dtype: np.dtype) -> int:
+def dtype_code(dtype: np.dtype) -> common_pb2.DataType.ValueType:
     """Numpy dtype -> DataType value (DATA_TYPE_UNSPECIFIED when unsupported)."""
     return _CODES.get(np.dtype(dtype).newbyteorder("="), common_pb2.DATA_TYPE_UNSPECIFIED)
 

@@ -14,7 +14,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -178,7 +178,7 @@ class SuiteRunner:
         async def score(batch: np.ndarray) -> np.ndarray:
             return await scorer.scores_from_pixels(batch * 255.0)
 
-        norm = "linf" if spec.kind is AttackKind.SQUARE_LINF else "l2"
+        norm: Literal["linf", "l2"] = "linf" if spec.kind is AttackKind.SQUARE_LINF else "l2"
         result = await square_attack(
             score, pixels, np.asarray(self.inputs.labels), norm=norm, epsilon=spec.epsilon,
             max_queries=spec.queries, rng=np.random.default_rng([self.suite.seed, 13, index]),
@@ -200,7 +200,7 @@ def _random_shift(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape[:2]
     dy = int(rng.integers(-int(height * SHIFT_FRACTION), int(height * SHIFT_FRACTION) + 1))
     dx = int(rng.integers(-int(width * SHIFT_FRACTION), int(width * SHIFT_FRACTION) + 1))
-    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+    matrix = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
     return cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101)
 
 

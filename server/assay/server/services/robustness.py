@@ -41,7 +41,7 @@ def suite_overrides(suite: robustness_pb2.Suite) -> tuple[str, dict[str, Any]]:
         if values:
             overrides[field] = values
     for field in _OPTIONAL_FIELDS:
-        if suite.HasField(field):
+        if suite.HasField(field):  # type: ignore[arg-type]
             overrides[field] = getattr(suite, field)
     if suite.attacks:
         attacks = []

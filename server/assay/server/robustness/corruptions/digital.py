@@ -37,7 +37,7 @@ SATURATE_PARAMS = ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))
 
 
 def _hsv_adjust(image: np.ndarray, channel: int, scale: float, offset: float) -> np.ndarray:
-    """Set HSV channel `channel` (1 saturation, 2 value; in [0, 1]) to clip(scale v + offset, 0, 1)."""
+    """Set HSV channel `channel` (1 = S, 2 = V; in [0, 1]) to clip(scale v + offset, 0, 1)."""
     hsv = cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2HSV)
     plane = hsv[:, :, channel]
     np.clip(plane * np.float32(scale) + np.float32(offset), 0, 1, out=plane)

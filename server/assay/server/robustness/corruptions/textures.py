@@ -80,9 +80,8 @@ def next_power_of_two(n: int) -> int:
 
 def _jitter(rng: np.random.Generator, cells: int, spread: float) -> np.ndarray:
     """`cells` x `cells` float32 noise, uniform on [-spread, spread)."""
-    return (rng.random((cells, cells), np.float32) * np.float32(2) - np.float32(1)) * np.float32(
-        spread
-    )
+    noise = rng.random((cells, cells), np.float32) * np.float32(2) - np.float32(1)
+    return noise * np.float32(spread)
 
 
 def plasma_fractal(size: int, decay: float, rng: np.random.Generator) -> np.ndarray:
@@ -115,14 +114,12 @@ def plasma_fractal(size: int, decay: float, rng: np.random.Generator) -> np.ndar
         grid[half::step, half::step] = (corner + east + south + np.roll(east, -1, axis=0)) / 4
         grid[half::step, half::step] += _jitter(rng, cells, spread)
         centre = grid[half::step, half::step]
-        north_centre = np.roll(centre, 1, axis=0)
-        west_centre = np.roll(centre, 1, axis=1)
-        grid[0::step, half::step] = (corner + east + centre + north_centre) / 4 + _jitter(
-            rng, cells, spread
-        )
-        grid[half::step, 0::step] = (corner + south + centre + west_centre) / 4 + _jitter(
-            rng, cells, spread
-        )
+        north = np.roll(centre, 1, axis=0)  # the centre above each top-edge midpoint
+        west = np.roll(centre, 1, axis=1)  # the centre left of each left-edge midpoint
+        grid[0::step, half::step] = (corner + east + centre + north) / 4
+        grid[0::step, half::step] += _jitter(rng, cells, spread)
+        grid[half::step, 0::step] = (corner + south + centre + west) / 4
+        grid[half::step, 0::step] += _jitter(rng, cells, spread)
         step, amplitude = half, amplitude / decay
     grid -= grid.min()
     peak = grid.max()
@@ -152,9 +149,10 @@ def motion_blur(
     out(y, x) = sum_i w_i layer(y + dy_i, x + dx_i), tap i (0 <= i < length,
     or -length < i < length when symmetric) at (dx_i, dy_i) = round(i (cos, sin)(angle))
     with w_i proportional to exp(-i**2 / (2 sigma**2)): the ImageMagick
-    `-motion-blur` kernel ImageNet-C uses for snow. The line is cut into runs of at most 11 taps so that each
-    `cv2.filter2D` kernel stays in OpenCV's direct (non-DFT) path; each run
-    filters the border-padded layer and is read back at its offset.
+    `-motion-blur` kernel ImageNet-C uses for snow. The line is cut into runs
+    of at most 11 taps so that each `cv2.filter2D` kernel stays in OpenCV's
+    direct (non-DFT) path; each run filters the border-padded layer and is
+    read back at its offset.
 
     Args:
         layer: H x W float32 array.
