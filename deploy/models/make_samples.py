@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 PHOTOS = {
@@ -48,6 +50,38 @@ def write_samples(out: Path) -> list[Path]:
     return written
 
 
+IMAGENET_PHOTOS = {"coffee": "espresso", "chelsea": "tabby cat", "clock": "wall clock"}
+"""scikit-image photos whose subject is an ImageNet-1k class (EfficientNet label names)."""
+CROPS = 8
+
+
+def write_imagenet_photos(out: Path, manifest: Path) -> int:
+    """Eight seeded crops (70-100 % of the shorter side) of each photo, with a JSONL manifest.
+
+    The crops keep the subject in view and give the EfficientNet-Lite0 suites a
+    few dozen labelled ImageNet photos offline.
+    """
+    import skimage.data
+
+    rng = np.random.default_rng(0)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, label in IMAGENET_PHOTOS.items():
+        pil = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        for k in range(CROPS):
+            side = int(min(pil.size) * rng.uniform(0.7, 1.0))
+            left = int(rng.integers(0, pil.width - side + 1))
+            top = int(rng.integers(0, pil.height - side + 1))
+            crop = pil.crop((left, top, left + side, top + side)).resize(
+                (256, 256), Image.Resampling.LANCZOS
+            )
+            path = out / f"{name}_{k}.jpg"
+            crop.save(path, quality=92)
+            rows.append({"path": f"{out.name}/{path.name}", "label": label, "group": name})
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return len(rows)
+
+
 def write_digits_heldout(out: Path) -> int:
     """Write the digits test split as an ImageFolder; return the image count."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -73,6 +107,9 @@ def main() -> None:
         print(f"wrote {path} ({path.stat().st_size} bytes)")
     count = write_digits_heldout(args.digits_out)
     print(f"wrote {count} held-out digits under {args.digits_out}")
+    crops = DEFAULT_OUT.parent / "photos_imagenet"
+    count = write_imagenet_photos(crops, DEFAULT_OUT.parent / "photos_imagenet.jsonl")
+    print(f"wrote {count} labelled ImageNet photo crops under {crops}")
 
 
 if __name__ == "__main__":

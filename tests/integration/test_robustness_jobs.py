@@ -159,7 +159,10 @@ async def test_empty_dataset_and_unknown_job(app: AssayServer) -> None:
         robustness, jobs = stubs(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await robustness.StartEvaluation(start_request(SMALL_SUITE, empty))
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no images" in info.value.details()
+        assert (
+            info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and "no images" in info.value.details()
+        )
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await jobs.GetJob(jobs_pb2.GetJobRequest(id="nope"))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
@@ -249,7 +252,9 @@ def test_killed_server_resumes_the_job_without_losing_units(tmp_path: Path) -> N
 
 
 async def test_square_attack_suite_through_the_batcher(app: AssayServer) -> None:
-    attack = robustness_pb2.Attack(kind=robustness_pb2.ATTACK_KIND_SQUARE_LINF, epsilon=0.3, queries=100)
+    attack = robustness_pb2.Attack(
+        kind=robustness_pb2.ATTACK_KIND_SQUARE_LINF, epsilon=0.3, queries=100
+    )
     suite = robustness_pb2.Suite(preset="adversarial", attacks=[attack], sample_limit=40)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         robustness, jobs = stubs(channel)
@@ -259,5 +264,7 @@ async def test_square_attack_suite_through_the_batcher(app: AssayServer) -> None
         report = json.loads((await jobs.GetReport(jobs_pb2.GetReportRequest(id=job.id))).json)
     (result,) = report["attacks"]
     assert result["kind"] == "square_linf" and result["clean_accuracy"] >= 0.9
-    assert result["robust_accuracy"]["value"] <= result["clean_accuracy"] - 0.5, "the attack breaks most digits"
+    assert result["robust_accuracy"]["value"] <= result["clean_accuracy"] - 0.5, (
+        "the attack breaks most digits"
+    )
     assert result["median_queries"] <= 100 and result["score_calls"] <= 101

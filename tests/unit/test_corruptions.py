@@ -40,7 +40,13 @@ def test_same_inputs_same_bytes_and_images_get_independent_streams(name: str) ->
 def test_streams_differ_by_seed_index_corruption_and_severity() -> None:
     draws = {
         key: corruption_rng(*key).integers(0, 2**62)
-        for key in [(0, 0, "fog", 1), (1, 0, "fog", 1), (0, 1, "fog", 1), (0, 0, "snow", 1), (0, 0, "fog", 2)]
+        for key in [
+            (0, 0, "fog", 1),
+            (1, 0, "fog", 1),
+            (0, 1, "fog", 1),
+            (0, 0, "snow", 1),
+            (0, 0, "fog", 2),
+        ]
     }
     assert len(set(draws.values())) == len(draws)
 
@@ -80,6 +86,8 @@ def test_a_large_photo_is_handled() -> None:
         (np.zeros((0, 8, 3), np.uint8), "fog", 1, "zero size"),
     ],
 )
-def test_bad_requests_are_clear_errors(image: np.ndarray, name: str, severity: int, message: str) -> None:
+def test_bad_requests_are_clear_errors(
+    image: np.ndarray, name: str, severity: int, message: str
+) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         corrupt(image, name, severity)

@@ -41,7 +41,7 @@ def test_translate_moves_one_pixel_per_frame() -> None:
 def test_bad_requests_are_invalid() -> None:
     with pytest.raises(InvalidArgumentError, match="unknown perturbation"):
         perturbation_sequence(image(), "wobble", 5, np.random.default_rng(0))
-    with pytest.raises(InvalidArgumentError, match="2..100 frames"):
+    with pytest.raises(InvalidArgumentError, match=r"2\.\.100 frames"):
         perturbation_sequence(image(), "rotate", 1, np.random.default_rng(0))
     with pytest.raises(InvalidArgumentError, match="uint8 HxWx3"):
         perturbation_sequence(image()[:, :, 0], "rotate", 5, np.random.default_rng(0))

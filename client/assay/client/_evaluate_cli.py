@@ -67,7 +67,8 @@ def summary_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def _follow(client: Client, job: Job) -> Job:
+def follow(client: Client, job: Job) -> Job:
+    """Show a progress bar fed by WatchJob until the job ends; return its final state."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=err_console) as bar:
@@ -131,7 +132,7 @@ def evaluate(
             )  # fmt: skip
             err_console.print(f"job {job.id}: {job.total} units")
             try:
-                job = _follow(client, job)
+                job = follow(client, job)
             except KeyboardInterrupt:
                 client.cancel_job(job.id)
                 err_console.print(f"cancelled job {job.id} (finished units are kept)")

@@ -65,8 +65,8 @@ def _names_axis(ax: Axes, names: Sequence[str]) -> None:
     ax.set_xticks(
         range(len(names)),
         [text(n) for n in names],
-        rotation=35 if len(names) > 5 else 0,
-        ha="right" if len(names) > 5 else "center",
+        rotation=90 if len(names) > 15 else 35 if len(names) > 3 else 0,
+        ha="right" if len(names) > 3 else "center",
     )
 
 
@@ -95,7 +95,7 @@ def severity_grid(corruptions: Mapping[str, Any]) -> Figure | None:
             ax.plot(
                 bx, [100 * num(base[str(s)]) for s in bx], "s--", color=BASELINE, label="baseline"
             )
-        ax.set_title(text(name), fontsize=9)
+        ax.set_title(text(name) + (" (extra)" if entry.get("extra") else ""), fontsize=9)
         ax.set_xticks(x or [1])
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
@@ -136,7 +136,7 @@ def corruption_bars(report: Mapping[str, Any]) -> Figure | None:
         ax.set_ylabel("top-1 error (%)")
         ax.set_title("Mean error per corruption (no baseline: no CE)")
     _names_axis(ax, names)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -263,7 +263,7 @@ def subgroups(groups: Mapping[str, Any] | None, clean_error: Any) -> Figure | No
     shown = names[:MAX_GROUPS]
     counts = groups.get("counts") or {}
     worst = groups.get("worst_group")
-    fig = Figure(figsize=(max(5.0, 0.5 * len(shown) + 2), 4.0), layout="constrained")
+    fig = Figure(figsize=(min(14.0, max(5.0, 0.5 * len(shown) + 2)), 4.5), layout="constrained")
     ax = fig.subplots()
     colors = [WORST if g == worst else MODEL for g in shown]
     ax.bar(range(len(shown)), [100 * num(accuracy[g]) for g in shown], 0.6, color=colors)

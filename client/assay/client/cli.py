@@ -215,6 +215,9 @@ def _show_metrics(url: str) -> None:
 @app.command()
 def demo(
     samples: Annotated[Path, typer.Option(help="Folder of sample images.")] = SAMPLES_DIR,
+    report: Annotated[
+        Path, typer.Option(help="Where to write the robustness report (HTML).")
+    ] = Path("assay-demo-report.html"),
 ) -> None:
     """Start an in-process server on free ports and predict the sample images."""
     from assay.client._background import BackgroundServer
@@ -242,11 +245,30 @@ def demo(
                 console.print(_predictions_table(photos, results))
             elif not any(m.name == "efficientnet_lite0" for m in served):
                 console.print("efficientnet_lite0 is not built (`make models` builds it); skipped")
+            _demo_robustness(client, samples / "digits_heldout", report)
         _show_metrics(metrics_url)
         console.print(
             "next: `assay serve` in one terminal, then "
-            "`assay predict --model digits_cnn IMAGE...` in another"
+            "`assay predict --model digits_cnn IMAGE...` or "
+            "`assay evaluate --model digits_cnn --data deploy/samples/digits_heldout --out r.html`"
         )
+
+
+def _demo_robustness(client: Client, data: Path, out: Path) -> None:
+    """The quick robustness suite on the held-out digits, as a job, with its report."""
+    console.print(f"[bold]quick robustness suite[/bold] on {data}")
+    job = client.start_evaluation("digits_cnn", str(data.resolve()), "quick")
+    job = _evaluate_cli.follow(client, job)
+    if job.state != "succeeded":
+        err_console.print(f"[red]suite {job.state}[/red]: {job.error}")
+        raise typer.Exit(code=1)
+    document = client.get_report(job.id)
+    console.print(_evaluate_cli.summary_table(document))
+    try:
+        _evaluate_cli.write_report(document, out)
+    except RuntimeError as exc:  # matplotlib missing: keep the JSON
+        err_console.print(f"{exc}; writing JSON instead")
+        _evaluate_cli.write_report(document, out.with_suffix(".json"))
 
 
 app.command()(_evaluate_cli.evaluate)

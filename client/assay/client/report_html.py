@@ -6,8 +6,7 @@ forbids it too). Every string taken from the report is HTML-escaped. The
 figures need the optional matplotlib dependency (``pip install 'assay[report]'``).
 
 Example:
-    >>> report = json.loads(client_job_report_json)  # doctest: +SKIP
-    >>> write_html(report, Path("robustness.html"))  # doctest: +SKIP
+    >>> write_html(json.loads(report_json), Path("robustness.html"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
 th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}
-small{color:#59636e}figure{margin:1rem 0}img{max-width:100%;height:auto}
-figcaption{color:#59636e;font-size:.85rem}.na{color:#8c959f}
+figure{margin:1rem 0}img{max-width:100%;height:auto}
+figcaption{color:#59636e;font-size:.85rem}
 """
 
 
@@ -76,7 +75,7 @@ def _suite_summary(report: Mapping[str, Any]) -> str:
     suite, spec = report.get("suite") or {}, report.get("spec") or {}
     overrides = ", ".join(sorted(spec.get("overrides") or {}))
     parts = [
-        f"preset {spec.get('preset') or 'quick (default)'}"
+        f"preset {spec.get('preset') or 'default'}"
         + (f" with overrides ({overrides})" if overrides else "")
     ]
     corruptions, severities = suite.get("corruptions") or [], suite.get("severities") or []

@@ -170,22 +170,28 @@ def _errors(
 
 
 def _uses_alexnet(suite: SuiteSpec, classes: int, paired: bool) -> bool:
-    """AlexNet's published errors are the baseline only where they apply."""
+    """AlexNet's published errors are the baseline only where they apply.
+
+    They exist for ImageNet-1k models, all five severities and the 15
+    benchmark corruptions; the mCE then covers those 15 (as in ImageNet-C),
+    and the extras get errors but no CE.
+    """
     return (
         not paired
         and classes == IMAGENET_CLASSES
         and tuple(suite.severities) == SEVERITIES
-        and all(c in metrics.ALEXNET_ERRORS for c in suite.corruptions)
+        and any(c in metrics.ALEXNET_ERRORS for c in suite.corruptions)
     )
 
 
-def _summary(suite: SuiteSpec, *rows: np.ndarray) -> metrics.CorruptionSummary:
-    """CE/mCE from (model, model_clean[, baseline, baseline_clean]) error rows."""
+def _summary(suite: SuiteSpec, names: list[str], *rows: np.ndarray) -> metrics.CorruptionSummary:
+    """CE/mCE over `names` from (model, model_clean[, baseline, baseline_clean]) error rows."""
     k = len(suite.severities)
+    position = {c: i for i, c in enumerate(suite.corruptions)}
 
     def curves(matrix: np.ndarray) -> dict[str, list[float]]:
         means = matrix.mean(axis=0)
-        return {c: list(means[i * k : (i + 1) * k]) for i, c in enumerate(suite.corruptions)}
+        return {c: list(means[position[c] * k : (position[c] + 1) * k]) for c in names}
 
     if len(rows) == 2:
         return metrics.corruption_summary(curves(rows[0]), float(rows[1].mean()))
@@ -210,7 +216,7 @@ def _per_corruption(suite: SuiteSpec, errors: _Errors, alexnet: bool) -> dict[st
                 str(s): float(errors.baseline[:, i * k + j].mean())
                 for j, s in enumerate(suite.severities)
             }
-        elif alexnet:
+        elif alexnet and name in metrics.ALEXNET_ERRORS:
             entry["baseline_errors"] = {
                 str(s): metrics.ALEXNET_ERRORS[name][s - 1] for s in suite.severities
             }
@@ -223,7 +229,12 @@ def _corruptions(
     suite: SuiteSpec, units: Mapping[str, UnitData], labels: np.ndarray, paired: bool, classes: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per-corruption errors and CEs, and the mCE block (None without a baseline)."""
-    empty = {"mce": None, "relative_mce": None, "mce_baseline": None}
+    empty: dict[str, Any] = {
+        "mce": None,
+        "relative_mce": None,
+        "mce_baseline": None,
+        "mce_corruptions": [],
+    }
     if not suite.corruptions:
         return {}, empty
     errors = _errors(suite, units, labels, paired)
@@ -232,14 +243,16 @@ def _corruptions(
     if not (paired or alexnet):
         return report, empty
     rows = errors.arrays()
-    point = _summary(suite, *rows)
-    for name in suite.corruptions:
+    names = [c for c in suite.corruptions if paired or c in metrics.ALEXNET_ERRORS]
+    point = _summary(suite, names, *rows)
+    for name in names:
         report[name]["ce"] = point.corruption_errors[name]
         report[name]["relative_ce"] = point.relative_corruption_errors[name]
     return report, {
-        "mce": _ci(lambda *r: _summary(suite, *r).mce, *rows, suite=suite),
-        "relative_mce": _ci(lambda *r: _summary(suite, *r).relative_mce, *rows, suite=suite),
+        "mce": _ci(lambda *r: _summary(suite, names, *r).mce, *rows, suite=suite),
+        "relative_mce": _ci(lambda *r: _summary(suite, names, *r).relative_mce, *rows, suite=suite),
         "mce_baseline": "alexnet (published ImageNet-C errors)" if alexnet else "baseline model",
+        "mce_corruptions": names,
     }
 
 
