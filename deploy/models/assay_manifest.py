@@ -38,6 +38,7 @@ TOP_KEY_ORDER = (
     "description",
     "path",
     "labels_file",
+    "torchscript",
     "input",
     "outputs",
 )

@@ -19,6 +19,7 @@ import json
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from assay_manifest import build_manifest, write_labels, write_manifest
+from assay_manifest import TOP_KEY_ORDER, _ordered, build_manifest, write_labels, write_manifest
 from digits_data import IMAGE_SIZE, DigitsData, load_data
 from onnx_utils import export_onnx, file_size_mb, verify_against_torch
 from triton_config import describe_check, write_onnx_config
@@ -38,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "digits_cnn"
 OUTPUT_NAMES = ("logits", "features", "feature_map")
 MEAN, STD = 0.5, 0.5
+TORCHSCRIPT = "model.torchscript.pt"
 
 
 class DigitsCNN(nn.Module):
@@ -190,7 +192,27 @@ def write_model_dir(model_dir: Path, accuracy: float) -> None:
         },
         outputs={name: name for name in OUTPUT_NAMES},
     )
+    manifest = _ordered({**manifest, "torchscript": f"1/{TORCHSCRIPT}"}, TOP_KEY_ORDER)
     write_manifest(model_dir / "assay.yaml", manifest)
+
+
+class _Logits(nn.Module):
+    """The classifier's logits alone: what white-box attacks differentiate."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[0]
+
+
+def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Trace the logits to TorchScript: assay's differentiable copy for FGSM/PGD."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in 2.13
+        traced = torch.jit.trace(_Logits(model).eval(), example)
+        torch.jit.save(traced, str(path))
 
 
 def write_metrics(path: Path, metrics: dict[str, float | int]) -> None:
@@ -222,6 +244,7 @@ def main() -> int:
     n_correct = int(np.sum(ort_out["logits"].argmax(1) == y_test))
     accuracy = n_correct / len(y_test)
 
+    write_torchscript(model, torch.from_numpy(x_test[:2]), model_dir / "1" / TORCHSCRIPT)
     write_model_dir(model_dir, accuracy)
     samples = write_samples(args.samples, data)
     metrics = {

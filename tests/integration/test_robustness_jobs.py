@@ -268,3 +268,31 @@ async def test_square_attack_suite_through_the_batcher(app: AssayServer) -> None
         "the attack breaks most digits"
     )
     assert result["median_queries"] <= 100 and result["score_calls"] <= 101
+
+
+async def test_white_box_pgd_and_fgsm_with_the_torchscript_copy() -> None:
+    entry = demo_settings().models[0].model_dump(mode="json")
+    entry["torchscript"] = str(ROOT / "deploy/triton/model_repository/digits_cnn/1/model.torchscript.pt")
+    settings = demo_settings(models=[entry], data={"roots": [str(ROOT / "deploy" / "samples")]})
+    server = await create_server(settings)
+    await server.start()
+    attacks = [
+        robustness_pb2.Attack(kind=robustness_pb2.ATTACK_KIND_FGSM, epsilon=0.15),
+        robustness_pb2.Attack(kind=robustness_pb2.ATTACK_KIND_PGD_LINF, epsilon=0.15, steps=10),
+        robustness_pb2.Attack(kind=robustness_pb2.ATTACK_KIND_PGD_L2, epsilon=2.0, steps=10),
+    ]
+    suite = robustness_pb2.Suite(preset="adversarial", attacks=attacks, sample_limit=40)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            robustness, jobs = stubs(channel)
+            job = await robustness.StartEvaluation(start_request(suite))
+            events = [e async for e in jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job.id))]
+            assert events[-1].job.state == jobs_pb2.JOB_STATE_SUCCEEDED, events[-1].job.error
+            report = json.loads((await jobs.GetReport(jobs_pb2.GetReportRequest(id=job.id))).json)
+    finally:
+        await server.stop(0)
+    fgsm_result, pgd_linf, pgd_l2 = report["attacks"]
+    assert pgd_linf["clean_accuracy"] >= 0.9
+    assert pgd_linf["robust_accuracy"]["value"] <= pgd_linf["clean_accuracy"] - 0.5
+    assert pgd_linf["robust_accuracy"]["value"] <= fgsm_result["robust_accuracy"]["value"] + 1e-9
+    assert pgd_l2["robust_accuracy"]["value"] < pgd_l2["clean_accuracy"]

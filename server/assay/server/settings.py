@@ -199,7 +199,7 @@ def _anchor_paths(entry: Any, base: Path) -> Any:
     if not isinstance(entry, dict):
         return entry
     entry = dict(entry)
-    for key in ("path", "labels_file"):
+    for key in ("path", "labels_file", "torchscript"):
         value = entry.get(key)
         if isinstance(value, str) and not Path(value).is_absolute():
             entry[key] = str((base / value).resolve())

@@ -169,6 +169,9 @@ class ModelConfig(_Strict):
     outputs: dict[OutputRole, str] = Field(default_factory=dict)
     """Role -> model output name."""
     batching: BatchingOverride = BatchingOverride()
+    torchscript: Path | None = None
+    """A differentiable TorchScript copy (same input, returns the class scores)
+    that enables white-box attacks (FGSM, PGD); relative to the declaring file."""
     triton: TritonModelRef = TritonModelRef()
     """For backend triton. Shapes, dtypes, batch size and labels are read
     from Triton; only the preprocessing and output roles are assay's."""
@@ -200,7 +203,7 @@ class ModelConfig(_Strict):
     def resolved(self, base_dir: Path) -> ModelConfig:
         """Return a copy whose relative paths are anchored at base_dir."""
         updates: dict[str, Path] = {}
-        for field in ("path", "labels_file"):
+        for field in ("path", "labels_file", "torchscript"):
             value: Path | None = getattr(self, field)
             if value is not None and not value.is_absolute():
                 updates[field] = (base_dir / value).resolve()

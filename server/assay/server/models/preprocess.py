@@ -65,8 +65,9 @@ class Preprocessor:
         mean = np.broadcast_to(np.asarray(spec.mean, np.float32), (channels,))
         std = np.broadcast_to(np.asarray(spec.std, np.float32), (channels,))
         # (x * scale - mean) / std == x * gain + bias, one fused pass.
-        self._gain = (spec.scale / std).astype(np.float32)
-        self._bias = (-mean / std).astype(np.float32)
+        self.gain = (spec.scale / std).astype(np.float32)
+        """Per-channel factor: input = pixel * gain + bias (pixel in 0..255)."""
+        self.bias = (-mean / std).astype(np.float32)
         self._dtype = np.dtype(spec.dtype.value)
 
     def __call__(self, images: Sequence[ImageInput]) -> np.ndarray:
@@ -203,7 +204,7 @@ class Preprocessor:
         if self.spec.dtype is InputDType.UINT8:
             values: np.ndarray = pixels
         else:
-            values = pixels.astype(np.float32) * self._gain + self._bias
+            values = pixels.astype(np.float32) * self.gain + self.bias
         if self.spec.layout is Layout.NCHW:
             values = values.transpose(0, 3, 1, 2)
         return values.astype(self._dtype, copy=False)

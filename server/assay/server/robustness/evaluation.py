@@ -8,6 +8,7 @@ must be valid, the dataset must lie under a root and use the model's labels.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -31,11 +32,9 @@ from assay.server.models.preprocess import (
 from assay.server.models.registry import ModelRegistry
 from assay.server.robustness.generation import CorruptionWorkers
 from assay.server.robustness.report import UnitData, build_report
-from assay.server.robustness.runner import Arrays, EvaluationInputs, SuiteRunner
+from assay.server.robustness.runner import WHITE_BOX, Arrays, EvaluationInputs, SuiteRunner
 from assay.server.robustness.scoring import ModelScorer
-from assay.server.robustness.suite import AttackKind, SuiteSpec, parse_suite
-
-WHITE_BOX = {AttackKind.FGSM, AttackKind.PGD_LINF, AttackKind.PGD_L2}
+from assay.server.robustness.suite import SuiteSpec, parse_suite
 
 
 @dataclass
@@ -105,14 +104,22 @@ class RobustnessJobs:
                 )
         return scorers
 
-    @staticmethod
-    def _suite(spec: dict[str, Any]) -> SuiteSpec:
+    def _suite(self, spec: dict[str, Any]) -> SuiteSpec:
         suite = parse_suite(spec.get("preset"), spec.get("overrides"))
         white_box = [a.kind.value for a in suite.attacks if a.kind in WHITE_BOX]
-        if white_box:
+        if not white_box:
+            return suite
+        model = self._registry.get(spec["model"], spec.get("version", ""))
+        if model.config.torchscript is None:
             raise FailedPreconditionError(
-                f"white-box attacks {white_box} need a differentiable (TorchScript) copy of the "
-                "model, and none is registered; use square_linf / square_l2 (query-only)"
+                f"white-box attacks {white_box} need a differentiable (TorchScript) copy of "
+                f"{model.name!r}; register one with `torchscript:` in its entry, or use "
+                "square_linf / square_l2 (query-only)"
+            )
+        if importlib.util.find_spec("torch") is None:
+            raise FailedPreconditionError(
+                f"white-box attacks {white_box} need torch on the server: "
+                "pip install 'assay[train]'"
             )
         return suite
 
@@ -140,7 +147,8 @@ class RobustnessJobs:
         )
         groups = [s.group or "" for s in dataset.samples] if dataset.has_groups else None
         inputs = EvaluationInputs(images, labels, groups)
-        await SuiteRunner(suite, inputs, scorers, self._workers).run(context)
+        torchscript = scorers["model"].model.config.torchscript
+        await SuiteRunner(suite, inputs, scorers, self._workers, torchscript).run(context)
         units = {k: UnitData(u.meta, u.arrays) for k, u in context.units().items()}
         return build_report(suite, units, inputs, scorers, source=str(dataset.source), spec=spec)
 
@@ -172,7 +180,8 @@ class RobustnessJobs:
         labels = np.array([index[label] for label in batch.labels], dtype=np.int64)
         inputs = EvaluationInputs(images, labels, batch.groups)
         sink = _MemorySink()
-        await SuiteRunner(suite, inputs, scorers, self._workers).run(sink)
+        torchscript = scorers["model"].model.config.torchscript
+        await SuiteRunner(suite, inputs, scorers, self._workers, torchscript).run(sink)
         return build_report(suite, sink.units, inputs, scorers, source="inline", spec=spec)
 
 

@@ -14,16 +14,28 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
 
-from assay.server.robustness.attacks import square_attack
+from assay.server.errors import FailedPreconditionError
+from assay.server.models.config import Color, Layout
+from assay.server.models.preprocess import Preprocessor
+from assay.server.robustness.attacks import (
+    WhiteBoxResult,
+    fgsm,
+    load_torchscript,
+    pgd,
+    square_attack,
+)
 from assay.server.robustness.generation import CorruptionWorkers
 from assay.server.robustness.perturbations import perturbation_sequence
 from assay.server.robustness.scoring import ModelScorer
 from assay.server.robustness.suite import AttackKind, SuiteSpec
+
+WHITE_BOX = frozenset({AttackKind.FGSM, AttackKind.PGD_LINF, AttackKind.PGD_L2})
 
 Arrays = dict[str, np.ndarray]
 
@@ -68,11 +80,14 @@ class SuiteRunner:
         inputs: EvaluationInputs,
         scorers: dict[str, ModelScorer],
         workers: CorruptionWorkers,
+        torchscript: Path | None = None,
     ) -> None:
         self.suite = suite
         self.inputs = inputs
         self.scorers = scorers
         self.workers = workers
+        self.torchscript = torchscript
+        """The model's differentiable copy, for white-box attacks."""
         self._generating: dict[str, asyncio.Future[list[np.ndarray]]] = {}
 
     async def run(self, sink: UnitSink) -> None:
@@ -172,6 +187,8 @@ class SuiteRunner:
     async def _attack(self, index: int) -> tuple[dict[str, Any], Arrays]:
         """A query-only Square attack on the model, in its own pixel space."""
         spec = self.suite.attacks[index]
+        if spec.kind in WHITE_BOX:
+            return await self._white_box(index)
         scorer = self.scorers["model"]
         pixels = (await scorer.model_pixels(self.inputs.images)).astype(np.float32) / 255.0
 
@@ -190,6 +207,56 @@ class SuiteRunner:
             "model/success": result.success,
             "model/queries": result.queries.astype(np.int32),
         }
+
+    async def _white_box(self, index: int) -> tuple[dict[str, Any], Arrays]:
+        """FGSM/PGD on the differentiable copy; robust accuracy measured on the served model."""
+        spec = self.suite.attacks[index]
+        scorer = self.scorers["model"]
+        if self.torchscript is None:
+            raise FailedPreconditionError(f"{spec.kind.value} needs the model's TorchScript copy")
+        pixels = (await scorer.model_pixels(self.inputs.images)).astype(np.float32) / 255.0
+        labels = np.asarray(self.inputs.labels)
+        preprocess = torch_preprocess(scorer.model.preprocessor)
+        norm: Literal["linf", "l2"] = "l2" if spec.kind is AttackKind.PGD_L2 else "linf"
+
+        def attack() -> WhiteBoxResult:
+            model = load_torchscript(self.torchscript)  # type: ignore[arg-type]
+            if spec.kind is AttackKind.FGSM:
+                return fgsm(model, pixels, labels, epsilon=spec.epsilon, preprocess=preprocess)
+            return pgd(model, pixels, labels, norm=norm, epsilon=spec.epsilon, steps=spec.steps,
+                       preprocess=preprocess, seed=self.suite.seed)  # fmt: skip
+
+        result = await asyncio.to_thread(attack)
+        served = (await scorer.scores_from_pixels(result.adversarial * 255.0)).argmax(axis=1)
+        clean = (await scorer.scores_from_pixels(pixels * 255.0)).argmax(axis=1) == labels
+        meta = {"images": len(pixels), "norm": norm, "epsilon": spec.epsilon, "steps": spec.steps,
+                "max_perturbation": float(result.max_perturbation), "score_calls": 0}  # fmt: skip
+        return meta, {
+            "model/clean_correct": clean,
+            "model/success": clean & (served != labels),
+            "model/queries": np.zeros(len(pixels), np.int32),
+        }
+
+
+def torch_preprocess(prep: Preprocessor) -> Callable[[Any], Any]:
+    """The preprocessor's normalise step in torch, so gradients flow through it.
+
+    Takes N x H x W x C images in [0, 1] (model size and colour).
+    """
+    import torch
+
+    gain = torch.from_numpy(prep.gain * 255.0)
+    bias = torch.from_numpy(prep.bias)
+    bgr = prep.spec.color is Color.BGR
+    nchw = prep.spec.layout is Layout.NCHW
+
+    def apply(x: Any) -> Any:
+        x = x * gain + bias
+        if bgr:
+            x = x.flip(-1)
+        return x.permute(0, 3, 1, 2) if nchw else x
+
+    return apply
 
 
 SHIFT_FRACTION = 0.125

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from assay.server.errors import InvalidArgumentError
 from assay.server.robustness.corruptions import EXTRAS, IMAGENET_C, REGISTRY, SEVERITIES
@@ -28,16 +28,28 @@ class AttackKind(enum.StrEnum):
 
 
 class AttackSpec(BaseModel):
-    """One attack and its budget; epsilon is in [0, 1] pixel scale."""
+    """One attack and its budget."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: AttackKind
-    epsilon: Annotated[float, Field(gt=0.0, le=1.0)]
+    epsilon: Annotated[float, Field(gt=0.0, le=1000.0)]
+    """Radius of the threat model in [0, 1] pixel scale (an L2 radius may exceed 1)."""
     queries: Annotated[int, Field(ge=1, le=100_000)] = 1000
     """Query budget per image (square attacks)."""
     steps: Annotated[int, Field(ge=1, le=1000)] = 10
     """Iterations (PGD)."""
+
+    @model_validator(mode="after")
+    def _linf_radius(self) -> AttackSpec:
+        if (
+            self.kind in (AttackKind.SQUARE_LINF, AttackKind.FGSM, AttackKind.PGD_LINF)
+            and self.epsilon > 1
+        ):
+            raise ValueError(
+                f"an L-infinity epsilon is at most 1 (pixel scale), got {self.epsilon}"
+            )
+        return self
 
 
 class SuiteSpec(BaseModel):
