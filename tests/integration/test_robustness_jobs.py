@@ -17,7 +17,15 @@ import pytest
 from sklearn.metrics import accuracy_score
 
 from assay.server.app import AssayServer, create_server
-from assay.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, robustness_pb2, robustness_pb2_grpc
+from assay.v1 import (
+    common_pb2,
+    datasets_pb2,
+    datasets_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    robustness_pb2,
+    robustness_pb2_grpc,
+)
 from tests.conftest import ROOT, SAMPLES, demo_settings
 
 HELDOUT = ROOT / "deploy" / "samples" / "digits_heldout"
@@ -272,7 +280,9 @@ async def test_square_attack_suite_through_the_batcher(app: AssayServer) -> None
 
 async def test_white_box_pgd_and_fgsm_with_the_torchscript_copy() -> None:
     entry = demo_settings().models[0].model_dump(mode="json")
-    entry["torchscript"] = str(ROOT / "deploy/triton/model_repository/digits_cnn/1/model.torchscript.pt")
+    entry["torchscript"] = str(
+        ROOT / "deploy/triton/model_repository/digits_cnn/1/model.torchscript.pt"
+    )
     settings = demo_settings(models=[entry], data={"roots": [str(ROOT / "deploy" / "samples")]})
     server = await create_server(settings)
     await server.start()
@@ -296,3 +306,70 @@ async def test_white_box_pgd_and_fgsm_with_the_torchscript_copy() -> None:
     assert pgd_linf["robust_accuracy"]["value"] <= pgd_linf["clean_accuracy"] - 0.5
     assert pgd_linf["robust_accuracy"]["value"] <= fgsm_result["robust_accuracy"]["value"] + 1e-9
     assert pgd_l2["robust_accuracy"]["value"] < pgd_l2["clean_accuracy"]
+
+
+def upload_request(
+    *items: datasets_pb2.UploadDatasetRequest,
+) -> list[datasets_pb2.UploadDatasetRequest]:
+    return list(items)
+
+
+async def test_uploaded_dataset_can_be_evaluated(app: AssayServer, tmp_path: Path) -> None:
+    local = tmp_path / "mini"
+    for sample in SAMPLES[:10]:
+        target = local / sample.name[0] / sample.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(sample.read_bytes())
+    (local / ".DS_Store").write_bytes(b"junk")  # hidden files are not uploaded
+    from assay.client import (
+        AsyncClient,
+        FailedPreconditionError,
+    )
+
+    async with AsyncClient(f"127.0.0.1:{app.port}") as client:
+        path = await client.upload_dataset("mini", local)
+        assert Path(path).name == "mini" and len(list(Path(path).rglob("*.png"))) == 10
+        job = await client.start_evaluation("digits_cnn", path, "quick", corruptions=["contrast"], severities=[1],
+                                            perturbations=[], shift_consistency=False)  # fmt: skip
+        final = [e async for e in client.watch_job(job.id)][-1].job
+        assert final.state == "succeeded", final.error
+        assert (await client.get_report(job.id))["dataset"]["images"] == 10
+        with pytest.raises(FailedPreconditionError, match="already exists"):
+            await client.upload_dataset("mini", local)
+        assert await client.upload_dataset("mini", local, replace=True) == path
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = datasets_pb2_grpc.DatasetServiceStub(channel)
+        header = datasets_pb2.UploadDatasetRequest(header=datasets_pb2.DatasetHeader(name="evil"))
+        for bad_path in ("../escape.png", "/etc/passwd", "a/../../b.png", ".hidden/x.png"):
+            chunk = datasets_pb2.UploadDatasetRequest(
+                chunk=datasets_pb2.FileChunk(path=bad_path, data=b"x")
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.UploadDataset(iter([header, chunk]))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad_path
+        chunk = datasets_pb2.UploadDatasetRequest(
+            chunk=datasets_pb2.FileChunk(path="a.png", data=b"x")
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.UploadDataset(iter([chunk]))
+        assert "first message must be a DatasetHeader" in info.value.details()
+    uploads = Path(app.settings.data.dir) / "datasets"
+    assert sorted(p.name for p in uploads.iterdir()) == ["mini"], (
+        "failed uploads leave nothing behind"
+    )
+
+
+async def test_upload_over_the_limit_is_resource_exhausted(tmp_path: Path) -> None:
+    server = await create_server(demo_settings(data={"max_upload_mb": 0.001}))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = datasets_pb2_grpc.DatasetServiceStub(channel)
+            messages = [datasets_pb2.UploadDatasetRequest(header=datasets_pb2.DatasetHeader(name="big")),
+                        datasets_pb2.UploadDatasetRequest(chunk=datasets_pb2.FileChunk(path="a.bin", data=b"x" * 5000))]  # fmt: skip
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.UploadDataset(iter(messages))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await server.stop(0)

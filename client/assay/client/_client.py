@@ -8,7 +8,9 @@ exceptions in `_errors`.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,6 +28,8 @@ from assay.client._jobs import Job, JobProgress, job, list_request, progress, su
 from assay.client._types import ModelInfo, Prediction
 from assay.v1 import (
     common_pb2,
+    datasets_pb2,
+    datasets_pb2_grpc,
     inference_pb2_grpc,
     jobs_pb2,
     jobs_pb2_grpc,
@@ -103,6 +107,29 @@ def _score_request(
     )
 
 
+UPLOAD_CHUNK = 1 << 20
+
+
+def upload_messages(
+    name: str, folder: Path, replace: bool
+) -> Iterator[datasets_pb2.UploadDatasetRequest]:
+    """Header, then every non-hidden file under folder in 1 MiB chunks."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder")
+    yield datasets_pb2.UploadDatasetRequest(
+        header=datasets_pb2.DatasetHeader(name=name, replace=replace)
+    )
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith(".") for part in relative.parts):
+            continue
+        with path.open("rb") as handle:
+            while chunk := handle.read(UPLOAD_CHUNK):
+                yield datasets_pb2.UploadDatasetRequest(
+                    chunk=datasets_pb2.FileChunk(path=relative.as_posix(), data=chunk)
+                )
+
+
 def _health_request(service: str) -> health_pb2.HealthCheckRequest:
     return health_pb2.HealthCheckRequest(service=service)
 
@@ -138,6 +165,7 @@ class Client:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._robustness = robustness_pb2_grpc.RobustnessServiceStub(self._channel)
+        self._datasets = datasets_pb2_grpc.DatasetServiceStub(self._channel)
 
     def __enter__(self) -> Client:
         return self
@@ -187,6 +215,16 @@ class Client:
     def is_serving(self, service: str = "", *, timeout_s: float | None = None) -> bool:
         """Standard gRPC health check ("" = the whole server)."""
         return _serving(self._call(self._health.Check, _health_request(service), timeout_s))
+
+    def upload_dataset(
+        self, name: str, folder: str | os.PathLike[str], *, replace: bool = False
+    ) -> str:
+        """Upload a local dataset folder (ImageFolder, or manifest + images); return its path."""
+        try:
+            response = self._datasets.UploadDataset(upload_messages(name, Path(folder), replace))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return str(response.path)
 
     def start_evaluation(
         self,
@@ -273,6 +311,7 @@ class AsyncClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._robustness = robustness_pb2_grpc.RobustnessServiceStub(self._channel)
+        self._datasets = datasets_pb2_grpc.DatasetServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -324,6 +363,17 @@ class AsyncClient:
         """Standard gRPC health check ("" = the whole server)."""
         request = _health_request(service)
         return _serving(await self._call(self._health.Check, request, timeout_s))
+
+    async def upload_dataset(
+        self, name: str, folder: str | os.PathLike[str], *, replace: bool = False
+    ) -> str:
+        """Upload a local dataset folder; return its server path."""
+        try:
+            call = self._datasets.UploadDataset(upload_messages(name, Path(folder), replace))
+            response = await call
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return str(response.path)
 
     async def start_evaluation(
         self,

@@ -28,6 +28,7 @@ from assay.server.models.loading import build_registry
 from assay.server.models.registry import ModelRegistry
 from assay.server.robustness.evaluation import RobustnessJobs
 from assay.server.robustness.generation import CorruptionWorkers
+from assay.server.services.datasets import DatasetServicer
 from assay.server.services.inference import InferenceServicer
 from assay.server.services.interceptors import ErrorMappingInterceptor, MetricsInterceptor
 from assay.server.services.jobs import JobServicer
@@ -35,6 +36,8 @@ from assay.server.services.models import ModelServicer
 from assay.server.services.robustness import RobustnessServicer
 from assay.server.settings import Settings
 from assay.v1 import (
+    datasets_pb2,
+    datasets_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
     jobs_pb2,
@@ -57,6 +60,7 @@ SERVICES = (
     models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
     jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     robustness_pb2.DESCRIPTOR.services_by_name["RobustnessService"].full_name,
+    datasets_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
 )
 READINESS_POLL_S = 1.0
 
@@ -120,7 +124,7 @@ class AssayServer:
             await self.health.set(model_health_name(name), _SERVING if is_ready else _NOT_SERVING)
         any_ready = _SERVING if any(ready.values()) else _NOT_SERVING
         for service in SERVICES:
-            always = service in (SERVICES[1], SERVICES[2])  # metadata and job records
+            always = service in (SERVICES[1], SERVICES[2], SERVICES[4])  # no model needed
             await self.health.set(service, _SERVING if always else any_ready)
         await self.health.set("", any_ready)
 
@@ -158,7 +162,9 @@ async def create_server(
     pool = ThreadPoolExecutor(settings.images.preprocess_workers, thread_name_prefix="preprocess")
     predictor = Predictor(registry, settings.images, pool)
     workers = CorruptionWorkers(settings.jobs.workers)
-    roots = DatasetRoots(settings.data.roots or [DEFAULT_DATA_ROOT])
+    uploads = settings.data.dir / "datasets"
+    uploads.mkdir(parents=True, exist_ok=True)
+    roots = DatasetRoots([*(settings.data.roots or [DEFAULT_DATA_ROOT]), uploads])
     evaluations = RobustnessJobs(
         registry,
         roots,
@@ -178,6 +184,10 @@ async def create_server(
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(predictor), server)
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
+    max_upload = int(settings.data.max_upload_mb * 1024 * 1024)
+    datasets_pb2_grpc.add_DatasetServiceServicer_to_server(
+        DatasetServicer(uploads, max_upload), server
+    )
     robustness_pb2_grpc.add_RobustnessServiceServicer_to_server(
         RobustnessServicer(jobs, evaluations), server
     )

@@ -107,7 +107,10 @@ class DataSettings(_Section):
     """Folders datasets may be read from; any other path is PERMISSION_DENIED.
     Empty = the bundled demo data (deploy/samples) in a source checkout."""
     dir: Path = Path("~/.local/share/assay").expanduser()
-    """The server's data folder: the job database (jobs.sqlite3) lives here."""
+    """The server's data folder: the job database (jobs.sqlite3) and uploaded
+    datasets (datasets/, always a dataset root) live here."""
+    max_upload_mb: Annotated[float, Field(gt=0)] = 1024.0
+    """Largest dataset a client may upload."""
 
 
 class JobSettings(_Section):
