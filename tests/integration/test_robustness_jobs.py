@@ -373,3 +373,26 @@ async def test_upload_over_the_limit_is_resource_exhausted(tmp_path: Path) -> No
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         await server.stop(0)
+
+
+def test_cli_evaluate_uploads_and_writes_an_html_report(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from assay.client._background import BackgroundServer
+    from assay.client.cli import app as cli_app
+
+    local = tmp_path / "digits"
+    for sample in SAMPLES:
+        (local / sample.name[0]).mkdir(parents=True, exist_ok=True)
+        (local / sample.name[0] / sample.name).write_bytes(sample.read_bytes())
+    with BackgroundServer(demo_settings()) as server:
+        out = tmp_path / "report.html"
+        result = CliRunner().invoke(cli_app, [
+            "evaluate", "--model", "digits_cnn", "--data", str(local), "--upload", "cli-digits",
+            "--corruptions", "fog,contrast", "--severities", "1,3", "--out", str(out),
+            "--target", f"127.0.0.1:{server.port}",
+        ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "clean error" in result.output and "error under fog" in result.output
+    html = out.read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "digits_cnn" in html

@@ -111,6 +111,9 @@ def evaluate(
     ] = None,
     sample_limit: Annotated[int | None, typer.Option(help="At most this many images.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every generated image.")] = None,
+    upload: Annotated[
+        str | None, typer.Option(help="Upload the local --data folder under this name first.")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write the report (.html with plots, or .json).")
     ] = None,
@@ -126,8 +129,12 @@ def evaluate(
     }
     try:
         with Client(target) as client:
+            dataset = str(data.resolve())
+            if upload:
+                dataset = client.upload_dataset(upload, data, replace=True)
+                err_console.print(f"uploaded {data} to the server as {dataset}")
             job = client.start_evaluation(
-                model, str(data.resolve()), suite, baseline=baseline,
+                model, dataset, suite, baseline=baseline,
                 **{k: v for k, v in overrides.items() if v is not None},
             )  # fmt: skip
             err_console.print(f"job {job.id}: {job.total} units")
