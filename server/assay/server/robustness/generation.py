@@ -64,5 +64,5 @@ class CorruptionWorkers:
         await asyncio.gather(*(asyncio.wrap_future(f) for f in self._warming))
 
     def close(self) -> None:
-        """Stop the workers (pending work is cancelled)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers (pending work is cancelled) and reap them."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
