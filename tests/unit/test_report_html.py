@@ -70,8 +70,8 @@ def calibration() -> dict[str, Any]:
     return {
         "ece": E(0.07),
         "mce": 0.69,
-        "nll": 0.11,
-        "brier": 0.047,
+        "nll": {"value": 0.11, "low": 0.09, "high": 0.13, "confidence": 0.95},
+        "brier": {"value": 0.047, "low": 0.04, "high": 0.055, "confidence": 0.95},
         "temperature": 0.594,
         "ece_after_temperature": 0.028,
         "reliability": bins,

@@ -122,4 +122,21 @@ def test_without_a_baseline_a_small_model_gets_errors_but_no_mce() -> None:
     fog5 = float((units["corruption/fog/5"].arrays["model/pred"] != labels).mean())
     assert report["corruptions"]["fog"]["errors"]["5"]["value"] == pytest.approx(fog5)
     assert set(report["subgroups"]["accuracy"]) == {"a", "b"}
-    assert report["clean"]["calibration"]["temperature"] > 0
+    calibration_block = report["clean"]["calibration"]
+    assert calibration_block["temperature"] > 0
+    scores, _ = units["clean"].arrays["model/scores"], None
+    from sklearn.metrics import log_loss
+
+    from assay.server.robustness.calibration import brier_score, softmax
+
+    assert calibration_block["nll"]["value"] == pytest.approx(
+        log_loss(labels, softmax(scores), labels=range(10)), rel=1e-6
+    )
+    assert calibration_block["brier"]["value"] == pytest.approx(
+        brier_score(scores, labels, from_logits=True), rel=1e-9
+    )
+    assert (
+        calibration_block["nll"]["low"]
+        <= calibration_block["nll"]["value"]
+        <= calibration_block["nll"]["high"]
+    )

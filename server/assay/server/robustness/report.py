@@ -4,7 +4,7 @@ Schema "assay.robustness.report/v1" (stable; fields are only ever added):
 
     schema, model{name, version, backend}, baseline{name, kind} | null,
     dataset{source, images, classes}, suite{...},
-    clean{error, calibration{ece, mce, nll, brier, temperature, ece_after_temperature,
+    clean{error: E, calibration{ece: E, mce, nll: E, brier: E, temperature, ece_after_temperature,
           reliability[{lower, upper, count, mean_confidence, accuracy}]}},
     corruptions{name: {family, extra, errors{severity: E}, baseline_errors{severity: x},
                        mean_error: E, ce, relative_ce}},
@@ -115,8 +115,8 @@ def _clean(
                 ece_estimate(scores, labels, from_logits=logits, n_resamples=n, seed=suite.seed)
             ),
             "mce": calibration.maximum_calibration_error(scores, labels, from_logits=logits),
-            "nll": calibration.negative_log_likelihood(scores, labels, from_logits=logits),
-            "brier": calibration.brier_score(scores, labels, from_logits=logits),
+            "nll": _mean_ci(_per_sample_nll(scores, labels, logits), suite),
+            "brier": _mean_ci(_per_sample_brier(scores, labels, logits), suite),
             "temperature": fit.temperature if fit else None,
             "ece_after_temperature": fit.ece_after if fit else None,
             "reliability": [
@@ -125,6 +125,25 @@ def _clean(
             ],
         }
     return out
+
+
+def _probabilities(scores: np.ndarray, logits: bool) -> np.ndarray:
+    return calibration.softmax(scores) if logits else np.asarray(scores, np.float64)
+
+
+def _per_sample_nll(scores: np.ndarray, labels: np.ndarray, logits: bool) -> np.ndarray:
+    """-log p(y | x) per image (its mean is the NLL)."""
+    if logits:
+        return -calibration.log_softmax(scores)[np.arange(len(labels)), labels]
+    return -np.log(np.clip(_probabilities(scores, False)[np.arange(len(labels)), labels], 1e-12, 1))
+
+
+def _per_sample_brier(scores: np.ndarray, labels: np.ndarray, logits: bool) -> np.ndarray:
+    """Sum over classes of (p_k - y_k)^2 per image (its mean is the Brier score)."""
+    probs = _probabilities(scores, logits)
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(len(labels)), labels] = 1.0
+    return ((probs - onehot) ** 2).sum(axis=1)
 
 
 def _wrong(units: Mapping[str, UnitData], key: str, role: str, labels: np.ndarray) -> np.ndarray:
