@@ -210,3 +210,41 @@ async def test_outage_mid_traffic_is_unavailable_quickly_then_recovers(
     finally:
         await app.stop(0)
         triton.stop()
+
+
+async def test_robustness_suite_is_the_same_through_triton_and_onnxruntime(
+    triton: local_triton.TritonProcess,
+) -> None:
+    """The same suite, inline, on the in-process model and on the Triton-served copy."""
+    import json
+
+    from assay.v1 import robustness_pb2, robustness_pb2_grpc
+
+    app = await started(settings_with(triton_entry(triton.grpc_url)))
+    attack = robustness_pb2.Attack(
+        kind=robustness_pb2.ATTACK_KIND_SQUARE_LINF, epsilon=0.1, queries=60
+    )
+    suite = robustness_pb2.Suite(corruptions=["gaussian_noise", "contrast"], severities=[2, 4],
+                                 perturbations=["translate"], attacks=[attack])  # fmt: skip
+    images = [common_pb2.Image(encoded=p.read_bytes()) for p in SAMPLES]
+    labels = [p.name[0] for p in SAMPLES]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = robustness_pb2_grpc.RobustnessServiceStub(channel)
+            reports = {}
+            for model in ("digits_cnn", "digits_triton"):
+                request = robustness_pb2.ScoreRobustnessRequest(
+                    model=common_pb2.ModelRef(name=model), images=images, labels=labels, suite=suite
+                )
+                reports[model] = json.loads((await stub.ScoreRobustness(request)).json)
+    finally:
+        await app.stop(0)
+    onnx, via_triton = reports["digits_cnn"], reports["digits_triton"]
+    assert via_triton["model"]["backend"] == "triton" and onnx["model"]["backend"] == "onnx"
+    assert onnx["clean"]["error"] == via_triton["clean"]["error"]
+    for name in ("gaussian_noise", "contrast"):
+        assert onnx["corruptions"][name]["errors"] == via_triton["corruptions"][name]["errors"]
+    assert onnx["perturbations"] == via_triton["perturbations"]
+    a, b = onnx["attacks"][0], via_triton["attacks"][0]
+    assert abs(a["robust_accuracy"]["value"] - b["robust_accuracy"]["value"]) <= 0.1
+    assert b["score_calls"] <= 61
