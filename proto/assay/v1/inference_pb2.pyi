@@ -4,6 +4,7 @@ isort:skip_file
 Online inference: predictions for a batch of images."""
 
 from assay.v1 import common_pb2 as _common_pb2
+from assay.v1 import ood_pb2 as _ood_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -27,6 +28,7 @@ class PredictRequest(_message.Message):
     IMAGES_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
+    SIGNALS_FIELD_NUMBER: _builtins.int
     top_k: _builtins.int
     """How many classes to return per image, most probable first. 0 means 5
     (or every class when the model has fewer).
@@ -41,6 +43,14 @@ class PredictRequest(_message.Message):
         "features", "feature_map") or by the model's output name.
         """
 
+    @_builtins.property
+    def signals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Trust signals computed from the same inference, no second backend call:
+        "ood" scores each image with the model's OOD profile (its default
+        scorer). FAILED_PRECONDITION when the model has no (matching) profile.
+        Field numbers 6-15 are kept for more signals (anomaly, AI-generated).
+        """
+
     def __init__(
         self,
         *,
@@ -48,10 +58,11 @@ class PredictRequest(_message.Message):
         images: _abc.Iterable[_common_pb2.Image] | None = ...,
         top_k: _builtins.int = ...,
         outputs: _abc.Iterable[_builtins.str] | None = ...,
+        signals: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "model", b"model", "outputs", b"outputs", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "model", b"model", "outputs", b"outputs", "signals", b"signals", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -114,6 +125,7 @@ class ImageResult(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
+    OOD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The Image.id the caller sent."""
     @_builtins.property
@@ -124,16 +136,21 @@ class ImageResult(_message.Message):
     def outputs(self) -> _containers.MessageMap[_builtins.str, _common_pb2.Tensor]:
         """Requested raw outputs for this image, keyed as requested."""
 
+    @_builtins.property
+    def ood(self) -> _containers.RepeatedCompositeFieldContainer[_ood_pb2.OodScore]:
+        """The "ood" signal, when requested."""
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         top_k: _abc.Iterable[Global___Classification] | None = ...,
         outputs: _abc.Mapping[_builtins.str, _common_pb2.Tensor] | None = ...,
+        ood: _abc.Iterable[_ood_pb2.OodScore] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "outputs", b"outputs", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "ood", b"ood", "outputs", b"outputs", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,6 +26,7 @@ from assay.server.jobs.store import SqliteJobStore
 from assay.server.metrics import MetricsEndpoint, ServerMetrics
 from assay.server.models.loading import build_registry
 from assay.server.models.registry import ModelRegistry
+from assay.server.ood.service import OodProfiles, ProfileStore
 from assay.server.robustness.evaluation import RobustnessJobs
 from assay.server.robustness.generation import CorruptionWorkers
 from assay.server.services.datasets import DatasetServicer
@@ -33,6 +34,7 @@ from assay.server.services.inference import InferenceServicer
 from assay.server.services.interceptors import ErrorMappingInterceptor, MetricsInterceptor
 from assay.server.services.jobs import JobServicer
 from assay.server.services.models import ModelServicer
+from assay.server.services.ood import OodServicer
 from assay.server.services.robustness import RobustnessServicer
 from assay.server.settings import Settings
 from assay.v1 import (
@@ -44,6 +46,8 @@ from assay.v1 import (
     jobs_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    ood_pb2,
+    ood_pb2_grpc,
     robustness_pb2,
     robustness_pb2_grpc,
 )
@@ -61,6 +65,7 @@ SERVICES = (
     jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     robustness_pb2.DESCRIPTOR.services_by_name["RobustnessService"].full_name,
     datasets_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
+    ood_pb2.DESCRIPTOR.services_by_name["OodService"].full_name,
 )
 READINESS_POLL_S = 1.0
 
@@ -160,7 +165,6 @@ async def create_server(
     metrics = ServerMetrics(metrics_registry or CollectorRegistry())
     registry = await build_registry(settings, metrics, default_repository)
     pool = ThreadPoolExecutor(settings.images.preprocess_workers, thread_name_prefix="preprocess")
-    predictor = Predictor(registry, settings.images, pool)
     workers = CorruptionWorkers(settings.jobs.workers)
     uploads = settings.data.dir / "datasets"
     uploads.mkdir(parents=True, exist_ok=True)
@@ -173,8 +177,20 @@ async def create_server(
         max_pixels=settings.images.max_pixels,
         inline_max_images=settings.jobs.inline_max_images,
     )
+    profiles = OodProfiles(
+        registry,
+        roots,
+        pool,
+        ProfileStore(settings.data.dir / "profiles"),
+        settings.images.max_pixels,
+    )
+    predictor = Predictor(registry, settings.images, pool, profiles)
     store = SqliteJobStore(settings.data.dir / "jobs.sqlite3")
-    jobs = JobManager(store, {RobustnessJobs.kind: evaluations}, settings.jobs.max_running)
+    jobs = JobManager(
+        store,
+        {RobustnessJobs.kind: evaluations, OodProfiles.kind: profiles},
+        settings.jobs.max_running,
+    )
 
     server = grpc.aio.server(
         interceptors=[MetricsInterceptor(metrics), ErrorMappingInterceptor()],
@@ -184,6 +200,7 @@ async def create_server(
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(predictor), server)
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
+    ood_pb2_grpc.add_OodServiceServicer_to_server(OodServicer(jobs, profiles), server)
     max_upload = int(settings.data.max_upload_mb * 1024 * 1024)
     datasets_pb2_grpc.add_DatasetServiceServicer_to_server(
         DatasetServicer(uploads, max_upload), server

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from assay.server.errors import InvalidArgumentError, ModelNotReadyError
+from assay.server.errors import FailedPreconditionError, InvalidArgumentError, ModelNotReadyError
 from assay.server.models.config import OutputRole
 from assay.server.models.preprocess import ImageInput, Preprocessor
 from assay.server.models.registry import ModelRegistry, ServedModel
+from assay.server.ood.fitting import OodVerdict, default_scorer, verdicts
+from assay.server.ood.profiles import ModelProfile
+from assay.server.ood.service import OodProfiles, role_outputs
 from assay.server.settings import ImageSettings
 
 DEFAULT_TOP_K = 5
@@ -34,6 +37,8 @@ class PredictQuery:
     """0 = DEFAULT_TOP_K; clamped to the number of classes."""
     outputs: Sequence[str] = ()
     """Raw outputs to return, by role or by output name."""
+    signals: Sequence[str] = ()
+    """Trust signals computed from the same inference ("ood")."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class ImagePrediction:
     id: str
     top_k: list[Classification]
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    ood: list[OodVerdict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -71,10 +77,12 @@ class Predictor:
         registry: ModelRegistry,
         images: ImageSettings,
         preprocess_pool: Executor,
+        ood: OodProfiles | None = None,
     ) -> None:
         self._registry = registry
         self._limits = images
         self._pool = preprocess_pool
+        self._ood = ood
 
     async def predict(self, query: PredictQuery, deadline: float | None = None) -> PredictResult:
         """Predict every image of query; deadline is an absolute loop.time()."""
@@ -85,14 +93,32 @@ class Predictor:
             raise ModelNotReadyError(
                 f"model {model.name!r} is not ready ({model.status()}); retry later"
             )
+        profile = await self._signal_profile(model, query.signals)
         batch = await self._preprocess(model, query.images)
         outputs = await model.batcher.submit({model.input_name: batch}, deadline)
         model.observers.images.inc(len(query.images))
+        predictions = build_predictions(model, outputs, query, wanted)
+        if profile is not None:  # the same outputs feed the scorer: no second inference
+            scorer = default_scorer(profile)
+            judged = verdicts(profile, role_outputs(model, outputs), [scorer])
+            for prediction, verdict in zip(predictions, judged, strict=True):
+                prediction.ood.extend(verdict)
+            model.observers.record_ood(verdicts_flat(predictions))
         return PredictResult(
-            model=model.name,
-            version=model.config.version,
-            predictions=build_predictions(model, outputs, query, wanted),
+            model=model.name, version=model.config.version, predictions=predictions
         )
+
+    async def _signal_profile(
+        self, model: ServedModel, signals: Sequence[str]
+    ) -> ModelProfile | None:
+        unknown = set(signals) - {"ood"}
+        if unknown:
+            raise InvalidArgumentError(f"unknown signals {sorted(unknown)}; available: ood")
+        if "ood" not in signals:
+            return None
+        if self._ood is None:
+            raise FailedPreconditionError("OOD signals are not enabled on this server")
+        return await self._ood.profile_for(model)
 
     def _check_request(self, query: PredictQuery) -> None:
         count = len(query.images)
@@ -207,3 +233,8 @@ def build_predictions(
         ImagePrediction(ids[row], classes[row], {key: value[row] for key, value in raw.items()})
         for row in range(count)
     ]
+
+
+def verdicts_flat(predictions: Sequence[ImagePrediction]) -> list[OodVerdict]:
+    """Every OOD verdict of a request, for metrics."""
+    return [v for p in predictions for v in p.ood]

@@ -30,6 +30,8 @@ LATENCY_BUCKETS_S = (
     5.0,
     10.0,
 )
+OOD_TAIL_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
+"""Holdout-tail buckets: the profile's holdout quantiles, expressed as ranks."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 _RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
@@ -104,6 +106,16 @@ class ServerMetrics:
             ("model",),
             registry=registry,
         )
+        self.ood_tail = Histogram(
+            "assay_ood_score",
+            "OOD score of served images as the share of the profile's in-distribution holdout "
+            "scoring at least as high (0 = beyond every holdout image).",
+            ("model", "scorer"), buckets=OOD_TAIL_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.ood_flagged = Counter(
+            "assay_ood_flagged_total", "Served images flagged out-of-distribution.",
+            ("model", "scorer"), registry=registry,
+        )  # fmt: skip
         self.model_ready = Gauge(
             "assay_model_ready",
             "1 when the model's backend can serve, else 0.",

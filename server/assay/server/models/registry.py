@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -32,6 +33,8 @@ class ModelObservers:
 
     preprocess_seconds: Histogram
     images: Counter
+    metrics: ServerMetrics
+    name: str
 
     @classmethod
     def for_model(cls, metrics: ServerMetrics, name: str) -> ModelObservers:
@@ -39,7 +42,17 @@ class ModelObservers:
         return cls(
             preprocess_seconds=metrics.preprocess_seconds.labels(model=name),
             images=metrics.images.labels(model=name),
+            metrics=metrics,
+            name=name,
         )
+
+    def record_ood(self, verdicts: Iterable[Any]) -> None:
+        """OOD score ranks (holdout tail) and flags of served requests."""
+        for verdict in verdicts:
+            labels = {"model": self.name, "scorer": verdict.scorer}
+            self.metrics.ood_tail.labels(**labels).observe(verdict.holdout_tail)
+            if verdict.is_ood:
+                self.metrics.ood_flagged.labels(**labels).inc()
 
 
 @dataclass

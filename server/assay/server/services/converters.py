@@ -14,7 +14,8 @@ from assay.server.models.backend import TensorInfo
 from assay.server.models.config import Color, InputDType, Layout, Resize, Task
 from assay.server.models.preprocess import EncodedImage, ImageInput, InputTensor, PixelImage
 from assay.server.models.registry import ServedModel
-from assay.v1 import common_pb2, inference_pb2, models_pb2
+from assay.server.ood.fitting import OodVerdict
+from assay.v1 import common_pb2, inference_pb2, models_pb2, ood_pb2
 from assay.v1.tensor_codec import dtype_code, from_array, to_array
 
 _TASKS = {
@@ -71,6 +72,7 @@ def predict_request_to_query(request: inference_pb2.PredictRequest) -> PredictQu
         ids=ids if any(ids) else (),
         top_k=request.top_k,
         outputs=tuple(request.outputs),
+        signals=tuple(request.signals),
     )
 
 
@@ -85,7 +87,19 @@ def predict_result_to_proto(result: PredictResult) -> inference_pb2.PredictRespo
             item.top_k.add(index=c.index, label=c.label, probability=c.probability)
         for key, value in prediction.outputs.items():
             item.outputs[key].CopyFrom(from_array(value))
+        item.ood.extend(ood_score(v) for v in prediction.ood)
     return response
+
+
+def ood_score(verdict: OodVerdict) -> ood_pb2.OodScore:
+    """OodVerdict -> OodScore."""
+    return ood_pb2.OodScore(
+        scorer=verdict.scorer,
+        score=verdict.score,
+        threshold=verdict.threshold,
+        is_ood=verdict.is_ood,
+        holdout_tail=verdict.holdout_tail,
+    )
 
 
 def _tensor_spec(info: TensorInfo, role: str = "") -> models_pb2.TensorSpec:

@@ -1,0 +1,247 @@
+"""OOD profiles as a service: the fit job, the profile store, scoring served images.
+
+Profiles live under `<data.dir>/profiles/<model>/<version>/profile.{npz,json}`
+and are bound to the model's fingerprint (its outputs on a fixed probe); a
+profile for another version, or for changed weights, is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.server.datasets import DatasetRoots, label_indices, load_rgb
+from assay.server.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from assay.server.jobs.manager import JobContext
+from assay.server.models.config import OutputRole
+from assay.server.models.preprocess import ImageInput, PixelImage
+from assay.server.models.registry import ModelRegistry, ServedModel
+from assay.server.ood.fitting import (
+    OodVerdict,
+    RoleOutputs,
+    choose_scorers,
+    default_scorer,
+    fit_profile,
+    summarize,
+    verdicts,
+)
+from assay.server.ood.profiles import ModelProfile, fingerprint, load_profile, save_profile
+
+CHUNK = 64
+PROBE_SEED = 20260101
+
+
+def role_outputs(model: ServedModel, outputs: dict[str, np.ndarray]) -> RoleOutputs:
+    """The logits and features roles of a batch of backend outputs."""
+    logits = model.output_name(OutputRole.LOGITS)
+    features = model.output_name(OutputRole.FEATURES)
+    return RoleOutputs(
+        outputs[logits].astype(np.float64) if logits else None,
+        outputs[features].reshape(len(outputs[features]), -1).astype(np.float64)
+        if features
+        else None,
+    )
+
+
+def available_roles(model: ServedModel) -> set[str]:
+    """Which of logits / features the model exposes."""
+    roles = model.config.outputs
+    return {r.value for r in (OutputRole.LOGITS, OutputRole.FEATURES) if r in roles}
+
+
+class ProfileStore:
+    """Profiles on disk, one per model version."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._cache: dict[tuple[str, str], tuple[float, ModelProfile]] = {}
+
+    def _stem(self, model: str, version: str) -> Path:
+        return self.root / model / version / "profile"
+
+    def save(self, profile: ModelProfile) -> None:
+        """Write (or replace) the profile of its model version."""
+        stem = self._stem(profile.model_name, profile.model_version)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        save_profile(stem, profile)
+
+    def load(self, model: str, version: str) -> ModelProfile | None:
+        """The stored profile, or None; reloaded when the file changed."""
+        json_path = self._stem(model, version).with_suffix(".json")
+        if not json_path.exists():
+            return None
+        mtime = json_path.stat().st_mtime
+        cached = self._cache.get((model, version))
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, load_profile(self._stem(model, version)))
+            self._cache[(model, version)] = cached
+        return cached[1]
+
+    def versions(self, model: str) -> list[str]:
+        """Versions of a model that have a profile."""
+        folder = self.root / model
+        return (
+            sorted(p.name for p in folder.iterdir() if (p / "profile.json").exists())
+            if folder.is_dir()
+            else []
+        )
+
+    def all(self, model: str | None = None) -> list[ModelProfile]:
+        """Every stored profile (of one model)."""
+        models = [model] if model else sorted(p.name for p in self.root.glob("*") if p.is_dir())
+        found = [self.load(m, v) for m in models for v in self.versions(m)]
+        return [p for p in found if p is not None]
+
+    def delete(self, model: str, version: str) -> ModelProfile:
+        """Remove a profile; NotFoundError when there is none."""
+        profile = self.load(model, version)
+        if profile is None:
+            raise NotFoundError(f"model {model!r} version {version!r} has no OOD profile")
+        shutil.rmtree(self._stem(model, version).parent)
+        self._cache.pop((model, version), None)
+        return profile
+
+
+class OodProfiles:
+    """The "ood_profile" job kind and online scoring against stored profiles."""
+
+    kind = "ood_profile"
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        roots: DatasetRoots,
+        pool: Executor,
+        store: ProfileStore,
+        max_pixels: int,
+    ) -> None:
+        self._registry = registry
+        self._roots = roots
+        self._pool = pool
+        self.store = store
+        self._max_pixels = max_pixels
+        self._fingerprints: dict[tuple[str, str], str] = {}
+
+    async def outputs(self, model: ServedModel, images: Sequence[ImageInput]) -> RoleOutputs:
+        """The model's logits/features for images, through its batcher."""
+        loop = asyncio.get_running_loop()
+        prep = model.preprocessor
+        parts = []
+
+        def build(chunk: Sequence[ImageInput]) -> np.ndarray:
+            return prep.build(prep.open(chunk))
+
+        for start in range(0, len(images), CHUNK):
+            batch = await loop.run_in_executor(self._pool, build, images[start : start + CHUNK])
+            parts.append(await model.batcher.submit({model.input_name: batch}))
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return role_outputs(model, merged)
+
+    async def fingerprint(self, model: ServedModel) -> str:
+        """The model's outputs on a fixed probe, hashed (cached per model version)."""
+        key = (model.name, model.config.version)
+        if key not in self._fingerprints:
+            spec = model.config.input
+            rng = np.random.default_rng(PROBE_SEED)
+            probe = [
+                PixelImage(rng.integers(0, 256, (spec.height, spec.width, 3), dtype=np.uint8))
+                for _ in range(4)
+            ]
+            out = await self.outputs(model, probe)
+            arrays = {
+                k: v
+                for k, v in (("logits", out.logits), ("features", out.features))
+                if v is not None
+            }
+            self._fingerprints[key] = fingerprint(arrays)
+        return self._fingerprints[key]
+
+    def prepare(self, spec: dict[str, Any]) -> int:
+        """Validate a fit request; a fit is one unit of work."""
+        model = self._registry.get(spec["model"], spec.get("version", ""))
+        choose_scorers(spec.get("scorers") or [], available_roles(model))
+        if not 0.5 <= spec.get("target_tpr", 0.95) < 1.0:
+            raise InvalidArgumentError("target_tpr must be in [0.5, 1)")
+        if not 0.05 <= spec.get("holdout_fraction", 0.2) <= 0.5:
+            raise InvalidArgumentError("holdout_fraction must be in [0.05, 0.5]")
+        dataset = self._roots.open(Path(spec["dataset"]))
+        if len(dataset.samples) < 3:
+            raise InvalidArgumentError(
+                f"a profile needs at least 3 reference images, the dataset has "
+                f"{len(dataset.samples)}"
+            )
+        return 1
+
+    async def run(self, context: JobContext) -> dict[str, Any]:
+        """Fit, store and summarise the profile."""
+        spec = context.record.spec
+        model = self._registry.get(spec["model"], spec.get("version", ""))
+        scorers = choose_scorers(spec.get("scorers") or [], available_roles(model))
+        dataset = self._roots.open(Path(spec["dataset"])).subset(
+            spec.get("sample_limit"), spec.get("seed", 0)
+        )
+        try:
+            labels: np.ndarray | None = (
+                label_indices(dataset, model.labels) if model.labels else None
+            )
+        except InvalidArgumentError:
+            labels = None  # not the model's classes (e.g. unlabeled data): use predictions
+        await context.progress(0, 1, "scoring reference images")
+        images = await asyncio.get_running_loop().run_in_executor(
+            self._pool,
+            lambda: [PixelImage(load_rgb(s.path, self._max_pixels)) for s in dataset.samples],
+        )
+        outputs = await self.outputs(model, images)
+        await context.progress(0, 1, "fitting")
+        bound = (model.name, model.config.version, await self.fingerprint(model))
+        profile = await asyncio.to_thread(
+            fit_profile,
+            outputs,
+            labels,
+            scorers,
+            model=bound,
+            target_tpr=spec.get("target_tpr", 0.95),
+            holdout_fraction=spec.get("holdout_fraction", 0.2),
+            seed=spec.get("seed", 0),
+        )
+        self.store.save(profile)
+        await context.put("profile", {"images": len(images)}, {})
+        return {**summarize(profile), "reference_images": len(images)}
+
+    async def profile_for(self, model: ServedModel) -> ModelProfile:
+        """The model's profile, refused when missing or fitted on other weights."""
+        profile = self.store.load(model.name, model.config.version)
+        if profile is None:
+            others = self.store.versions(model.name)
+            hint = f" (profiles exist for versions {', '.join(others)})" if others else ""
+            raise FailedPreconditionError(
+                f"model {model.name!r} version {model.config.version!r} has no OOD profile{hint}; "
+                "fit one with FitProfile"
+            )
+        if profile.fingerprint != await self.fingerprint(model):
+            raise FailedPreconditionError(
+                f"the OOD profile of {model.name!r} was fitted on different weights "
+                "(fingerprint mismatch); refit it"
+            )
+        return profile
+
+    async def score(
+        self, model_name: str, version: str, images: Sequence[ImageInput], scorers: Sequence[str]
+    ) -> tuple[ServedModel, list[list[OodVerdict]]]:
+        """Verdicts for images (the profile's default scorer when none is named)."""
+        model = self._registry.get(model_name, version)
+        if not images:
+            raise InvalidArgumentError("no images; send at least one")
+        profile = await self.profile_for(model)
+        outputs = await self.outputs(model, images)
+        return model, verdicts(profile, outputs, list(scorers) or [default_scorer(profile)])

@@ -1,0 +1,90 @@
+"""OodService: fit profiles (jobs), list/delete them, score images."""
+
+from __future__ import annotations
+
+import grpc
+
+from assay.server.errors import InvalidArgumentError
+from assay.server.jobs.manager import JobManager
+from assay.server.ood.fitting import default_scorer, holdout_quantiles
+from assay.server.ood.profiles import ModelProfile
+from assay.server.ood.service import OodProfiles
+from assay.server.services.converters import image_to_domain, ood_score
+from assay.server.services.jobs import job_to_proto
+from assay.v1 import common_pb2, jobs_pb2, ood_pb2, ood_pb2_grpc
+
+
+def profile_to_proto(profile: ModelProfile) -> ood_pb2.OodProfile:
+    """ModelProfile -> OodProfile."""
+    return ood_pb2.OodProfile(
+        model=common_pb2.ModelRef(name=profile.model_name, version=profile.model_version),
+        fingerprint=profile.fingerprint,
+        target_tpr=profile.target_tpr,
+        scorers=[
+            ood_pb2.ScorerThreshold(
+                scorer=name,
+                threshold=e.threshold,
+                holdout_quantiles=holdout_quantiles(e.holdout_scores),
+            )
+            for name, e in profile.scorers.items()
+        ],
+        default_scorer=default_scorer(profile),
+        reference_images=0,
+    )
+
+
+class OodServicer(ood_pb2_grpc.OodServiceServicer):
+    """Converts OodService calls to profile jobs and scoring."""
+
+    def __init__(self, jobs: JobManager, profiles: OodProfiles) -> None:
+        self._jobs = jobs
+        self._profiles = profiles
+
+    async def FitProfile(
+        self, request: ood_pb2.FitProfileRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Job:
+        """Start a profile fit job."""
+        if not request.model.name or not request.dataset:
+            raise InvalidArgumentError("model.name and dataset are required")
+        spec = {
+            "model": request.model.name,
+            "version": request.model.version,
+            "dataset": request.dataset,
+            "scorers": list(request.scorers),
+            "target_tpr": request.target_tpr or 0.95,
+            "holdout_fraction": request.holdout_fraction or 0.2,
+            "sample_limit": request.sample_limit if request.HasField("sample_limit") else None,
+            "seed": request.seed,
+        }
+        return job_to_proto(await self._jobs.start(OodProfiles.kind, spec))
+
+    async def ListProfiles(
+        self, request: ood_pb2.ListProfilesRequest, context: grpc.aio.ServicerContext
+    ) -> ood_pb2.ListProfilesResponse:
+        """Stored profiles."""
+        found = self._profiles.store.all(request.model or None)
+        return ood_pb2.ListProfilesResponse(profiles=[profile_to_proto(p) for p in found])
+
+    async def DeleteProfile(
+        self, request: ood_pb2.DeleteProfileRequest, context: grpc.aio.ServicerContext
+    ) -> ood_pb2.OodProfile:
+        """Remove a model version's profile."""
+        version = request.model.version or "1"
+        return profile_to_proto(self._profiles.store.delete(request.model.name, version))
+
+    async def ScoreOOD(
+        self, request: ood_pb2.ScoreOODRequest, context: grpc.aio.ServicerContext
+    ) -> ood_pb2.ScoreOODResponse:
+        """Score images with the model's profile."""
+        if not request.model.name:
+            raise InvalidArgumentError("model.name is empty; name the model to score with")
+        images = [image_to_domain(image, i) for i, image in enumerate(request.images)]
+        model, results = await self._profiles.score(
+            request.model.name, request.model.version, images, list(request.scorers)
+        )
+        response = ood_pb2.ScoreOODResponse(
+            model=common_pb2.ModelRef(name=model.name, version=model.config.version)
+        )
+        for image, verdicts in zip(request.images, results, strict=True):
+            response.results.add(id=image.id, scores=[ood_score(v) for v in verdicts])
+        return response

@@ -1,0 +1,218 @@
+"""OOD profiles over the real gRPC stack with the real demo model and shipped OOD sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from assay.server.app import AssayServer, create_server
+from assay.v1 import (
+    common_pb2,
+    inference_pb2,
+    inference_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    ood_pb2,
+    ood_pb2_grpc,
+)
+from tests.conftest import ROOT, demo_settings
+
+SAMPLES_ROOT = ROOT / "deploy" / "samples"
+HELDOUT = SAMPLES_ROOT / "digits_heldout"
+OOD_SETS = {
+    name: sorted((SAMPLES_ROOT / "ood" / name / "ood").glob("*.png"))[:60]
+    for name in ("letters", "textures", "noise")
+}
+DIGITS = ROOT / "deploy" / "triton" / "model_repository" / "digits_cnn"
+
+
+@pytest.fixture
+async def app() -> AssayServer:  # type: ignore[misc]
+    server = await create_server(demo_settings(data={"roots": [str(SAMPLES_ROOT)]}))
+    await server.start()
+    yield server
+    await server.stop(0)
+
+
+def ref(name: str = "digits_cnn", version: str = "") -> common_pb2.ModelRef:
+    return common_pb2.ModelRef(name=name, version=version)
+
+
+async def fit(channel: grpc.aio.Channel, dataset: Path = HELDOUT, **fields: object) -> jobs_pb2.Job:
+    ood = ood_pb2_grpc.OodServiceStub(channel)
+    jobs = jobs_pb2_grpc.JobServiceStub(channel)
+    job = await ood.FitProfile(
+        ood_pb2.FitProfileRequest(model=ref(), dataset=str(dataset), **fields)
+    )
+    events = [e async for e in jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job.id))]
+    return events[-1].job
+
+
+def images(paths: list[Path]) -> list[common_pb2.Image]:
+    return [common_pb2.Image(encoded=p.read_bytes(), id=p.name) for p in paths]
+
+
+async def test_fit_then_score_separates_ood_sets_from_held_out_digits(app: AssayServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        job = await fit(channel, sample_limit=300)
+        assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
+        ood = ood_pb2_grpc.OodServiceStub(channel)
+        listed = (await ood.ListProfiles(ood_pb2.ListProfilesRequest(model="digits_cnn"))).profiles
+        assert len(listed) == 1 and {s.scorer for s in listed[0].scorers} == {
+            "msp", "max_logit", "energy", "entropy", "mahalanobis", "gaussian", "knn", "vim"}  # fmt: skip
+        scorers = [s.scorer for s in listed[0].scorers]
+        digits = sorted(HELDOUT.glob("*/*.png"))[::3][:100]
+
+        async def scores(paths: list[Path]) -> dict[str, np.ndarray]:
+            response = await ood.ScoreOOD(
+                ood_pb2.ScoreOODRequest(model=ref(), images=images(paths), scorers=scorers)
+            )
+            return {
+                s: np.array(
+                    [next(x.score for x in r.scores if x.scorer == s) for r in response.results]
+                )
+                for s in scorers
+            }
+
+        in_scores = await scores(digits)
+        aurocs = {}
+        for name, paths in OOD_SETS.items():
+            out_scores = await scores(paths)
+            for scorer in scorers:
+                labels = np.r_[np.zeros(len(digits)), np.ones(len(paths))]
+                aurocs[(name, scorer)] = roc_auc_score(
+                    labels, np.r_[in_scores[scorer], out_scores[scorer]]
+                )
+        best = {name: max(aurocs[(name, s)] for s in scorers) for name in OOD_SETS}
+        print(
+            "AUROC by OOD set and scorer:",
+            json.dumps({f"{k[0]}/{k[1]}": round(v, 3) for k, v in aurocs.items()}),
+        )
+        assert all(value > 0.9 for value in best.values()), best
+
+
+async def test_predict_ood_signal_uses_the_same_inference(app: AssayServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        assert (await fit(channel, sample_limit=200)).state == jobs_pb2.JOB_STATE_SUCCEEDED
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        batch = images(sorted(HELDOUT.glob("*/*.png"))[:8] + OOD_SETS["noise"][:8])
+        registry = app.metrics.registry
+        calls = lambda: registry.get_sample_value("assay_batch_size_count", {"model": "digits_cnn"})  # noqa: E731
+        before = calls()
+        plain = await stub.Predict(inference_pb2.PredictRequest(model=ref(), images=batch))
+        middle = calls()
+        signalled = await stub.Predict(
+            inference_pb2.PredictRequest(model=ref(), images=batch, signals=["ood"])
+        )
+        after = calls()
+        assert after - middle == middle - before == 1, "the OOD signal adds no backend call"
+        assert [r.top_k[0].label for r in plain.results] == [
+            r.top_k[0].label for r in signalled.results
+        ]
+        flags = [r.ood[0].is_ood for r in signalled.results]
+        assert sum(flags[8:]) >= 6 and sum(flags[:8]) <= 2, flags
+        assert all(
+            r.ood[0].scorer == "mahalanobis" and 0 <= r.ood[0].holdout_tail <= 1
+            for r in signalled.results
+        )
+        flagged = registry.get_sample_value(
+            "assay_ood_flagged_total", {"model": "digits_cnn", "scorer": "mahalanobis"}
+        )
+        assert flagged == sum(flags)
+
+
+async def test_bad_requests(app: AssayServer, tmp_path: Path) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        ood = ood_pb2_grpc.OodServiceStub(channel)
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        one = images(OOD_SETS["noise"][:1])
+        cases = [
+            (stub.Predict(inference_pb2.PredictRequest(model=ref(), images=one, signals=["ood"])), grpc.StatusCode.FAILED_PRECONDITION, "no OOD profile"),
+            (stub.Predict(inference_pb2.PredictRequest(model=ref(), images=one, signals=["vibes"])), grpc.StatusCode.INVALID_ARGUMENT, "unknown signals"),
+            (ood.ScoreOOD(ood_pb2.ScoreOODRequest(model=ref(), images=one)), grpc.StatusCode.FAILED_PRECONDITION, "FitProfile"),
+            (ood.FitProfile(ood_pb2.FitProfileRequest(model=ref(), dataset=str(HELDOUT), scorers=["magic"])), grpc.StatusCode.INVALID_ARGUMENT, "unknown scorer"),
+            (ood.FitProfile(ood_pb2.FitProfileRequest(model=ref(), dataset=str(HELDOUT / "0"))), grpc.StatusCode.INVALID_ARGUMENT, "no images"),
+            (ood.FitProfile(ood_pb2.FitProfileRequest(model=ref(), dataset="/etc")), grpc.StatusCode.PERMISSION_DENIED, "outside"),
+            (ood.DeleteProfile(ood_pb2.DeleteProfileRequest(model=ref())), grpc.StatusCode.NOT_FOUND, "no OOD profile"),
+        ]  # fmt: skip
+        for call, code, message in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            assert info.value.code() == code and message in info.value.details(), (
+                info.value.details()
+            )
+
+
+async def test_scorer_needing_features_on_a_logits_only_model_and_tiny_reference(
+    tmp_path: Path,
+) -> None:
+    entry = demo_settings().models[0].model_dump(mode="json")
+    entry["outputs"] = {"logits": "logits"}
+    tiny = tmp_path / "tiny" / "3"
+    tiny.mkdir(parents=True)
+    (tiny / "a.png").write_bytes(sorted(HELDOUT.glob("3/*.png"))[0].read_bytes())
+    server = await create_server(
+        demo_settings(models=[entry], data={"roots": [str(SAMPLES_ROOT), str(tmp_path)]})
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            ood = ood_pb2_grpc.OodServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ood.FitProfile(
+                    ood_pb2.FitProfileRequest(model=ref(), dataset=str(HELDOUT), scorers=["knn"])
+                )
+            assert (
+                info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                and "features" in info.value.details()
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ood.FitProfile(
+                    ood_pb2.FitProfileRequest(model=ref(), dataset=str(tmp_path / "tiny"))
+                )
+            assert (
+                info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                and "at least 3" in info.value.details()
+            )
+            job = await fit(channel, sample_limit=100)
+            assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
+            listed = (await ood.ListProfiles(ood_pb2.ListProfilesRequest())).profiles
+            assert {s.scorer for s in listed[0].scorers} == {
+                "msp",
+                "max_logit",
+                "energy",
+                "entropy",
+            }
+    finally:
+        await server.stop(0)
+
+
+async def test_profile_of_another_version_is_refused(tmp_path: Path) -> None:
+    data = {"roots": [str(SAMPLES_ROOT)], "dir": str(tmp_path)}
+    first = await create_server(demo_settings(data=data))
+    await first.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+            assert (await fit(channel, sample_limit=100)).state == jobs_pb2.JOB_STATE_SUCCEEDED
+    finally:
+        await first.stop(0)
+    entry = demo_settings().models[0].model_dump(mode="json")
+    entry["version"] = "2"
+    second = await create_server(demo_settings(models=[entry], data=data))
+    await second.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            ood = ood_pb2_grpc.OodServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ood.ScoreOOD(
+                    ood_pb2.ScoreOODRequest(model=ref(), images=images(OOD_SETS["noise"][:1]))
+                )
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "profiles exist for versions 1" in info.value.details()
+    finally:
+        await second.stop(0)
