@@ -216,3 +216,58 @@ async def test_profile_of_another_version_is_refused(tmp_path: Path) -> None:
             assert "profiles exist for versions 1" in info.value.details()
     finally:
         await second.stop(0)
+
+
+def test_cli_fit_then_predict_with_the_ood_signal() -> None:
+    """The "done when" loop: fit a profile, then `assay predict --signals ood` flags noise, passes digits."""
+    from typer.testing import CliRunner
+
+    from assay.client._background import BackgroundServer
+    from assay.client.cli import app as cli_app
+
+    runner = CliRunner()
+    with BackgroundServer(demo_settings(data={"roots": [str(SAMPLES_ROOT)]})) as server:
+        target = ["--target", f"127.0.0.1:{server.port}"]
+        fitted = runner.invoke(
+            cli_app,
+            [
+                "ood",
+                "fit",
+                "--model",
+                "digits_cnn",
+                "--data",
+                str(HELDOUT),
+                "--sample-limit",
+                "300",
+                *target,
+            ],
+        )
+        assert fitted.exit_code == 0, fitted.output
+        assert "mahalanobis (default)" in fitted.output
+        digits = [str(p) for p in sorted(HELDOUT.glob("*/*.png"))[:6]]
+        noise = [str(p) for p in OOD_SETS["noise"][:6]]
+        predicted = runner.invoke(
+            cli_app,
+            [
+                "predict",
+                "--model",
+                "digits_cnn",
+                "--signals",
+                "ood",
+                "--json",
+                *digits,
+                *noise,
+                *target,
+            ],
+        )
+        assert predicted.exit_code == 0, predicted.output
+        rows = json.loads(predicted.output)
+        flags = [row["ood"][0]["is_ood"] for row in rows]
+        assert sum(flags[6:]) >= 5 and sum(flags[:6]) <= 1, flags
+        scored = runner.invoke(
+            cli_app,
+            ["ood", "score", "--model", "digits_cnn", "--scorers", "energy,knn", noise[0], *target],
+        )
+        assert scored.exit_code == 0 and "energy" in scored.output and "knn" in scored.output
+        listed = runner.invoke(cli_app, ["ood", "profiles", *target])
+        assert "digits_cnn" in listed.output

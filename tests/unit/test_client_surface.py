@@ -19,6 +19,8 @@ def test_public_surface_is_exactly_the_intended_names() -> None:
         "JobProgress",
         "ModelInfo",
         "NotFoundError",
+        "OodProfileInfo",
+        "OodScore",
         "PermissionDeniedError",
         "Prediction",
         "Preprocessing",

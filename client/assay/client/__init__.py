@@ -22,7 +22,15 @@ from assay.client._errors import (
     UnavailableError,
 )
 from assay.client._jobs import Job, JobProgress
-from assay.client._types import Classification, ModelInfo, Prediction, Preprocessing, TensorSpec
+from assay.client._types import (
+    Classification,
+    ModelInfo,
+    OodProfileInfo,
+    OodScore,
+    Prediction,
+    Preprocessing,
+    TensorSpec,
+)
 
 __all__ = [
     "AssayClientError",
@@ -37,6 +45,8 @@ __all__ = [
     "JobProgress",
     "ModelInfo",
     "NotFoundError",
+    "OodProfileInfo",
+    "OodScore",
     "PermissionDeniedError",
     "Prediction",
     "Preprocessing",

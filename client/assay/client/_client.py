@@ -20,12 +20,14 @@ from assay.client._convert import (
     ImageLike,
     image_message,
     model_info,
+    ood_profile,
+    ood_score,
     predict_request,
     predictions,
 )
 from assay.client._errors import from_rpc_error
 from assay.client._jobs import Job, JobProgress, job, list_request, progress, suite_message
-from assay.client._types import ModelInfo, Prediction
+from assay.client._types import ModelInfo, OodProfileInfo, OodScore, Prediction
 from assay.v1 import (
     common_pb2,
     datasets_pb2,
@@ -35,6 +37,8 @@ from assay.v1 import (
     jobs_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    ood_pb2,
+    ood_pb2_grpc,
     robustness_pb2,
     robustness_pb2_grpc,
 )
@@ -130,6 +134,28 @@ def upload_messages(
                 )
 
 
+def _fit_request(
+    model: str,
+    dataset: str,
+    scorers: Iterable[str],
+    target_tpr: float,
+    holdout_fraction: float,
+    sample_limit: int | None,
+    seed: int,
+) -> ood_pb2.FitProfileRequest:
+    request = ood_pb2.FitProfileRequest(
+        model=common_pb2.ModelRef(name=model),
+        dataset=dataset,
+        scorers=list(scorers),
+        target_tpr=target_tpr,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+    )
+    if sample_limit is not None:
+        request.sample_limit = sample_limit
+    return request
+
+
 def _health_request(service: str) -> health_pb2.HealthCheckRequest:
     return health_pb2.HealthCheckRequest(service=service)
 
@@ -166,6 +192,7 @@ class Client:
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._robustness = robustness_pb2_grpc.RobustnessServiceStub(self._channel)
         self._datasets = datasets_pb2_grpc.DatasetServiceStub(self._channel)
+        self._ood = ood_pb2_grpc.OodServiceStub(self._channel)
 
     def __enter__(self) -> Client:
         return self
@@ -204,11 +231,15 @@ class Client:
         outputs: Iterable[str] = (),
         version: str = "",
         ids: Iterable[str] | None = None,
+        signals: Iterable[str] = (),
         timeout_s: float | None = None,
     ) -> list[Prediction]:
-        """Predict images (paths, bytes, arrays or PIL images) with one model."""
+        """Predict images (paths, bytes, arrays or PIL images) with one model.
+
+        `signals=["ood"]` adds the model's OOD verdicts from the same inference.
+        """
         request = predict_request(
-            model, images, version=version, top_k=top_k, outputs=outputs, ids=ids
+            model, images, version=version, top_k=top_k, outputs=outputs, ids=ids, signals=signals
         )
         return predictions(self._call(self._inference.Predict, request, timeout_s))
 
@@ -244,6 +275,47 @@ class Client:
         """
         request = _start_request(model, dataset, preset, version, baseline, suite)
         return job(self._call(self._robustness.StartEvaluation, request, None))
+
+    def fit_profile(
+        self,
+        model: str,
+        dataset: str,
+        *,
+        scorers: Iterable[str] = (),
+        target_tpr: float = 0.95,
+        holdout_fraction: float = 0.2,
+        sample_limit: int | None = None,
+        seed: int = 0,
+    ) -> Job:
+        """Start fitting the model's OOD profile on in-distribution images (a job)."""
+        request = _fit_request(
+            model, dataset, scorers, target_tpr, holdout_fraction, sample_limit, seed
+        )
+        return job(self._call(self._ood.FitProfile, request, None))
+
+    def list_profiles(self, model: str = "") -> list[OodProfileInfo]:
+        """Stored OOD profiles."""
+        response = self._call(
+            self._ood.ListProfiles, ood_pb2.ListProfilesRequest(model=model), None
+        )
+        return [ood_profile(p) for p in response.profiles]
+
+    def score_ood(
+        self,
+        model: str,
+        images: Iterable[ImageLike],
+        *,
+        scorers: Iterable[str] = (),
+        timeout_s: float | None = None,
+    ) -> list[list[OodScore]]:
+        """Per image, the verdict of each scorer (the profile's default when none named)."""
+        request = ood_pb2.ScoreOODRequest(
+            model=common_pb2.ModelRef(name=model),
+            images=[image_message(i) for i in images],
+            scorers=list(scorers),
+        )
+        response = self._call(self._ood.ScoreOOD, request, timeout_s)
+        return [[ood_score(s) for s in r.scores] for r in response.results]
 
     def watch_job(self, job_id: str) -> Iterator[JobProgress]:
         """Progress events until the job ends (no deadline: suites can run long)."""
@@ -312,6 +384,7 @@ class AsyncClient:
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._robustness = robustness_pb2_grpc.RobustnessServiceStub(self._channel)
         self._datasets = datasets_pb2_grpc.DatasetServiceStub(self._channel)
+        self._ood = ood_pb2_grpc.OodServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -351,11 +424,15 @@ class AsyncClient:
         outputs: Iterable[str] = (),
         version: str = "",
         ids: Iterable[str] | None = None,
+        signals: Iterable[str] = (),
         timeout_s: float | None = None,
     ) -> list[Prediction]:
-        """Predict images (paths, bytes, arrays or PIL images) with one model."""
+        """Predict images (paths, bytes, arrays or PIL images) with one model.
+
+        `signals=["ood"]` adds the model's OOD verdicts from the same inference.
+        """
         request = predict_request(
-            model, images, version=version, top_k=top_k, outputs=outputs, ids=ids
+            model, images, version=version, top_k=top_k, outputs=outputs, ids=ids, signals=signals
         )
         return predictions(await self._call(self._inference.Predict, request, timeout_s))
 

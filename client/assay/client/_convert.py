@@ -9,8 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from assay.client._types import Classification, ModelInfo, Prediction, Preprocessing, TensorSpec
-from assay.v1 import common_pb2, inference_pb2, models_pb2
+from assay.client._types import (
+    Classification,
+    ModelInfo,
+    OodProfileInfo,
+    OodScore,
+    Prediction,
+    Preprocessing,
+    TensorSpec,
+)
+from assay.v1 import common_pb2, inference_pb2, models_pb2, ood_pb2
 from assay.v1.tensor_codec import DTYPES, from_array, to_array
 
 ImageLike = str | os.PathLike[str] | bytes | np.ndarray | Any
@@ -56,6 +64,7 @@ def predict_request(
     top_k: int = 0,
     outputs: Iterable[str] = (),
     ids: Iterable[str] | None = None,
+    signals: Iterable[str] = (),
 ) -> inference_pb2.PredictRequest:
     """Build a PredictRequest."""
     images = list(images)
@@ -67,6 +76,7 @@ def predict_request(
         images=[image_message(img, i) for img, i in zip(images, id_list, strict=True)],
         top_k=top_k,
         outputs=list(outputs),
+        signals=list(signals),
     )
 
 
@@ -77,9 +87,28 @@ def predictions(response: inference_pb2.PredictResponse) -> list[Prediction]:
             id=result.id,
             top_k=[Classification(c.index, c.label, c.probability) for c in result.top_k],
             outputs={key: to_array(t) for key, t in result.outputs.items()},
+            ood=[ood_score(o) for o in result.ood],
         )
         for result in response.results
     ]
+
+
+def ood_score(message: ood_pb2.OodScore) -> OodScore:
+    """OodScore message -> OodScore."""
+    return OodScore(
+        message.scorer, message.score, message.threshold, message.is_ood, message.holdout_tail
+    )
+
+
+def ood_profile(message: ood_pb2.OodProfile) -> OodProfileInfo:
+    """OodProfile message -> OodProfileInfo."""
+    return OodProfileInfo(
+        model=message.model.name,
+        version=message.model.version,
+        default_scorer=message.default_scorer,
+        target_tpr=message.target_tpr,
+        thresholds={s.scorer: s.threshold for s in message.scorers},
+    )
 
 
 def _spec(spec: models_pb2.TensorSpec) -> TensorSpec:

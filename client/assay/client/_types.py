@@ -17,12 +17,37 @@ class Classification:
 
 
 @dataclass(frozen=True)
+class OodScore:
+    """One OOD scorer's verdict on an image (higher score = more out-of-distribution)."""
+
+    scorer: str
+    score: float
+    threshold: float
+    is_ood: bool
+    holdout_tail: float
+    """Share of the profile's in-distribution holdout scoring at least as high."""
+
+
+@dataclass(frozen=True)
+class OodProfileInfo:
+    """A stored OOD profile."""
+
+    model: str
+    version: str
+    default_scorer: str
+    target_tpr: float
+    thresholds: dict[str, float]
+
+
+@dataclass(frozen=True)
 class Prediction:
     """The result for one image."""
 
     id: str
     top_k: list[Classification]
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    ood: list[OodScore] = field(default_factory=list)
+    """Present when the "ood" signal was requested."""
 
     @property
     def label(self) -> str | None:

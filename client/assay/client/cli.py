@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from assay.client import _evaluate_cli
+from assay.client import _evaluate_cli, _ood_cli
 from assay.client._client import DEFAULT_TARGET, Client
 from assay.client._errors import AssayClientError
 from assay.client._types import ModelInfo, Prediction
@@ -141,15 +141,28 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
 
 
 def _predict_all(
-    client: Client, model: str, images: Sequence[Path], top_k: int, batch: int
+    client: Client,
+    model: str,
+    images: Sequence[Path],
+    top_k: int,
+    batch: int,
+    signals: Sequence[str] = (),
 ) -> list[Prediction]:
     results: list[Prediction] = []
     chunks = list(_chunks(images, batch))
     for chunk in track(
         chunks, description="predicting", console=err_console, disable=len(chunks) < 2
     ):
-        results.extend(client.predict(model, chunk, top_k=top_k))
+        results.extend(client.predict(model, chunk, top_k=top_k, signals=signals))
     return results
+
+
+def _ood_cell(result: Prediction) -> str:
+    if not result.ood:
+        return ""
+    verdict = result.ood[0]
+    label = "[red]OOD[/red]" if verdict.is_ood else "[green]ok[/green]"
+    return f"{label} ({verdict.scorer}, tail {verdict.holdout_tail:.3f})"
 
 
 def _predictions_table(images: Sequence[Path], results: Sequence[Prediction]) -> Table:
@@ -158,9 +171,13 @@ def _predictions_table(images: Sequence[Path], results: Sequence[Prediction]) ->
     table.add_column("top-1")
     table.add_column("p", justify="right")
     table.add_column("runners-up")
+    with_ood = any(r.ood for r in results)
+    if with_ood:
+        table.add_column("OOD")
     for path, result in zip(images, results, strict=True):
+        ood = [_ood_cell(result)] if with_ood else []
         if not result.top_k:
-            table.add_row(path.name, "-", "-", "")
+            table.add_row(path.name, "-", "-", "", *ood)
             continue
         first, *rest = result.top_k
         table.add_row(
@@ -168,6 +185,7 @@ def _predictions_table(images: Sequence[Path], results: Sequence[Prediction]) ->
             first.label,
             f"{first.probability:.3f}",
             ", ".join(f"{c.label} {c.probability:.2f}" for c in rest),
+            *ood,
         )
     return table
 
@@ -178,18 +196,22 @@ def predict(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes per image.")] = 3,
     batch: Annotated[int, typer.Option(help="Images per request.")] = 32,
+    signals: Annotated[
+        str | None, typer.Option(help='Trust signals from the same inference, e.g. "ood".')
+    ] = None,
     target: Target = DEFAULT_TARGET,
     as_json: AsJson = False,
 ) -> None:
     """Predict image files with a served model."""
+    wanted = [s.strip() for s in signals.split(",") if s.strip()] if signals else []
     try:
         with Client(target) as client:
-            results = _predict_all(client, model, images, top_k, batch)
+            results = _predict_all(client, model, images, top_k, batch, wanted)
     except AssayClientError as exc:
         _fail(exc)
     if as_json:
         rows = [
-            {"image": str(p), "top_k": [vars(c) for c in r.top_k]}
+            {"image": str(p), "top_k": [vars(c) for c in r.top_k], "ood": [vars(o) for o in r.ood]}
             for p, r in zip(images, results, strict=True)
         ]
         console.print_json(json.dumps(rows))
@@ -272,6 +294,7 @@ def _demo_robustness(client: Client, data: Path, out: Path) -> None:
 
 
 app.command()(_evaluate_cli.evaluate)
+app.add_typer(_ood_cli.app, name="ood")
 app.command()(_evaluate_cli.jobs)
 app.command()(_evaluate_cli.report)
 
