@@ -271,3 +271,30 @@ def test_cli_fit_then_predict_with_the_ood_signal() -> None:
         assert scored.exit_code == 0 and "energy" in scored.output and "knn" in scored.output
         listed = runner.invoke(cli_app, ["ood", "profiles", *target])
         assert "digits_cnn" in listed.output
+
+
+async def test_evaluate_detectors_ranks_scorers_on_the_callers_data(app: AssayServer) -> None:
+    from assay.client import AsyncClient
+
+    async with AsyncClient(f"127.0.0.1:{app.port}") as client:
+        job = await client.fit_profile("digits_cnn", str(HELDOUT), sample_limit=250, seed=1)
+        assert [e async for e in client.watch_job(job.id)][-1].job.state == "succeeded"
+        ood_sets = [str(SAMPLES_ROOT / "ood" / name) for name in ("letters", "noise")]
+        job = await client.evaluate_detectors(
+            "digits_cnn", str(HELDOUT), ood_sets, sample_limit=80, seed=2
+        )
+        final = [e async for e in client.watch_job(job.id)][-1].job
+        assert final.state == "succeeded", final.error
+        report = await client.get_report(job.id)
+    assert report["schema"] == "assay.ood.evaluation/v1" and set(report["ood_datasets"]) == {
+        "letters",
+        "noise",
+    }
+    ranking = [row["scorer"] for row in report["ranking"]]
+    assert set(ranking) == set(report["results"]) and report["recommended"] == ranking[0]
+    means = [row["mean_auroc"] for row in report["ranking"]]
+    assert means == sorted(means, reverse=True) and means[0] > 0.95
+    energy = report["results"]["energy"]["noise"]
+    assert energy["auroc"]["low"] <= energy["auroc"]["value"] <= energy["auroc"]["high"]
+    assert energy["roc"]["fpr"][0] == 0.0 and energy["roc"]["tpr"][-1] == 1.0
+    assert sum(energy["histogram"]["in"]) == report["in_dataset"]["images"] == 80

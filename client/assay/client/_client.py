@@ -293,6 +293,28 @@ class Client:
         )
         return job(self._call(self._ood.FitProfile, request, None))
 
+    def evaluate_detectors(
+        self,
+        model: str,
+        in_dataset: str,
+        ood_datasets: Iterable[str],
+        *,
+        scorers: Iterable[str] = (),
+        sample_limit: int | None = None,
+        seed: int = 0,
+    ) -> Job:
+        """Start comparing the profile's scorers on in-distribution vs OOD sets (a job)."""
+        request = ood_pb2.EvaluateDetectorsRequest(
+            model=common_pb2.ModelRef(name=model),
+            in_dataset=in_dataset,
+            ood_datasets=list(ood_datasets),
+            scorers=list(scorers),
+            seed=seed,
+        )
+        if sample_limit is not None:
+            request.sample_limit = sample_limit
+        return job(self._call(self._ood.EvaluateDetectors, request, None))
+
     def list_profiles(self, model: str = "") -> list[OodProfileInfo]:
         """Stored OOD profiles."""
         response = self._call(
@@ -512,3 +534,65 @@ class AsyncClient:
         request = _score_request(model, images, labels, groups, preset, suite)
         response = await self._call(self._robustness.ScoreRobustness, request, timeout_s)
         return dict(json.loads(response.json))
+
+    async def fit_profile(
+        self,
+        model: str,
+        dataset: str,
+        *,
+        scorers: Iterable[str] = (),
+        target_tpr: float = 0.95,
+        holdout_fraction: float = 0.2,
+        sample_limit: int | None = None,
+        seed: int = 0,
+    ) -> Job:
+        """Start fitting the model's OOD profile (a job); see Client.fit_profile."""
+        request = _fit_request(
+            model, dataset, scorers, target_tpr, holdout_fraction, sample_limit, seed
+        )
+        return job(await self._call(self._ood.FitProfile, request, None))
+
+    async def evaluate_detectors(
+        self,
+        model: str,
+        in_dataset: str,
+        ood_datasets: Iterable[str],
+        *,
+        scorers: Iterable[str] = (),
+        sample_limit: int | None = None,
+        seed: int = 0,
+    ) -> Job:
+        """Start comparing the profile's scorers (a job); see Client.evaluate_detectors."""
+        request = ood_pb2.EvaluateDetectorsRequest(
+            model=common_pb2.ModelRef(name=model),
+            in_dataset=in_dataset,
+            ood_datasets=list(ood_datasets),
+            scorers=list(scorers),
+            seed=seed,
+        )
+        if sample_limit is not None:
+            request.sample_limit = sample_limit
+        return job(await self._call(self._ood.EvaluateDetectors, request, None))
+
+    async def list_profiles(self, model: str = "") -> list[OodProfileInfo]:
+        """Stored OOD profiles."""
+        request = ood_pb2.ListProfilesRequest(model=model)
+        response = await self._call(self._ood.ListProfiles, request, None)
+        return [ood_profile(p) for p in response.profiles]
+
+    async def score_ood(
+        self,
+        model: str,
+        images: Iterable[ImageLike],
+        *,
+        scorers: Iterable[str] = (),
+        timeout_s: float | None = None,
+    ) -> list[list[OodScore]]:
+        """Per image, the verdict of each scorer."""
+        request = ood_pb2.ScoreOODRequest(
+            model=common_pb2.ModelRef(name=model),
+            images=[image_message(i) for i in images],
+            scorers=list(scorers),
+        )
+        response = await self._call(self._ood.ScoreOOD, request, timeout_s)
+        return [[ood_score(s) for s in r.scores] for r in response.results]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -101,6 +102,70 @@ def score(
                 verdict,
             )
     console.print(table)
+
+
+def _ranking_table(report: dict[str, Any]) -> Table:
+    sets = list(report["ood_datasets"])
+    table = Table(title=f"OOD detectors for {report['model']['name']} (best first)")
+    table.add_column("scorer")
+    for name in sets:
+        table.add_column(f"AUROC {name}", justify="right")
+    table.add_column("mean AUROC", justify="right")
+    table.add_column("mean FPR@95", justify="right")
+    for row in report["ranking"]:
+        scorer = row["scorer"]
+        marker = " (recommended)" if scorer == report["recommended"] else ""
+        cells = [f"{report['results'][scorer][n]['auroc']['value']:.3f}" for n in sets]
+        table.add_row(
+            scorer + marker, *cells, f"{row['mean_auroc']:.3f}", f"{row['mean_fpr_at_tpr']:.3f}"
+        )
+    return table
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model whose profile's scorers to compare.")
+    ],
+    in_data: Annotated[
+        Path, typer.Option("--id", help="In-distribution images (not the fit set).")
+    ],
+    ood_data: Annotated[list[Path], typer.Option("--ood", help="An OOD set; repeat for several.")],
+    sample_limit: Annotated[
+        int | None, typer.Option(help="At most this many images per set.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the report (.html with plots, or .json).")
+    ] = None,
+    target: Target = DEFAULT_TARGET,
+) -> None:
+    """Rank the profile's scorers on your data (a server job) and recommend a default."""
+    try:
+        with Client(target) as client:
+            job = client.evaluate_detectors(
+                model,
+                str(in_data.resolve()),
+                [str(p.resolve()) for p in ood_data],
+                sample_limit=sample_limit,
+            )
+            job = _evaluate_cli.follow(client, job)
+            if job.state != "succeeded":
+                err_console.print(f"[red]evaluation {job.state}[/red]: {job.error}")
+                raise typer.Exit(code=1)
+            report = client.get_report(job.id)
+    except AssayClientError as exc:
+        _fail(exc)
+    console.print(_ranking_table(report))
+    for name, warning in report["contamination"].items():
+        err_console.print(f"[yellow]warning[/yellow] OOD set {name}: {warning['message']}")
+    if out is not None:
+        if out.suffix == ".json":
+            out.write_text(json.dumps(report, indent=2, sort_keys=True))
+        else:
+            from assay.client.ood_report_html import write_ood_html
+
+            write_ood_html(report, out)
+        err_console.print(f"report written to {out}")
 
 
 @app.command()

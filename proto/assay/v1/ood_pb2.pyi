@@ -20,6 +20,50 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class EvaluateDetectorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    IN_DATASET_FIELD_NUMBER: _builtins.int
+    OOD_DATASETS_FIELD_NUMBER: _builtins.int
+    SCORERS_FIELD_NUMBER: _builtins.int
+    SAMPLE_LIMIT_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    in_dataset: _builtins.str
+    """In-distribution images (not the ones the profile was fitted on)."""
+    sample_limit: _builtins.int
+    seed: _builtins.int
+    @_builtins.property
+    def model(self) -> _common_pb2.ModelRef: ...
+    @_builtins.property
+    def ood_datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One or more OOD sets (folders or manifests; labels are ignored)."""
+
+    @_builtins.property
+    def scorers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Scorers to compare (empty = every scorer in the profile)."""
+
+    def __init__(
+        self,
+        *,
+        model: _common_pb2.ModelRef | None = ...,
+        in_dataset: _builtins.str = ...,
+        ood_datasets: _abc.Iterable[_builtins.str] | None = ...,
+        scorers: _abc.Iterable[_builtins.str] | None = ...,
+        sample_limit: _builtins.int | None = ...,
+        seed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sample_limit", b"_sample_limit", "model", b"model", "sample_limit", b"sample_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sample_limit", b"_sample_limit", "in_dataset", b"in_dataset", "model", b"model", "ood_datasets", b"ood_datasets", "sample_limit", b"sample_limit", "scorers", b"scorers", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__sample_limit: _TypeAlias = _typing.Literal["sample_limit"]  # noqa: Y015
+    _WhichOneofArgType__sample_limit: _TypeAlias = _typing.Literal["_sample_limit", b"_sample_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sample_limit) -> _WhichOneofReturnType__sample_limit | None: ...
+
+Global___EvaluateDetectorsRequest: _TypeAlias = EvaluateDetectorsRequest  # noqa: Y015
+
+@_typing.final
 class FitProfileRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

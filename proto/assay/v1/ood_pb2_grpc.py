@@ -56,6 +56,11 @@ class OodServiceStub:
                 request_serializer=assay_dot_v1_dot_ood__pb2.ScoreOODRequest.SerializeToString,
                 response_deserializer=assay_dot_v1_dot_ood__pb2.ScoreOODResponse.FromString,
                 _registered_method=True)
+        self.EvaluateDetectors = channel.unary_unary(
+                '/assay.v1.OodService/EvaluateDetectors',
+                request_serializer=assay_dot_v1_dot_ood__pb2.EvaluateDetectorsRequest.SerializeToString,
+                response_deserializer=assay_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class OodServiceServicer:
@@ -98,6 +103,19 @@ class OodServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateDetectors(self, request, context):
+        """Compares the profile's scorers on the caller's data, as a job (kind
+        "ood_evaluation"): per scorer and OOD set AUROC, AUPR-In, AUPR-Out,
+        FPR@95%TPR and detection accuracy with bootstrap intervals, a ranking, a
+        recommended default scorer and contamination warnings; fetch it with
+        JobService.GetReport (schema "assay.ood.evaluation/v1").
+        Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
+        OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OodServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +138,11 @@ def add_OodServiceServicer_to_server(servicer, server):
                     servicer.ScoreOOD,
                     request_deserializer=assay_dot_v1_dot_ood__pb2.ScoreOODRequest.FromString,
                     response_serializer=assay_dot_v1_dot_ood__pb2.ScoreOODResponse.SerializeToString,
+            ),
+            'EvaluateDetectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateDetectors,
+                    request_deserializer=assay_dot_v1_dot_ood__pb2.EvaluateDetectorsRequest.FromString,
+                    response_serializer=assay_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +254,33 @@ class OodService:
             '/assay.v1.OodService/ScoreOOD',
             assay_dot_v1_dot_ood__pb2.ScoreOODRequest.SerializeToString,
             assay_dot_v1_dot_ood__pb2.ScoreOODResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateDetectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.v1.OodService/EvaluateDetectors',
+            assay_dot_v1_dot_ood__pb2.EvaluateDetectorsRequest.SerializeToString,
+            assay_dot_v1_dot_jobs__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,15 @@ class OodServiceStub:
     was fitted on another model version, INVALID_ARGUMENT for bad images or
     an unknown scorer, UNAVAILABLE when the backend is not ready.
     """
+    EvaluateDetectors: _grpc.UnaryUnaryMultiCallable[_ood_pb2.EvaluateDetectorsRequest, _jobs_pb2.Job]
+    """Compares the profile's scorers on the caller's data, as a job (kind
+    "ood_evaluation"): per scorer and OOD set AUROC, AUPR-In, AUPR-Out,
+    FPR@95%TPR and detection accuracy with bootstrap intervals, a ranking, a
+    recommended default scorer and contamination warnings; fetch it with
+    JobService.GetReport (schema "assay.ood.evaluation/v1").
+    Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
+    OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
+    """
 
 @_typing.type_check_only
 class OodServiceAsyncStub(OodServiceStub):
@@ -75,6 +84,15 @@ class OodServiceAsyncStub(OodServiceStub):
     model, FAILED_PRECONDITION when the model has no profile or the profile
     was fitted on another model version, INVALID_ARGUMENT for bad images or
     an unknown scorer, UNAVAILABLE when the backend is not ready.
+    """
+    EvaluateDetectors: _aio.UnaryUnaryMultiCallable[_ood_pb2.EvaluateDetectorsRequest, _jobs_pb2.Job]  # type: ignore[assignment]
+    """Compares the profile's scorers on the caller's data, as a job (kind
+    "ood_evaluation"): per scorer and OOD set AUROC, AUPR-In, AUPR-Out,
+    FPR@95%TPR and detection accuracy with bootstrap intervals, a ranking, a
+    recommended default scorer and contamination warnings; fetch it with
+    JobService.GetReport (schema "assay.ood.evaluation/v1").
+    Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
+    OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
     """
 
 class OodServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -120,6 +138,21 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         model, FAILED_PRECONDITION when the model has no profile or the profile
         was fitted on another model version, INVALID_ARGUMENT for bad images or
         an unknown scorer, UNAVAILABLE when the backend is not ready.
+        """
+
+    @_abc_1.abstractmethod
+    def EvaluateDetectors(
+        self,
+        request: _ood_pb2.EvaluateDetectorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
+        """Compares the profile's scorers on the caller's data, as a job (kind
+        "ood_evaluation"): per scorer and OOD set AUROC, AUPR-In, AUPR-Out,
+        FPR@95%TPR and detection accuracy with bootstrap intervals, a ranking, a
+        recommended default scorer and contamination warnings; fetch it with
+        JobService.GetReport (schema "assay.ood.evaluation/v1").
+        Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
+        OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
         """
 
 def add_OodServiceServicer_to_server(servicer: OodServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -21,11 +21,12 @@ from prometheus_client import CollectorRegistry
 
 from assay.server.datasets import DatasetRoots
 from assay.server.inference import Predictor
-from assay.server.jobs.manager import JobManager
+from assay.server.jobs.manager import JobKind, JobManager
 from assay.server.jobs.store import SqliteJobStore
 from assay.server.metrics import MetricsEndpoint, ServerMetrics
 from assay.server.models.loading import build_registry
 from assay.server.models.registry import ModelRegistry
+from assay.server.ood.evaluate_job import DetectorEvaluations
 from assay.server.ood.service import OodProfiles, ProfileStore
 from assay.server.robustness.evaluation import RobustnessJobs
 from assay.server.robustness.generation import CorruptionWorkers
@@ -186,11 +187,15 @@ async def create_server(
     )
     predictor = Predictor(registry, settings.images, pool, profiles)
     store = SqliteJobStore(settings.data.dir / "jobs.sqlite3")
-    jobs = JobManager(
-        store,
-        {RobustnessJobs.kind: evaluations, OodProfiles.kind: profiles},
-        settings.jobs.max_running,
+    detector_evaluations = DetectorEvaluations(
+        registry, roots, pool, profiles, settings.images.max_pixels
     )
+    kinds: dict[str, JobKind] = {
+        RobustnessJobs.kind: evaluations,
+        OodProfiles.kind: profiles,
+        DetectorEvaluations.kind: detector_evaluations,
+    }
+    jobs = JobManager(store, kinds, settings.jobs.max_running)
 
     server = grpc.aio.server(
         interceptors=[MetricsInterceptor(metrics), ErrorMappingInterceptor()],

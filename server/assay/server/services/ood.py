@@ -6,6 +6,7 @@ import grpc
 
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobManager
+from assay.server.ood.evaluate_job import DetectorEvaluations
 from assay.server.ood.fitting import default_scorer, holdout_quantiles
 from assay.server.ood.profiles import ModelProfile
 from assay.server.ood.service import OodProfiles
@@ -57,6 +58,23 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
             "seed": request.seed,
         }
         return job_to_proto(await self._jobs.start(OodProfiles.kind, spec))
+
+    async def EvaluateDetectors(
+        self, request: ood_pb2.EvaluateDetectorsRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Job:
+        """Start a detector comparison job."""
+        if not request.model.name or not request.in_dataset:
+            raise InvalidArgumentError("model.name and in_dataset are required")
+        spec = {
+            "model": request.model.name,
+            "version": request.model.version,
+            "in_dataset": request.in_dataset,
+            "ood_datasets": list(request.ood_datasets),
+            "scorers": list(request.scorers),
+            "sample_limit": request.sample_limit if request.HasField("sample_limit") else None,
+            "seed": request.seed,
+        }
+        return job_to_proto(await self._jobs.start(DetectorEvaluations.kind, spec))
 
     async def ListProfiles(
         self, request: ood_pb2.ListProfilesRequest, context: grpc.aio.ServicerContext

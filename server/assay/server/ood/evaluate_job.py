@@ -1,0 +1,174 @@
+"""Detector selection on the caller's own data, as a job ("ood_evaluation").
+
+The best OOD scorer differs by backbone, so assay compares the profile's
+scorers on an in-distribution set and one or more OOD sets and recommends a
+default. Following "In or Out?" (Bitterwolf et al. 2023), OOD sets whose
+images the model confidently assigns to an in-distribution class are flagged
+as possibly contaminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.server.datasets import Dataset, DatasetRoots, load_rgb
+from assay.server.errors import InvalidArgumentError
+from assay.server.jobs.manager import JobContext
+from assay.server.models.preprocess import PixelImage
+from assay.server.models.registry import ModelRegistry
+from assay.server.ood.evaluation import (
+    DetectorScores,
+    contamination_warning,
+    evaluate_detector,
+    rank_detectors,
+    recommended_detector,
+)
+from assay.server.ood.fitting import RoleOutputs, verdicts
+from assay.server.ood.service import OodProfiles
+from assay.server.robustness.calibration import softmax
+
+SCHEMA = "assay.ood.evaluation/v1"
+
+
+def _estimate(e: Any) -> dict[str, float]:
+    return {"value": e.value, "low": e.low, "high": e.high, "confidence": e.confidence}
+
+
+def _scores_json(scores: DetectorScores) -> dict[str, Any]:
+    return {
+        "auroc": _estimate(scores.auroc),
+        "aupr_in": _estimate(scores.aupr_in),
+        "aupr_out": _estimate(scores.aupr_out),
+        "fpr_at_tpr": _estimate(scores.fpr_at_tpr),
+        "detection_accuracy": _estimate(scores.detection_accuracy),
+        "tpr": scores.tpr,
+        "n_in": scores.n_in,
+        "n_out": scores.n_out,
+    }
+
+
+class DetectorEvaluations:
+    """The "ood_evaluation" job kind."""
+
+    kind = "ood_evaluation"
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        roots: DatasetRoots,
+        pool: Executor,
+        profiles: OodProfiles,
+        max_pixels: int,
+    ) -> None:
+        self._registry = registry
+        self._roots = roots
+        self._pool = pool
+        self._profiles = profiles
+        self._max_pixels = max_pixels
+
+    def _datasets(self, spec: dict[str, Any]) -> tuple[Dataset, dict[str, Dataset]]:
+        if not spec.get("ood_datasets"):
+            raise InvalidArgumentError("give at least one OOD dataset")
+        limit, seed = spec.get("sample_limit"), spec.get("seed", 0)
+        in_set = self._roots.open(Path(spec["in_dataset"])).subset(limit, seed)
+        ood = {}
+        for path in spec["ood_datasets"]:
+            name = Path(path).name if Path(path).name != "ood" else Path(path).parent.name
+            ood[name] = self._roots.open(Path(path)).subset(limit, seed)
+        return in_set, ood
+
+    def prepare(self, spec: dict[str, Any]) -> int:
+        """Validate: the model exists and the datasets open; units = 1 + OOD sets."""
+        self._registry.get(spec["model"], spec.get("version", ""))
+        _, ood = self._datasets(spec)
+        return 1 + len(ood)
+
+    async def _outputs(self, model: Any, dataset: Dataset) -> RoleOutputs:
+        images = await asyncio.get_running_loop().run_in_executor(
+            self._pool,
+            lambda: [PixelImage(load_rgb(s.path, self._max_pixels)) for s in dataset.samples],
+        )
+        return await self._profiles.outputs(model, images)
+
+    async def run(self, context: JobContext) -> dict[str, Any]:
+        """Score every set with every scorer; metrics, ranking, recommendation."""
+        spec = context.record.spec
+        model = self._registry.get(spec["model"], spec.get("version", ""))
+        profile = await self._profiles.profile_for(model)
+        scorers = list(spec.get("scorers") or profile.scorers)
+        in_set, ood_sets = self._datasets(spec)
+        await context.progress(0, 1 + len(ood_sets), "in-distribution set")
+        in_out = await self._outputs(model, in_set)
+        in_scores = _columns(verdicts(profile, in_out, scorers), scorers)
+        results: dict[str, dict[str, DetectorScores]] = {s: {} for s in scorers}
+        plots: dict[str, dict[str, Any]] = {s: {} for s in scorers}
+        warnings = {}
+        for done, (name, dataset) in enumerate(ood_sets.items(), start=1):
+            await context.progress(done, 1 + len(ood_sets), f"OOD set {name}")
+            out = await self._outputs(model, dataset)
+            out_scores = _columns(verdicts(profile, out, scorers), scorers)
+            for scorer in scorers:
+                results[scorer][name] = await asyncio.to_thread(
+                    evaluate_detector,
+                    in_scores[scorer],
+                    out_scores[scorer],
+                    seed=spec.get("seed", 0),
+                )
+                plots[scorer][name] = curves(in_scores[scorer], out_scores[scorer])
+            if out.logits is not None and model.labels:
+                warning = contamination_warning(softmax(out.logits), list(model.labels))
+                if warning is not None:
+                    warnings[name] = {**asdict(warning), "message": warning.message}
+        ranking = rank_detectors(results)
+        return {
+            "schema": SCHEMA,
+            "model": {"name": model.name, "version": model.config.version},
+            "in_dataset": {"source": str(in_set.source), "images": len(in_set.samples)},
+            "ood_datasets": {
+                n: {"source": str(d.source), "images": len(d.samples)} for n, d in ood_sets.items()
+            },
+            "results": {
+                s: {n: {**_scores_json(v), **plots[s][n]} for n, v in per.items()}
+                for s, per in results.items()
+            },
+            "ranking": [
+                {
+                    "scorer": r.scorer,
+                    "mean_auroc": r.mean_auroc,
+                    "mean_fpr_at_tpr": r.mean_fpr_at_tpr,
+                }
+                for r in ranking
+            ],
+            "recommended": recommended_detector(results),
+            "contamination": warnings,
+        }
+
+
+def curves(
+    in_scores: np.ndarray, out_scores: np.ndarray, points: int = 100, bins: int = 30
+) -> dict[str, Any]:
+    """ROC points (OOD = positive, at most `points`) and score histograms, for plots."""
+    thresholds = np.unique(np.quantile(np.r_[in_scores, out_scores], np.linspace(0, 1, points)))[
+        ::-1
+    ]
+    tpr = [float((out_scores >= t).mean()) for t in thresholds]
+    fpr = [float((in_scores >= t).mean()) for t in thresholds]
+    edges = np.histogram_bin_edges(np.r_[in_scores, out_scores], bins=bins)
+    return {
+        "roc": {"fpr": [0.0, *fpr, 1.0], "tpr": [0.0, *tpr, 1.0]},
+        "histogram": {
+            "edges": edges.tolist(),
+            "in": np.histogram(in_scores, edges)[0].tolist(),
+            "out": np.histogram(out_scores, edges)[0].tolist(),
+        },
+    }
+
+
+def _columns(per_image: list[list[Any]], scorers: list[str]) -> dict[str, np.ndarray]:
+    return {s: np.array([row[i].score for row in per_image]) for i, s in enumerate(scorers)}
