@@ -338,7 +338,7 @@ def test_profile_arrays_round_trip_and_versions() -> None:
             profile_from_arrays({}, meta)
     with pytest.raises(ValueError, match="unknown fitted profile kind"):
         profile_from_arrays({}, {"kind": "nope", "version": 1})
-    assert set(PROFILE_KINDS) == {"mahalanobis", "gaussian", "knn", "vim"}
+    assert set(PROFILE_KINDS) == {"mahalanobis", "gaussian", "knn", "vim", "patchcore"}
 
 
 # ---------------------------------------------------------------- thresholds

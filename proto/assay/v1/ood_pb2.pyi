@@ -8,6 +8,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,118 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AnomalyMapFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AnomalyMapFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AnomalyMapFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ANOMALY_MAP_FORMAT_UNSPECIFIED: _AnomalyMapFormat.ValueType  # 0
+    """no map"""
+    ANOMALY_MAP_FORMAT_FLOAT16: _AnomalyMapFormat.ValueType  # 1
+    """float16 tensor H x W of patch distances (same units as the score)."""
+    ANOMALY_MAP_FORMAT_PNG: _AnomalyMapFormat.ValueType  # 2
+    """8-bit greyscale PNG: 128 = the image threshold, 255 = twice it or more."""
+
+class AnomalyMapFormat(_AnomalyMapFormat, metaclass=_AnomalyMapFormatEnumTypeWrapper): ...
+
+ANOMALY_MAP_FORMAT_UNSPECIFIED: AnomalyMapFormat.ValueType  # 0
+"""no map"""
+ANOMALY_MAP_FORMAT_FLOAT16: AnomalyMapFormat.ValueType  # 1
+"""float16 tensor H x W of patch distances (same units as the score)."""
+ANOMALY_MAP_FORMAT_PNG: AnomalyMapFormat.ValueType  # 2
+"""8-bit greyscale PNG: 128 = the image threshold, 255 = twice it or more."""
+Global___AnomalyMapFormat: _TypeAlias = AnomalyMapFormat  # noqa: Y015
+
+@_typing.final
+class DetectAnomalyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    MAP_FORMAT_FIELD_NUMBER: _builtins.int
+    map_format: Global___AnomalyMapFormat.ValueType
+    @_builtins.property
+    def model(self) -> _common_pb2.ModelRef: ...
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]: ...
+    def __init__(
+        self,
+        *,
+        model: _common_pb2.ModelRef | None = ...,
+        images: _abc.Iterable[_common_pb2.Image] | None = ...,
+        map_format: Global___AnomalyMapFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "map_format", b"map_format", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetectAnomalyRequest: _TypeAlias = DetectAnomalyRequest  # noqa: Y015
+
+@_typing.final
+class AnomalyResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    IS_ANOMALOUS_FIELD_NUMBER: _builtins.int
+    HOLDOUT_TAIL_FIELD_NUMBER: _builtins.int
+    MAP_FIELD_NUMBER: _builtins.int
+    MAP_PNG_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    score: _builtins.float
+    threshold: _builtins.float
+    is_anomalous: _builtins.bool
+    holdout_tail: _builtins.float
+    map_png: _builtins.bytes
+    @_builtins.property
+    def map(self) -> _common_pb2.Tensor: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        score: _builtins.float = ...,
+        threshold: _builtins.float = ...,
+        is_anomalous: _builtins.bool = ...,
+        holdout_tail: _builtins.float = ...,
+        map: _common_pb2.Tensor | None = ...,
+        map_png: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["map", b"map"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holdout_tail", b"holdout_tail", "id", b"id", "is_anomalous", b"is_anomalous", "map", b"map", "map_png", b"map_png", "score", b"score", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnomalyResult: _TypeAlias = AnomalyResult  # noqa: Y015
+
+@_typing.final
+class DetectAnomalyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def model(self) -> _common_pb2.ModelRef: ...
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnomalyResult]: ...
+    def __init__(
+        self,
+        *,
+        model: _common_pb2.ModelRef | None = ...,
+        results: _abc.Iterable[Global___AnomalyResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetectAnomalyResponse: _TypeAlias = DetectAnomalyResponse  # noqa: Y015
 
 @_typing.final
 class EvaluateDetectorsRequest(_message.Message):

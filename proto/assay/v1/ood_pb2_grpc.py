@@ -61,6 +61,11 @@ class OodServiceStub:
                 request_serializer=assay_dot_v1_dot_ood__pb2.EvaluateDetectorsRequest.SerializeToString,
                 response_deserializer=assay_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
+        self.DetectAnomaly = channel.unary_unary(
+                '/assay.v1.OodService/DetectAnomaly',
+                request_serializer=assay_dot_v1_dot_ood__pb2.DetectAnomalyRequest.SerializeToString,
+                response_deserializer=assay_dot_v1_dot_ood__pb2.DetectAnomalyResponse.FromString,
+                _registered_method=True)
 
 
 class OodServiceServicer:
@@ -116,6 +121,18 @@ class OodServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DetectAnomaly(self, request, context):
+        """Anomaly detection with localisation from the profile's "patchcore"
+        scorer (fit it with FitProfile scorers: ["patchcore"] on normal images of
+        a model with a feature_map output): per image score, verdict and,
+        optionally, an anomaly map at the model's input size.
+        Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
+        for bad images, NOT_FOUND for an unknown model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OodServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +160,11 @@ def add_OodServiceServicer_to_server(servicer, server):
                     servicer.EvaluateDetectors,
                     request_deserializer=assay_dot_v1_dot_ood__pb2.EvaluateDetectorsRequest.FromString,
                     response_serializer=assay_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'DetectAnomaly': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetectAnomaly,
+                    request_deserializer=assay_dot_v1_dot_ood__pb2.DetectAnomalyRequest.FromString,
+                    response_serializer=assay_dot_v1_dot_ood__pb2.DetectAnomalyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -281,6 +303,33 @@ class OodService:
             '/assay.v1.OodService/EvaluateDetectors',
             assay_dot_v1_dot_ood__pb2.EvaluateDetectorsRequest.SerializeToString,
             assay_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetectAnomaly(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.v1.OodService/DetectAnomaly',
+            assay_dot_v1_dot_ood__pb2.DetectAnomalyRequest.SerializeToString,
+            assay_dot_v1_dot_ood__pb2.DetectAnomalyResponse.FromString,
             options,
             channel_credentials,
             insecure,

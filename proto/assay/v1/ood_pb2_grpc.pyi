@@ -61,6 +61,14 @@ class OodServiceStub:
     Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
     OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
     """
+    DetectAnomaly: _grpc.UnaryUnaryMultiCallable[_ood_pb2.DetectAnomalyRequest, _ood_pb2.DetectAnomalyResponse]
+    """Anomaly detection with localisation from the profile's "patchcore"
+    scorer (fit it with FitProfile scorers: ["patchcore"] on normal images of
+    a model with a feature_map output): per image score, verdict and,
+    optionally, an anomaly map at the model's input size.
+    Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
+    for bad images, NOT_FOUND for an unknown model.
+    """
 
 @_typing.type_check_only
 class OodServiceAsyncStub(OodServiceStub):
@@ -93,6 +101,14 @@ class OodServiceAsyncStub(OodServiceStub):
     JobService.GetReport (schema "assay.ood.evaluation/v1").
     Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
     OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
+    """
+    DetectAnomaly: _aio.UnaryUnaryMultiCallable[_ood_pb2.DetectAnomalyRequest, _ood_pb2.DetectAnomalyResponse]  # type: ignore[assignment]
+    """Anomaly detection with localisation from the profile's "patchcore"
+    scorer (fit it with FitProfile scorers: ["patchcore"] on normal images of
+    a model with a feature_map output): per image score, verdict and,
+    optionally, an anomaly map at the model's input size.
+    Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
+    for bad images, NOT_FOUND for an unknown model.
     """
 
 class OodServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -153,6 +169,20 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         JobService.GetReport (schema "assay.ood.evaluation/v1").
         Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
         OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
+        """
+
+    @_abc_1.abstractmethod
+    def DetectAnomaly(
+        self,
+        request: _ood_pb2.DetectAnomalyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ood_pb2.DetectAnomalyResponse, _abc.Awaitable[_ood_pb2.DetectAnomalyResponse]]:
+        """Anomaly detection with localisation from the profile's "patchcore"
+        scorer (fit it with FitProfile scorers: ["patchcore"] on normal images of
+        a model with a feature_map output): per image score, verdict and,
+        optionally, an anomaly map at the model's input size.
+        Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
+        for bad images, NOT_FOUND for an unknown model.
         """
 
 def add_OodServiceServicer_to_server(servicer: OodServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -48,6 +48,7 @@ from assay.server.ood._common import (
 )
 from assay.server.ood.covariance import ledoit_wolf, precision_from_covariance
 from assay.server.ood.knn import DEFAULT_K, KNNProfile, fit_knn, knn_score
+from assay.server.ood.patchcore import PatchMemory
 from assay.server.ood.vim import ViMProfile, default_principal_dim, fit_vim, vim_score
 
 __all__ = [
@@ -296,6 +297,7 @@ PROFILE_KINDS: Final[Mapping[str, type[FittedProfile]]] = MappingProxyType(
         GaussianProfile.KIND: GaussianProfile,
         KNNProfile.KIND: KNNProfile,
         ViMProfile.KIND: ViMProfile,
+        PatchMemory.KIND: PatchMemory,
     }
 )
 """Fitted profile classes by their ``kind`` (as written in ``meta()``)."""
@@ -329,4 +331,6 @@ def score_features(
         return knn_score(profile, features)
     if isinstance(profile, ViMProfile):
         return vim_score(profile, features, logits)
+    if isinstance(profile, PatchMemory):
+        raise ValueError("PatchCore scores feature maps: use patchcore.score_patches")
     raise ValueError(f"not a fitted OOD profile: {type(profile).__name__}")

@@ -24,11 +24,15 @@ from assay.server.ood.feature_scorers import (
     score_features,
 )
 from assay.server.ood.logit_scorers import LOGIT_SCORERS
+from assay.server.ood.patchcore import fit_patch_memory, score_patches
 from assay.server.ood.profiles import ModelProfile, ScorerEntry
 from assay.server.ood.thresholds import fit_threshold, tail_fraction
 
 FEATURE_SCORERS = ("mahalanobis", "gaussian", "knn", "vim")
-ALL_SCORERS = (*LOGIT_SCORERS, *FEATURE_SCORERS)
+MAP_SCORERS = ("patchcore",)
+ALL_SCORERS = (*LOGIT_SCORERS, *FEATURE_SCORERS, *MAP_SCORERS)
+AUTO_SCORERS = (*LOGIT_SCORERS, *FEATURE_SCORERS)
+"""Fitted when a caller names none; PatchCore is for anomaly detection and is fitted on request."""
 LINEAR_TOLERANCE = 1e-3
 """Largest relative residual for logits = features · Wᵀ + b to count as linear."""
 
@@ -39,6 +43,7 @@ class RoleOutputs:
 
     logits: np.ndarray | None
     features: np.ndarray | None
+    feature_map: np.ndarray | None = None
 
 
 def needs(scorer: str) -> tuple[str, ...]:
@@ -47,6 +52,8 @@ def needs(scorer: str) -> tuple[str, ...]:
         return ("logits",)
     if scorer == "vim":
         return ("features", "logits")
+    if scorer == "patchcore":
+        return ("feature_map",)
     if scorer in FEATURE_SCORERS:
         return ("features",)
     raise InvalidArgumentError(f"unknown scorer {scorer!r}; known: {', '.join(ALL_SCORERS)}")
@@ -55,7 +62,7 @@ def needs(scorer: str) -> tuple[str, ...]:
 def choose_scorers(requested: Sequence[str], available: set[str]) -> tuple[str, ...]:
     """Requested scorers (checked against the model's outputs), or all it can feed."""
     if not requested:
-        return tuple(s for s in ALL_SCORERS if set(needs(s)) <= available)
+        return tuple(s for s in AUTO_SCORERS if set(needs(s)) <= available)
     for scorer in requested:
         missing = set(needs(scorer)) - available
         if missing:
@@ -91,6 +98,9 @@ def linear_head(features: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, n
 def _fit_one(scorer: str, train: RoleOutputs, labels: np.ndarray | None) -> object | None:
     if scorer in LOGIT_SCORERS:
         return None
+    if scorer == "patchcore":
+        assert train.feature_map is not None
+        return fit_patch_memory(train.feature_map, coreset_fraction=0.1)
     assert train.features is not None
     if scorer == "mahalanobis":
         if labels is None:
@@ -111,6 +121,9 @@ def score(scorer: str, profile: object | None, outputs: RoleOutputs) -> np.ndarr
     if scorer in LOGIT_SCORERS:
         assert outputs.logits is not None
         return LOGIT_SCORERS[scorer](outputs.logits)
+    if scorer == "patchcore":
+        assert outputs.feature_map is not None
+        return score_patches(profile, outputs.feature_map)[0]  # type: ignore[arg-type]
     assert outputs.features is not None
     return score_features(profile, outputs.features, outputs.logits)
 
@@ -119,6 +132,7 @@ def _rows(outputs: RoleOutputs, index: np.ndarray) -> RoleOutputs:
     return RoleOutputs(
         outputs.logits[index] if outputs.logits is not None else None,
         outputs.features[index] if outputs.features is not None else None,
+        outputs.feature_map[index] if outputs.feature_map is not None else None,
     )
 
 
@@ -143,7 +157,8 @@ def fit_profile(
         holdout_fraction: share of images held out for the thresholds.
         seed: seed of the split.
     """
-    count = len(outputs.logits if outputs.logits is not None else outputs.features)  # type: ignore[arg-type]
+    present = [o for o in (outputs.logits, outputs.features, outputs.feature_map) if o is not None]
+    count = len(present[0])
     holdout_count = int(np.ceil(count * holdout_fraction))
     if count - holdout_count < 2 or holdout_count < 1:
         raise InvalidArgumentError(

@@ -11,6 +11,7 @@ import asyncio
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,28 +36,32 @@ from assay.server.ood.fitting import (
     summarize,
     verdicts,
 )
+from assay.server.ood.patchcore import PatchMemory, anomaly_map, score_patches
 from assay.server.ood.profiles import ModelProfile, fingerprint, load_profile, save_profile
+from assay.server.ood.thresholds import tail_fraction
 
 CHUNK = 64
 PROBE_SEED = 20260101
 
 
 def role_outputs(model: ServedModel, outputs: dict[str, np.ndarray]) -> RoleOutputs:
-    """The logits and features roles of a batch of backend outputs."""
+    """The logits, features and feature-map roles of a batch of backend outputs."""
     logits = model.output_name(OutputRole.LOGITS)
     features = model.output_name(OutputRole.FEATURES)
+    feature_map = model.output_name(OutputRole.FEATURE_MAP)
+    flat = outputs[features].reshape(len(outputs[features]), -1) if features else None
     return RoleOutputs(
         outputs[logits].astype(np.float64) if logits else None,
-        outputs[features].reshape(len(outputs[features]), -1).astype(np.float64)
-        if features
-        else None,
+        flat.astype(np.float64) if flat is not None else None,
+        outputs[feature_map].astype(np.float32) if feature_map else None,
     )
 
 
 def available_roles(model: ServedModel) -> set[str]:
-    """Which of logits / features the model exposes."""
+    """Which of logits / features / feature_map the model exposes."""
     roles = model.config.outputs
-    return {r.value for r in (OutputRole.LOGITS, OutputRole.FEATURES) if r in roles}
+    wanted = (OutputRole.LOGITS, OutputRole.FEATURES, OutputRole.FEATURE_MAP)
+    return {r.value for r in wanted if r in roles}
 
 
 class ProfileStore:
@@ -245,3 +250,50 @@ class OodProfiles:
         profile = await self.profile_for(model)
         outputs = await self.outputs(model, images)
         return model, verdicts(profile, outputs, list(scorers) or [default_scorer(profile)])
+
+    async def detect_anomaly(
+        self, model_name: str, version: str, images: Sequence[ImageInput], with_maps: bool
+    ) -> tuple[ServedModel, list[AnomalyVerdict]]:
+        """Image scores and verdicts from the profile's PatchCore memory, with maps on request."""
+        model = self._registry.get(model_name, version)
+        if not images:
+            raise InvalidArgumentError("no images; send at least one")
+        profile = await self.profile_for(model)
+        entry = profile.scorers.get("patchcore")
+        if entry is None:
+            raise FailedPreconditionError(
+                f"the OOD profile of {model.name!r} has no PatchCore memory; fit one with "
+                'FitProfile scorers: ["patchcore"] on normal images'
+            )
+        outputs = await self.outputs(model, images)
+        assert outputs.feature_map is not None and isinstance(entry.profile, PatchMemory)
+        scores, patch_maps = await asyncio.to_thread(
+            score_patches, entry.profile, outputs.feature_map
+        )
+        tails = tail_fraction(entry.holdout_scores, scores)
+        size = (model.config.input.height, model.config.input.width)
+        results = []
+        for i, value in enumerate(scores):
+            heat = anomaly_map(patch_maps[i], size=size) if with_maps else None
+            results.append(
+                AnomalyVerdict(
+                    float(value),
+                    entry.threshold,
+                    bool(value > entry.threshold),
+                    float(tails[i]),
+                    heat,
+                )
+            )
+        return model, results
+
+
+@dataclass(frozen=True)
+class AnomalyVerdict:
+    """PatchCore's verdict on one image."""
+
+    score: float
+    threshold: float
+    is_anomalous: bool
+    holdout_tail: float
+    map: np.ndarray | None
+    """Anomaly map at the model's input size (float32), when asked for."""

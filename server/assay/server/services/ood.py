@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import grpc
+import numpy as np
+from PIL import Image
 
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobManager
@@ -13,6 +17,15 @@ from assay.server.ood.service import OodProfiles
 from assay.server.services.converters import image_to_domain, ood_score
 from assay.server.services.jobs import job_to_proto
 from assay.v1 import common_pb2, jobs_pb2, ood_pb2, ood_pb2_grpc
+from assay.v1.tensor_codec import from_array
+
+
+def heat_png(heat: np.ndarray, threshold: float) -> bytes:
+    """8-bit greyscale PNG of an anomaly map: 128 = the threshold, 255 = twice it or more."""
+    scaled = np.clip(heat / max(threshold, 1e-12) * 128.0, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(scaled).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def profile_to_proto(profile: ModelProfile) -> ood_pb2.OodProfile:
@@ -75,6 +88,34 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
             "seed": request.seed,
         }
         return job_to_proto(await self._jobs.start(DetectorEvaluations.kind, spec))
+
+    async def DetectAnomaly(
+        self, request: ood_pb2.DetectAnomalyRequest, context: grpc.aio.ServicerContext
+    ) -> ood_pb2.DetectAnomalyResponse:
+        """Anomaly scores and maps from the profile's PatchCore memory."""
+        if not request.model.name:
+            raise InvalidArgumentError("model.name is empty; name the model to score with")
+        images = [image_to_domain(image, i) for i, image in enumerate(request.images)]
+        wants_map = request.map_format != ood_pb2.ANOMALY_MAP_FORMAT_UNSPECIFIED
+        model, results = await self._profiles.detect_anomaly(
+            request.model.name, request.model.version, images, wants_map
+        )
+        response = ood_pb2.DetectAnomalyResponse(
+            model=common_pb2.ModelRef(name=model.name, version=model.config.version)
+        )
+        for image, result in zip(request.images, results, strict=True):
+            item = response.results.add(
+                id=image.id,
+                score=result.score,
+                threshold=result.threshold,
+                is_anomalous=result.is_anomalous,
+                holdout_tail=result.holdout_tail,
+            )
+            if result.map is not None and request.map_format == ood_pb2.ANOMALY_MAP_FORMAT_FLOAT16:
+                item.map.CopyFrom(from_array(result.map.astype(np.float16)))
+            elif result.map is not None:
+                item.map_png = heat_png(result.map, result.threshold)
+        return response
 
     async def ListProfiles(
         self, request: ood_pb2.ListProfilesRequest, context: grpc.aio.ServicerContext
