@@ -380,7 +380,7 @@ def pytorch_ood(d: Synthetic, rows: list[Row], repeats: int) -> None:
         return
     version = getattr(__import__("pytorch_ood"), "__version__", "?")
     print(f"pytorch-ood {version} (timing only: its estimators differ, e.g. no shrinkage)")
-    print(f"{'scorer':<12} {'fit ms':>10} {'score ms':>10} {'vs ours':>9}")
+    print(f"{'scorer':<12} {'fit ms':>10} {'score ms':>10} {'pyood/ours':>10}")
     ours = {r.name: r.score_ours for r in rows}
     for name, fit, score in pytorch_ood_cases(d, torch, detector):
         try:
@@ -389,7 +389,7 @@ def pytorch_ood(d: Synthetic, rows: list[Row], repeats: int) -> None:
         except Exception as exc:  # an optional third-party API that changes between releases
             print(f"{name:<12} failed: {type(exc).__name__}: {exc}")
             continue
-        print(f"{name:<12} {ms(fit_s, 10)} {ms(score_s, 10)} {ratio(score_s, ours[name], 9)}")
+        print(f"{name:<12} {ms(fit_s, 10)} {ms(score_s, 10)} {ratio(score_s, ours[name], 10)}")
 
 
 # --- KNN memory -----------------------------------------------------------------------------

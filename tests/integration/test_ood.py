@@ -328,13 +328,50 @@ async def test_patchcore_anomaly_maps_localise_synthetic_defects(app: AssayServe
     maps = np.stack([to_array(r.map).astype(np.float32) for r in response.results[len(good) :]])
     masks = []
     for path in defects:
-        mask = Image.open(TILES / "ground_truth" / "defect" / f"{path.stem}_mask.png").convert("L")
-        masks.append(np.asarray(mask.resize(maps.shape[2:0:-1], Image.Resampling.NEAREST)) > 127)
+        with Image.open(TILES / "ground_truth" / "defect" / f"{path.stem}_mask.png") as mask:
+            small = mask.convert("L").resize(maps.shape[2:0:-1], Image.Resampling.NEAREST)
+        masks.append(np.asarray(small) > 127)
     pixel_auroc = roc_auc_score(np.stack(masks).ravel(), maps.ravel())
     print(
         f"PatchCore on digits_cnn features: image AUROC {image_auroc:.3f}, pixel AUROC {pixel_auroc:.3f}"
     )
     assert maps.shape[1:] == (28, 28)
     assert image_auroc > 0.6 and pixel_auroc > 0.6
-    decoded = Image.open(__import__("io").BytesIO(png.results[0].map_png))
-    assert decoded.size == (28, 28) and decoded.mode == "L"
+    with Image.open(__import__("io").BytesIO(png.results[0].map_png)) as decoded:
+        assert decoded.size == (28, 28) and decoded.mode == "L"
+
+
+def test_cli_anomaly_fit_and_detect_with_overlays(tmp_path: Path) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from assay.client._background import BackgroundServer
+    from assay.client.cli import app as cli_app
+
+    runner = CliRunner()
+    with BackgroundServer(demo_settings(data={"roots": [str(SAMPLES_ROOT)]})) as server:
+        target = ["--target", f"127.0.0.1:{server.port}"]
+        fitted = runner.invoke(
+            cli_app,
+            ["anomaly", "fit", "--model", "digits_cnn", "--data", str(TILES / "train"), *target],
+        )
+        assert fitted.exit_code == 0, fitted.output
+        defects = [str(p) for p in sorted((TILES / "test" / "defect").glob("*.png"))[:3]]
+        detected = runner.invoke(
+            cli_app,
+            [
+                "anomaly",
+                "detect",
+                "--model",
+                "digits_cnn",
+                "--out-dir",
+                str(tmp_path),
+                *defects,
+                *target,
+            ],
+        )
+        assert detected.exit_code == 0, detected.output
+    overlays = sorted(tmp_path.glob("*_anomaly.png"))
+    assert len(overlays) == 3
+    with Image.open(overlays[0]) as first, Image.open(defects[0]) as source:
+        assert first.size == source.size and first.mode == "RGB"

@@ -7,6 +7,7 @@ from assay.client._errors import from_rpc_error
 
 def test_public_surface_is_exactly_the_intended_names() -> None:
     assert set(sdk.__all__) == {
+        "AnomalyResult",
         "AssayClientError",
         "AsyncClient",
         "CancelledError",

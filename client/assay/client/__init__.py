@@ -23,6 +23,7 @@ from assay.client._errors import (
 )
 from assay.client._jobs import Job, JobProgress
 from assay.client._types import (
+    AnomalyResult,
     Classification,
     ModelInfo,
     OodProfileInfo,
@@ -33,6 +34,7 @@ from assay.client._types import (
 )
 
 __all__ = [
+    "AnomalyResult",
     "AssayClientError",
     "AsyncClient",
     "CancelledError",

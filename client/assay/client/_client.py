@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from assay.client._convert import (
     ImageLike,
+    anomaly_result,
     image_message,
     model_info,
     ood_profile,
@@ -27,7 +28,7 @@ from assay.client._convert import (
 )
 from assay.client._errors import from_rpc_error
 from assay.client._jobs import Job, JobProgress, job, list_request, progress, suite_message
-from assay.client._types import ModelInfo, OodProfileInfo, OodScore, Prediction
+from assay.client._types import AnomalyResult, ModelInfo, OodProfileInfo, OodScore, Prediction
 from assay.v1 import (
     common_pb2,
     datasets_pb2,
@@ -314,6 +315,25 @@ class Client:
         if sample_limit is not None:
             request.sample_limit = sample_limit
         return job(self._call(self._ood.EvaluateDetectors, request, None))
+
+    def detect_anomaly(
+        self,
+        model: str,
+        images: Iterable[ImageLike],
+        *,
+        with_maps: bool = False,
+        timeout_s: float | None = None,
+    ) -> list[AnomalyResult]:
+        """PatchCore scores (and float maps) for images; the profile must include "patchcore"."""
+        request = ood_pb2.DetectAnomalyRequest(
+            model=common_pb2.ModelRef(name=model),
+            images=[image_message(i) for i in images],
+            map_format=ood_pb2.ANOMALY_MAP_FORMAT_FLOAT16
+            if with_maps
+            else ood_pb2.ANOMALY_MAP_FORMAT_UNSPECIFIED,
+        )
+        response = self._call(self._ood.DetectAnomaly, request, timeout_s)
+        return [anomaly_result(r) for r in response.results]
 
     def list_profiles(self, model: str = "") -> list[OodProfileInfo]:
         """Stored OOD profiles."""

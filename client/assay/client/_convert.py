@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from assay.client._types import (
+    AnomalyResult,
     Classification,
     ModelInfo,
     OodProfileInfo,
@@ -97,6 +98,19 @@ def ood_score(message: ood_pb2.OodScore) -> OodScore:
     """OodScore message -> OodScore."""
     return OodScore(
         message.scorer, message.score, message.threshold, message.is_ood, message.holdout_tail
+    )
+
+
+def anomaly_result(message: ood_pb2.AnomalyResult) -> AnomalyResult:
+    """AnomalyResult message -> AnomalyResult."""
+    heat = to_array(message.map).astype(np.float32) if message.HasField("map") else None
+    return AnomalyResult(
+        message.id,
+        message.score,
+        message.threshold,
+        message.is_anomalous,
+        message.holdout_tail,
+        heat,
     )
 
 

@@ -29,6 +29,19 @@ class OodScore:
 
 
 @dataclass(frozen=True)
+class AnomalyResult:
+    """PatchCore's verdict on an image, with its anomaly map when asked for."""
+
+    id: str
+    score: float
+    threshold: float
+    is_anomalous: bool
+    holdout_tail: float
+    map: np.ndarray | None
+    """H x W float32 at the model's input size."""
+
+
+@dataclass(frozen=True)
 class OodProfileInfo:
     """A stored OOD profile."""
 

@@ -295,6 +295,7 @@ def _demo_robustness(client: Client, data: Path, out: Path) -> None:
 
 app.command()(_evaluate_cli.evaluate)
 app.add_typer(_ood_cli.app, name="ood")
+app.add_typer(_ood_cli.anomaly_app, name="anomaly")
 app.command()(_evaluate_cli.jobs)
 app.command()(_evaluate_cli.report)
 

@@ -239,7 +239,9 @@ digits (energy AUROC 0.09), while Mahalanobis separates every shipped OOD set.""
 
 def default_scorer(profile: ModelProfile) -> str:
     """The scorer used when a caller names none (first fitted in DEFAULT_PREFERENCE)."""
-    return next(s for s in DEFAULT_PREFERENCE if s in profile.scorers)
+    return next(
+        (s for s in DEFAULT_PREFERENCE if s in profile.scorers), next(iter(profile.scorers))
+    )
 
 
 def holdout_quantiles(scores: np.ndarray) -> list[float]:
