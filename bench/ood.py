@@ -7,12 +7,13 @@ half from 5 unseen ones) and the float32 logits of a random linear head
 1280 -> 1000:
 
 * per scorer (msp, max_logit, energy, entropy, mahalanobis, gaussian, knn with
-  k=50, vim) the median over `--repeats` of (a) fitting on the bank (fitted
-  scorers only) and (b) scoring the queries, with `assay.server.ood` and with a
-  reference written below the way a notebook would (plain numpy: softmax and
-  log-sum-exp with the max trick, per-class loops over ``np.linalg.inv`` of an
-  ``np.cov`` covariance, a full queries x bank distance matrix with
-  ``np.sort``, ``np.linalg.eig`` of ViM's second moment). Both must give the
+  k=50, vim) the median over `--repeats` (ours and the reference alternated) of
+  (a) fitting on the bank (fitted scorers only) and (b) scoring the queries,
+  with `assay.server.ood` and with a reference written below the way a notebook
+  would (plain numpy: softmax and log-sum-exp with the max trick, per-class
+  loops over ``np.linalg.inv`` of an ``np.cov`` covariance, a full queries x
+  bank distance matrix with ``np.sort``, ``np.linalg.eig`` of ViM's second
+  moment). Both must give the
   same scores (asserted; the references use the same Ledoit-Wolf shrinkage as
   assay, written out in the textbook form, so that the estimators agree);
 * pytorch-ood's equivalent detectors, timed only, when it is installed (it is
@@ -217,6 +218,20 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: bool) -> tuple[float, Any
     return float(np.median(samples)), result
 
 
+def timed_pair(
+    ours: Callable[[], Any], ref: Callable[[], Any], repeats: int, warmup: bool
+) -> tuple[float, float, Any, Any]:
+    """`timed` for both, alternating ours and the reference so that both see the same load."""
+    results = [ours(), ref()] if warmup else [None, None]
+    samples: list[list[float]] = [[], []]
+    for _ in range(repeats):
+        for i, fn in enumerate((ours, ref)):
+            start = time.perf_counter()
+            results[i] = fn()
+            samples[i].append(time.perf_counter() - start)
+    return float(np.median(samples[0])), float(np.median(samples[1])), results[0], results[1]
+
+
 @dataclass
 class Case:
     """One scorer: fit (None when stateless) and score, ours and the reference's."""
@@ -289,11 +304,13 @@ class Row:
 
 
 def run_case(case: Case, repeats: int) -> Row:
-    nan = float("nan")
-    fit_ours, profile = timed(case.ours_fit, repeats, False) if case.ours_fit else (nan, None)
-    fit_ref, model = timed(case.ref_fit, repeats, False) if case.ref_fit else (nan, None)
-    score_ours, ours = timed(lambda: case.ours_score(profile), repeats, True)
-    score_ref, ref = timed(lambda: case.ref_score(model), repeats, True)
+    fit_ours = fit_ref = float("nan")
+    profile = model = None
+    if case.ours_fit and case.ref_fit:
+        fit_ours, fit_ref, profile, model = timed_pair(case.ours_fit, case.ref_fit, repeats, False)
+    score_ours, score_ref, ours, ref = timed_pair(
+        lambda: case.ours_score(profile), lambda: case.ref_score(model), repeats, True
+    )
     scale = float(np.abs(ref).max())
     deviation = float(np.abs(ours - ref).max()) / scale
     assert np.allclose(ours, ref, rtol=case.rtol, atol=case.rtol * scale), (

@@ -375,3 +375,38 @@ def test_cli_anomaly_fit_and_detect_with_overlays(tmp_path: Path) -> None:
     assert len(overlays) == 3
     with Image.open(overlays[0]) as first, Image.open(defects[0]) as source:
         assert first.size == source.size and first.mode == "RGB"
+
+
+def test_cli_ood_evaluate_writes_the_ranked_table_and_an_html_report(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from assay.client._background import BackgroundServer
+    from assay.client.cli import app as cli_app
+
+    runner = CliRunner()
+    with BackgroundServer(demo_settings(data={"roots": [str(SAMPLES_ROOT)]})) as server:
+        target = ["--target", f"127.0.0.1:{server.port}"]
+        fitted = runner.invoke(
+            cli_app,
+            [
+                "ood",
+                "fit",
+                "--model",
+                "digits_cnn",
+                "--data",
+                str(HELDOUT),
+                "--sample-limit",
+                "200",
+                *target,
+            ],
+        )
+        assert fitted.exit_code == 0, fitted.output
+        out = tmp_path / "ood.html"
+        evaluated = runner.invoke(cli_app, [
+            "ood", "evaluate", "--model", "digits_cnn", "--id", str(HELDOUT), "--ood", str(SAMPLES_ROOT / "ood" / "textures"),
+            "--ood", str(SAMPLES_ROOT / "ood" / "noise"), "--sample-limit", "60", "--out", str(out), *target,
+        ])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "(recommended)" in evaluated.output and "AUROC textures" in evaluated.output
+    html = out.read_text()
+    assert html.count("data:image/png;base64,") >= 4 and "digits_cnn" in html
