@@ -65,6 +65,7 @@ bench: $(VENV)/.dev triton-env bench-env
 	$(PY) -m bench.serving
 	$(PY) -m bench.triton
 	$(PY) -m bench.suite
+	$(PY) -m bench.ood
 	.venv-bench/bin/python -m bench.corruptions
 
 ## bench-env: .venv-bench, the dev install plus the imagecorruptions reference (bench only)

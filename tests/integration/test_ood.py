@@ -410,3 +410,24 @@ def test_cli_ood_evaluate_writes_the_ranked_table_and_an_html_report(tmp_path: P
     assert "(recommended)" in evaluated.output and "AUROC textures" in evaluated.output
     html = out.read_text()
     assert html.count("data:image/png;base64,") >= 4 and "digits_cnn" in html
+
+
+async def test_predict_ood_and_anomaly_signals_together(app: AssayServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        job = await fit(channel, dataset=TILES / "train", scorers=["mahalanobis", "patchcore"])
+        assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        batch = images(sorted((TILES / "test" / "defect").glob("*.png"))[:4])
+        registry = app.metrics.registry
+        before = registry.get_sample_value("assay_batch_size_count", {"model": "digits_cnn"})
+        response = await stub.Predict(
+            inference_pb2.PredictRequest(model=ref(), images=batch, signals=["ood", "anomaly"])
+        )
+        after = registry.get_sample_value("assay_batch_size_count", {"model": "digits_cnn"})
+    assert after - before == 1
+    assert all(
+        r.ood[0].scorer == "mahalanobis" and r.anomaly[0].scorer == "patchcore"
+        for r in response.results
+    )
+    flagged = registry.get_sample_value("assay_anomaly_flagged_total", {"model": "digits_cnn"}) or 0
+    assert flagged == sum(r.anomaly[0].is_ood for r in response.results)

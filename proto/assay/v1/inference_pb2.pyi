@@ -47,8 +47,9 @@ class PredictRequest(_message.Message):
     def signals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Trust signals computed from the same inference, no second backend call:
         "ood" scores each image with the model's OOD profile (its default
-        scorer). FAILED_PRECONDITION when the model has no (matching) profile.
-        Field numbers 6-15 are kept for more signals (anomaly, AI-generated).
+        scorer); "anomaly" with the profile's PatchCore memory.
+        FAILED_PRECONDITION when the model has no (matching) profile.
+        Field numbers 6-15 are kept for more signals (AI-generated).
         """
 
     def __init__(
@@ -126,6 +127,7 @@ class ImageResult(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
     OOD_FIELD_NUMBER: _builtins.int
+    ANOMALY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The Image.id the caller sent."""
     @_builtins.property
@@ -140,6 +142,10 @@ class ImageResult(_message.Message):
     def ood(self) -> _containers.RepeatedCompositeFieldContainer[_ood_pb2.OodScore]:
         """The "ood" signal, when requested."""
 
+    @_builtins.property
+    def anomaly(self) -> _containers.RepeatedCompositeFieldContainer[_ood_pb2.OodScore]:
+        """The "anomaly" signal (scorer "patchcore"), when requested."""
+
     def __init__(
         self,
         *,
@@ -147,10 +153,11 @@ class ImageResult(_message.Message):
         top_k: _abc.Iterable[Global___Classification] | None = ...,
         outputs: _abc.Mapping[_builtins.str, _common_pb2.Tensor] | None = ...,
         ood: _abc.Iterable[_ood_pb2.OodScore] | None = ...,
+        anomaly: _abc.Iterable[_ood_pb2.OodScore] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "ood", b"ood", "outputs", b"outputs", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly", b"anomaly", "id", b"id", "ood", b"ood", "outputs", b"outputs", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -58,6 +58,7 @@ class ImagePrediction:
     top_k: list[Classification]
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     ood: list[OodVerdict] = field(default_factory=list)
+    anomaly: list[OodVerdict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,18 @@ class Predictor:
         outputs = await model.batcher.submit({model.input_name: batch}, deadline)
         model.observers.images.inc(len(query.images))
         predictions = build_predictions(model, outputs, query, wanted)
-        if profile is not None:  # the same outputs feed the scorer: no second inference
-            scorer = default_scorer(profile)
-            judged = verdicts(profile, role_outputs(model, outputs), [scorer])
-            for prediction, verdict in zip(predictions, judged, strict=True):
-                prediction.ood.extend(verdict)
-            model.observers.record_ood(verdicts_flat(predictions))
+        if profile is not None:  # the same outputs feed the scorers: no second inference
+            roles = role_outputs(model, outputs)
+            if "ood" in query.signals:
+                judged = verdicts(profile, roles, [default_scorer(profile)])
+                for prediction, verdict in zip(predictions, judged, strict=True):
+                    prediction.ood.extend(verdict)
+                model.observers.record_ood(v for p in predictions for v in p.ood)
+            if "anomaly" in query.signals:
+                judged = verdicts(profile, roles, ["patchcore"])
+                for prediction, verdict in zip(predictions, judged, strict=True):
+                    prediction.anomaly.extend(verdict)
+                model.observers.record_anomaly(v for p in predictions for v in p.anomaly)
         return PredictResult(
             model=model.name, version=model.config.version, predictions=predictions
         )
@@ -111,14 +118,22 @@ class Predictor:
     async def _signal_profile(
         self, model: ServedModel, signals: Sequence[str]
     ) -> ModelProfile | None:
-        unknown = set(signals) - {"ood"}
+        unknown = set(signals) - {"ood", "anomaly"}
         if unknown:
-            raise InvalidArgumentError(f"unknown signals {sorted(unknown)}; available: ood")
-        if "ood" not in signals:
+            raise InvalidArgumentError(
+                f"unknown signals {sorted(unknown)}; available: ood, anomaly"
+            )
+        if not signals:
             return None
         if self._ood is None:
             raise FailedPreconditionError("OOD signals are not enabled on this server")
-        return await self._ood.profile_for(model)
+        profile = await self._ood.profile_for(model)
+        if "anomaly" in signals and "patchcore" not in profile.scorers:
+            raise FailedPreconditionError(
+                f"the profile of {model.name!r} has no PatchCore memory for the anomaly signal; "
+                'fit one with FitProfile scorers: ["patchcore"]'
+            )
+        return profile
 
     def _check_request(self, query: PredictQuery) -> None:
         count = len(query.images)
@@ -233,8 +248,3 @@ def build_predictions(
         ImagePrediction(ids[row], classes[row], {key: value[row] for key, value in raw.items()})
         for row in range(count)
     ]
-
-
-def verdicts_flat(predictions: Sequence[ImagePrediction]) -> list[OodVerdict]:
-    """Every OOD verdict of a request, for metrics."""
-    return [v for p in predictions for v in p.ood]

@@ -116,6 +116,10 @@ class ServerMetrics:
             "assay_ood_flagged_total", "Served images flagged out-of-distribution.",
             ("model", "scorer"), registry=registry,
         )  # fmt: skip
+        self.anomaly_flagged = Counter(
+            "assay_anomaly_flagged_total", "Images flagged anomalous (PatchCore).",
+            ("model",), registry=registry,
+        )  # fmt: skip
         self.model_ready = Gauge(
             "assay_model_ready",
             "1 when the model's backend can serve, else 0.",

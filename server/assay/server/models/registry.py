@@ -54,6 +54,12 @@ class ModelObservers:
             if verdict.is_ood:
                 self.metrics.ood_flagged.labels(**labels).inc()
 
+    def record_anomaly(self, verdicts: Iterable[Any]) -> None:
+        """Anomaly flags of served images."""
+        flagged = sum(1 for v in verdicts if v.is_ood)
+        if flagged:
+            self.metrics.anomaly_flagged.labels(model=self.name).inc(flagged)
+
 
 @dataclass
 class ServedModel:

@@ -284,6 +284,9 @@ class OodProfiles:
                     heat,
                 )
             )
+        flagged = sum(r.is_anomalous for r in results)
+        if flagged:
+            model.observers.metrics.anomaly_flagged.labels(model=model.name).inc(flagged)
         return model, results
 
 

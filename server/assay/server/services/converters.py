@@ -88,6 +88,7 @@ def predict_result_to_proto(result: PredictResult) -> inference_pb2.PredictRespo
         for key, value in prediction.outputs.items():
             item.outputs[key].CopyFrom(from_array(value))
         item.ood.extend(ood_score(v) for v in prediction.ood)
+        item.anomaly.extend(ood_score(v) for v in prediction.anomaly)
     return response
 
 
