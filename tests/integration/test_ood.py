@@ -431,3 +431,31 @@ async def test_predict_ood_and_anomaly_signals_together(app: AssayServer) -> Non
     )
     flagged = registry.get_sample_value("assay_anomaly_flagged_total", {"model": "digits_cnn"}) or 0
     assert flagged == sum(r.anomaly[0].is_ood for r in response.results)
+
+
+async def test_evaluate_anomaly_reports_image_pixel_aupro_and_aupimo(app: AssayServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        assert (
+            await fit(channel, dataset=TILES / "train", scorers=["patchcore"])
+        ).state == jobs_pb2.JOB_STATE_SUCCEEDED
+        ood = ood_pb2_grpc.OodServiceStub(channel)
+        jobs = jobs_pb2_grpc.JobServiceStub(channel)
+        job = await ood.EvaluateAnomaly(
+            ood_pb2.EvaluateAnomalyRequest(model=ref(), dataset=str(TILES))
+        )
+        events = [e async for e in jobs.WatchJob(jobs_pb2.WatchJobRequest(id=job.id))]
+        assert events[-1].job.state == jobs_pb2.JOB_STATE_SUCCEEDED, events[-1].job.error
+        report = json.loads((await jobs.GetReport(jobs_pb2.GetReportRequest(id=job.id))).json)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await ood.EvaluateAnomaly(
+                ood_pb2.EvaluateAnomalyRequest(model=ref(), dataset=str(TILES / "train"))
+            )
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    print("anomaly evaluation:", {k: report[k] for k in ("image_auroc", "pixel_auroc", "aupro")})
+    assert report["schema"] == "assay.anomaly.evaluation/v1" and report["dataset"]["good"] == 20
+    assert (
+        0.5 < report["image_auroc"] <= 1
+        and 0.5 < report["pixel_auroc"] <= 1
+        and 0 <= report["aupro"] <= 1
+    )
+    assert len(report["aupimo"]) == 40 and all(0 <= v <= 1 for v in report["aupimo"].values())

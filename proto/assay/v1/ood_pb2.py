@@ -26,43 +26,45 @@ from assay.v1 import common_pb2 as assay_dot_v1_dot_common__pb2
 from assay.v1 import jobs_pb2 as assay_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x61ssay/v1/ood.proto\x12\x08\x61ssay.v1\x1a\x15\x61ssay/v1/common.proto\x1a\x13\x61ssay/v1/jobs.proto\"\x8a\x01\n\x14\x44\x65tectAnomalyRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x1f\n\x06images\x18\x02 \x03(\x0b\x32\x0f.assay.v1.Image\x12.\n\nmap_format\x18\x03 \x01(\x0e\x32\x1a.assay.v1.AnomalyMapFormat\"\x99\x01\n\rAnomalyResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x14\n\x0cis_anomalous\x18\x04 \x01(\x08\x12\x14\n\x0choldout_tail\x18\x05 \x01(\x01\x12\x1d\n\x03map\x18\x06 \x01(\x0b\x32\x10.assay.v1.Tensor\x12\x0f\n\x07map_png\x18\x07 \x01(\x0c\"d\n\x15\x44\x65tectAnomalyResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.assay.v1.AnomalyResult\"\xb2\x01\n\x18\x45valuateDetectorsRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x12\n\nin_dataset\x18\x02 \x01(\t\x12\x14\n\x0cood_datasets\x18\x03 \x03(\t\x12\x0f\n\x07scorers\x18\x04 \x03(\t\x12\x19\n\x0csample_limit\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x42\x0f\n\r_sample_limit\"\xc0\x01\n\x11\x46itProfileRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07scorers\x18\x03 \x03(\t\x12\x12\n\ntarget_tpr\x18\x04 \x01(\x01\x12\x18\n\x10holdout_fraction\x18\x05 \x01(\x01\x12\x19\n\x0csample_limit\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x42\x0f\n\r_sample_limit\"O\n\x0fScorerThreshold\x12\x0e\n\x06scorer\x18\x01 \x01(\t\x12\x11\n\tthreshold\x18\x02 \x01(\x01\x12\x19\n\x11holdout_quantiles\x18\x03 \x03(\x01\"\xca\x01\n\nOodProfile\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x12\n\ntarget_tpr\x18\x03 \x01(\x01\x12*\n\x07scorers\x18\x04 \x03(\x0b\x32\x19.assay.v1.ScorerThreshold\x12\x16\n\x0e\x64\x65\x66\x61ult_scorer\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\x12\x18\n\x10reference_images\x18\x07 \x01(\r\"$\n\x13ListProfilesRequest\x12\r\n\x05model\x18\x01 \x01(\t\">\n\x14ListProfilesResponse\x12&\n\x08profiles\x18\x01 \x03(\x0b\x32\x14.assay.v1.OodProfile\"9\n\x14\x44\x65leteProfileRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\"b\n\x08OodScore\x12\x0e\n\x06scorer\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x0e\n\x06is_ood\x18\x04 \x01(\x08\x12\x14\n\x0choldout_tail\x18\x05 \x01(\x01\"@\n\x0eImageOodScores\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06scores\x18\x02 \x03(\x0b\x32\x12.assay.v1.OodScore\"f\n\x0fScoreOODRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x1f\n\x06images\x18\x02 \x03(\x0b\x32\x0f.assay.v1.Image\x12\x0f\n\x07scorers\x18\x03 \x03(\t\"`\n\x10ScoreOODResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12)\n\x07results\x18\x02 \x03(\x0b\x32\x18.assay.v1.ImageOodScores*r\n\x10\x41nomalyMapFormat\x12\"\n\x1e\x41NOMALY_MAP_FORMAT_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41NOMALY_MAP_FORMAT_FLOAT16\x10\x01\x12\x1a\n\x16\x41NOMALY_MAP_FORMAT_PNG\x10\x02\x32\xb9\x03\n\nOodService\x12\x38\n\nFitProfile\x12\x1b.assay.v1.FitProfileRequest\x1a\r.assay.v1.Job\x12M\n\x0cListProfiles\x12\x1d.assay.v1.ListProfilesRequest\x1a\x1e.assay.v1.ListProfilesResponse\x12\x45\n\rDeleteProfile\x12\x1e.assay.v1.DeleteProfileRequest\x1a\x14.assay.v1.OodProfile\x12\x41\n\x08ScoreOOD\x12\x19.assay.v1.ScoreOODRequest\x1a\x1a.assay.v1.ScoreOODResponse\x12\x46\n\x11\x45valuateDetectors\x12\".assay.v1.EvaluateDetectorsRequest\x1a\r.assay.v1.Job\x12P\n\rDetectAnomaly\x12\x1e.assay.v1.DetectAnomalyRequest\x1a\x1f.assay.v1.DetectAnomalyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x61ssay/v1/ood.proto\x12\x08\x61ssay.v1\x1a\x15\x61ssay/v1/common.proto\x1a\x13\x61ssay/v1/jobs.proto\"L\n\x16\x45valuateAnomalyRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"\x8a\x01\n\x14\x44\x65tectAnomalyRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x1f\n\x06images\x18\x02 \x03(\x0b\x32\x0f.assay.v1.Image\x12.\n\nmap_format\x18\x03 \x01(\x0e\x32\x1a.assay.v1.AnomalyMapFormat\"\x99\x01\n\rAnomalyResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x14\n\x0cis_anomalous\x18\x04 \x01(\x08\x12\x14\n\x0choldout_tail\x18\x05 \x01(\x01\x12\x1d\n\x03map\x18\x06 \x01(\x0b\x32\x10.assay.v1.Tensor\x12\x0f\n\x07map_png\x18\x07 \x01(\x0c\"d\n\x15\x44\x65tectAnomalyResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.assay.v1.AnomalyResult\"\xb2\x01\n\x18\x45valuateDetectorsRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x12\n\nin_dataset\x18\x02 \x01(\t\x12\x14\n\x0cood_datasets\x18\x03 \x03(\t\x12\x0f\n\x07scorers\x18\x04 \x03(\t\x12\x19\n\x0csample_limit\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x42\x0f\n\r_sample_limit\"\xc0\x01\n\x11\x46itProfileRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07scorers\x18\x03 \x03(\t\x12\x12\n\ntarget_tpr\x18\x04 \x01(\x01\x12\x18\n\x10holdout_fraction\x18\x05 \x01(\x01\x12\x19\n\x0csample_limit\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x42\x0f\n\r_sample_limit\"O\n\x0fScorerThreshold\x12\x0e\n\x06scorer\x18\x01 \x01(\t\x12\x11\n\tthreshold\x18\x02 \x01(\x01\x12\x19\n\x11holdout_quantiles\x18\x03 \x03(\x01\"\xca\x01\n\nOodProfile\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x12\n\ntarget_tpr\x18\x03 \x01(\x01\x12*\n\x07scorers\x18\x04 \x03(\x0b\x32\x19.assay.v1.ScorerThreshold\x12\x16\n\x0e\x64\x65\x66\x61ult_scorer\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\x12\x18\n\x10reference_images\x18\x07 \x01(\r\"$\n\x13ListProfilesRequest\x12\r\n\x05model\x18\x01 \x01(\t\">\n\x14ListProfilesResponse\x12&\n\x08profiles\x18\x01 \x03(\x0b\x32\x14.assay.v1.OodProfile\"9\n\x14\x44\x65leteProfileRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\"b\n\x08OodScore\x12\x0e\n\x06scorer\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x0e\n\x06is_ood\x18\x04 \x01(\x08\x12\x14\n\x0choldout_tail\x18\x05 \x01(\x01\"@\n\x0eImageOodScores\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06scores\x18\x02 \x03(\x0b\x32\x12.assay.v1.OodScore\"f\n\x0fScoreOODRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x1f\n\x06images\x18\x02 \x03(\x0b\x32\x0f.assay.v1.Image\x12\x0f\n\x07scorers\x18\x03 \x03(\t\"`\n\x10ScoreOODResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12)\n\x07results\x18\x02 \x03(\x0b\x32\x18.assay.v1.ImageOodScores*r\n\x10\x41nomalyMapFormat\x12\"\n\x1e\x41NOMALY_MAP_FORMAT_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41NOMALY_MAP_FORMAT_FLOAT16\x10\x01\x12\x1a\n\x16\x41NOMALY_MAP_FORMAT_PNG\x10\x02\x32\xfd\x03\n\nOodService\x12\x38\n\nFitProfile\x12\x1b.assay.v1.FitProfileRequest\x1a\r.assay.v1.Job\x12M\n\x0cListProfiles\x12\x1d.assay.v1.ListProfilesRequest\x1a\x1e.assay.v1.ListProfilesResponse\x12\x45\n\rDeleteProfile\x12\x1e.assay.v1.DeleteProfileRequest\x1a\x14.assay.v1.OodProfile\x12\x41\n\x08ScoreOOD\x12\x19.assay.v1.ScoreOODRequest\x1a\x1a.assay.v1.ScoreOODResponse\x12\x46\n\x11\x45valuateDetectors\x12\".assay.v1.EvaluateDetectorsRequest\x1a\r.assay.v1.Job\x12P\n\rDetectAnomaly\x12\x1e.assay.v1.DetectAnomalyRequest\x1a\x1f.assay.v1.DetectAnomalyResponse\x12\x42\n\x0f\x45valuateAnomaly\x12 .assay.v1.EvaluateAnomalyRequest\x1a\r.assay.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assay.v1.ood_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ANOMALYMAPFORMAT']._serialized_start=1666
-  _globals['_ANOMALYMAPFORMAT']._serialized_end=1780
-  _globals['_DETECTANOMALYREQUEST']._serialized_start=77
-  _globals['_DETECTANOMALYREQUEST']._serialized_end=215
-  _globals['_ANOMALYRESULT']._serialized_start=218
-  _globals['_ANOMALYRESULT']._serialized_end=371
-  _globals['_DETECTANOMALYRESPONSE']._serialized_start=373
-  _globals['_DETECTANOMALYRESPONSE']._serialized_end=473
-  _globals['_EVALUATEDETECTORSREQUEST']._serialized_start=476
-  _globals['_EVALUATEDETECTORSREQUEST']._serialized_end=654
-  _globals['_FITPROFILEREQUEST']._serialized_start=657
-  _globals['_FITPROFILEREQUEST']._serialized_end=849
-  _globals['_SCORERTHRESHOLD']._serialized_start=851
-  _globals['_SCORERTHRESHOLD']._serialized_end=930
-  _globals['_OODPROFILE']._serialized_start=933
-  _globals['_OODPROFILE']._serialized_end=1135
-  _globals['_LISTPROFILESREQUEST']._serialized_start=1137
-  _globals['_LISTPROFILESREQUEST']._serialized_end=1173
-  _globals['_LISTPROFILESRESPONSE']._serialized_start=1175
-  _globals['_LISTPROFILESRESPONSE']._serialized_end=1237
-  _globals['_DELETEPROFILEREQUEST']._serialized_start=1239
-  _globals['_DELETEPROFILEREQUEST']._serialized_end=1296
-  _globals['_OODSCORE']._serialized_start=1298
-  _globals['_OODSCORE']._serialized_end=1396
-  _globals['_IMAGEOODSCORES']._serialized_start=1398
-  _globals['_IMAGEOODSCORES']._serialized_end=1462
-  _globals['_SCOREOODREQUEST']._serialized_start=1464
-  _globals['_SCOREOODREQUEST']._serialized_end=1566
-  _globals['_SCOREOODRESPONSE']._serialized_start=1568
-  _globals['_SCOREOODRESPONSE']._serialized_end=1664
-  _globals['_OODSERVICE']._serialized_start=1783
-  _globals['_OODSERVICE']._serialized_end=2224
+  _globals['_ANOMALYMAPFORMAT']._serialized_start=1744
+  _globals['_ANOMALYMAPFORMAT']._serialized_end=1858
+  _globals['_EVALUATEANOMALYREQUEST']._serialized_start=76
+  _globals['_EVALUATEANOMALYREQUEST']._serialized_end=152
+  _globals['_DETECTANOMALYREQUEST']._serialized_start=155
+  _globals['_DETECTANOMALYREQUEST']._serialized_end=293
+  _globals['_ANOMALYRESULT']._serialized_start=296
+  _globals['_ANOMALYRESULT']._serialized_end=449
+  _globals['_DETECTANOMALYRESPONSE']._serialized_start=451
+  _globals['_DETECTANOMALYRESPONSE']._serialized_end=551
+  _globals['_EVALUATEDETECTORSREQUEST']._serialized_start=554
+  _globals['_EVALUATEDETECTORSREQUEST']._serialized_end=732
+  _globals['_FITPROFILEREQUEST']._serialized_start=735
+  _globals['_FITPROFILEREQUEST']._serialized_end=927
+  _globals['_SCORERTHRESHOLD']._serialized_start=929
+  _globals['_SCORERTHRESHOLD']._serialized_end=1008
+  _globals['_OODPROFILE']._serialized_start=1011
+  _globals['_OODPROFILE']._serialized_end=1213
+  _globals['_LISTPROFILESREQUEST']._serialized_start=1215
+  _globals['_LISTPROFILESREQUEST']._serialized_end=1251
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=1253
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=1315
+  _globals['_DELETEPROFILEREQUEST']._serialized_start=1317
+  _globals['_DELETEPROFILEREQUEST']._serialized_end=1374
+  _globals['_OODSCORE']._serialized_start=1376
+  _globals['_OODSCORE']._serialized_end=1474
+  _globals['_IMAGEOODSCORES']._serialized_start=1476
+  _globals['_IMAGEOODSCORES']._serialized_end=1540
+  _globals['_SCOREOODREQUEST']._serialized_start=1542
+  _globals['_SCOREOODREQUEST']._serialized_end=1644
+  _globals['_SCOREOODRESPONSE']._serialized_start=1646
+  _globals['_SCOREOODRESPONSE']._serialized_end=1742
+  _globals['_OODSERVICE']._serialized_start=1861
+  _globals['_OODSERVICE']._serialized_end=2370
 # @@protoc_insertion_point(module_scope)

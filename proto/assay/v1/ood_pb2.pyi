@@ -44,6 +44,32 @@ ANOMALY_MAP_FORMAT_PNG: AnomalyMapFormat.ValueType  # 2
 Global___AnomalyMapFormat: _TypeAlias = AnomalyMapFormat  # noqa: Y015
 
 @_typing.final
+class EvaluateAnomalyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    """A folder with test/good/*.png, test/<defect type>/*.png and, optionally,
+    ground_truth/<defect type>/<name>_mask.png (MVTec AD layout).
+    """
+    @_builtins.property
+    def model(self) -> _common_pb2.ModelRef: ...
+    def __init__(
+        self,
+        *,
+        model: _common_pb2.ModelRef | None = ...,
+        dataset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateAnomalyRequest: _TypeAlias = EvaluateAnomalyRequest  # noqa: Y015
+
+@_typing.final
 class DetectAnomalyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

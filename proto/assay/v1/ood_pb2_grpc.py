@@ -66,6 +66,11 @@ class OodServiceStub:
                 request_serializer=assay_dot_v1_dot_ood__pb2.DetectAnomalyRequest.SerializeToString,
                 response_deserializer=assay_dot_v1_dot_ood__pb2.DetectAnomalyResponse.FromString,
                 _registered_method=True)
+        self.EvaluateAnomaly = channel.unary_unary(
+                '/assay.v1.OodService/EvaluateAnomaly',
+                request_serializer=assay_dot_v1_dot_ood__pb2.EvaluateAnomalyRequest.SerializeToString,
+                response_deserializer=assay_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class OodServiceServicer:
@@ -133,6 +138,18 @@ class OodServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateAnomaly(self, request, context):
+        """Evaluates the PatchCore memory on an MVTec-style test folder, as a job
+        (kind "anomaly_evaluation"): image AUROC, and with masks pixel AUROC,
+        AUPRO (FPR <= 0.3) and per-image AUPIMO scores. Fetch the report with
+        JobService.GetReport (schema "assay.anomaly.evaluation/v1").
+        Returns FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
+        PERMISSION_DENIED / INVALID_ARGUMENT for the folder as FitProfile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OodServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +182,11 @@ def add_OodServiceServicer_to_server(servicer, server):
                     servicer.DetectAnomaly,
                     request_deserializer=assay_dot_v1_dot_ood__pb2.DetectAnomalyRequest.FromString,
                     response_serializer=assay_dot_v1_dot_ood__pb2.DetectAnomalyResponse.SerializeToString,
+            ),
+            'EvaluateAnomaly': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateAnomaly,
+                    request_deserializer=assay_dot_v1_dot_ood__pb2.EvaluateAnomalyRequest.FromString,
+                    response_serializer=assay_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -330,6 +352,33 @@ class OodService:
             '/assay.v1.OodService/DetectAnomaly',
             assay_dot_v1_dot_ood__pb2.DetectAnomalyRequest.SerializeToString,
             assay_dot_v1_dot_ood__pb2.DetectAnomalyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateAnomaly(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.v1.OodService/EvaluateAnomaly',
+            assay_dot_v1_dot_ood__pb2.EvaluateAnomalyRequest.SerializeToString,
+            assay_dot_v1_dot_jobs__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,14 @@ class OodServiceStub:
     Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
     for bad images, NOT_FOUND for an unknown model.
     """
+    EvaluateAnomaly: _grpc.UnaryUnaryMultiCallable[_ood_pb2.EvaluateAnomalyRequest, _jobs_pb2.Job]
+    """Evaluates the PatchCore memory on an MVTec-style test folder, as a job
+    (kind "anomaly_evaluation"): image AUROC, and with masks pixel AUROC,
+    AUPRO (FPR <= 0.3) and per-image AUPIMO scores. Fetch the report with
+    JobService.GetReport (schema "assay.anomaly.evaluation/v1").
+    Returns FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
+    PERMISSION_DENIED / INVALID_ARGUMENT for the folder as FitProfile.
+    """
 
 @_typing.type_check_only
 class OodServiceAsyncStub(OodServiceStub):
@@ -109,6 +117,14 @@ class OodServiceAsyncStub(OodServiceStub):
     optionally, an anomaly map at the model's input size.
     Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
     for bad images, NOT_FOUND for an unknown model.
+    """
+    EvaluateAnomaly: _aio.UnaryUnaryMultiCallable[_ood_pb2.EvaluateAnomalyRequest, _jobs_pb2.Job]  # type: ignore[assignment]
+    """Evaluates the PatchCore memory on an MVTec-style test folder, as a job
+    (kind "anomaly_evaluation"): image AUROC, and with masks pixel AUROC,
+    AUPRO (FPR <= 0.3) and per-image AUPIMO scores. Fetch the report with
+    JobService.GetReport (schema "assay.anomaly.evaluation/v1").
+    Returns FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
+    PERMISSION_DENIED / INVALID_ARGUMENT for the folder as FitProfile.
     """
 
 class OodServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -183,6 +199,20 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         optionally, an anomaly map at the model's input size.
         Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
         for bad images, NOT_FOUND for an unknown model.
+        """
+
+    @_abc_1.abstractmethod
+    def EvaluateAnomaly(
+        self,
+        request: _ood_pb2.EvaluateAnomalyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
+        """Evaluates the PatchCore memory on an MVTec-style test folder, as a job
+        (kind "anomaly_evaluation"): image AUROC, and with masks pixel AUROC,
+        AUPRO (FPR <= 0.3) and per-image AUPIMO scores. Fetch the report with
+        JobService.GetReport (schema "assay.anomaly.evaluation/v1").
+        Returns FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
+        PERMISSION_DENIED / INVALID_ARGUMENT for the folder as FitProfile.
         """
 
 def add_OodServiceServicer_to_server(servicer: OodServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

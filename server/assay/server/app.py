@@ -26,6 +26,7 @@ from assay.server.jobs.store import SqliteJobStore
 from assay.server.metrics import MetricsEndpoint, ServerMetrics
 from assay.server.models.loading import build_registry
 from assay.server.models.registry import ModelRegistry
+from assay.server.ood.anomaly_job import AnomalyEvaluations
 from assay.server.ood.evaluate_job import DetectorEvaluations
 from assay.server.ood.service import OodProfiles, ProfileStore
 from assay.server.robustness.evaluation import RobustnessJobs
@@ -194,6 +195,9 @@ async def create_server(
         RobustnessJobs.kind: evaluations,
         OodProfiles.kind: profiles,
         DetectorEvaluations.kind: detector_evaluations,
+        AnomalyEvaluations.kind: AnomalyEvaluations(
+            registry, roots, pool, profiles, settings.images.max_pixels
+        ),
     }
     jobs = JobManager(store, kinds, settings.jobs.max_running)
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobManager
+from assay.server.ood.anomaly_job import AnomalyEvaluations
 from assay.server.ood.evaluate_job import DetectorEvaluations
 from assay.server.ood.fitting import default_scorer, holdout_quantiles
 from assay.server.ood.profiles import ModelProfile
@@ -116,6 +117,19 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
             elif result.map is not None:
                 item.map_png = heat_png(result.map, result.threshold)
         return response
+
+    async def EvaluateAnomaly(
+        self, request: ood_pb2.EvaluateAnomalyRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Job:
+        """Start an anomaly evaluation job."""
+        if not request.model.name or not request.dataset:
+            raise InvalidArgumentError("model.name and dataset are required")
+        spec = {
+            "model": request.model.name,
+            "version": request.model.version,
+            "dataset": request.dataset,
+        }
+        return job_to_proto(await self._jobs.start(AnomalyEvaluations.kind, spec))
 
     async def ListProfiles(
         self, request: ood_pb2.ListProfilesRequest, context: grpc.aio.ServicerContext
