@@ -32,6 +32,7 @@ def test_defaults_are_valid() -> None:
             "models.0.input.color",
         ),
         ({"models": [{**ENTRY, "name": "bad name!"}]}, "models.0.name"),
+        ({"models": [{**ENTRY, "version": "../../etc"}]}, "models.0.version"),
     ],
 )
 def test_invalid_settings_name_the_field(overrides: dict[str, object], field: str) -> None:

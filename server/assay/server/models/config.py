@@ -176,6 +176,16 @@ class ModelConfig(_Strict):
     """For backend triton. Shapes, dtypes, batch size and labels are read
     from Triton; only the preprocessing and output roles are assay's."""
 
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"version {value!r} must start with a letter or digit and use only "
+                "letters, digits, '_', '.', '-' (it names folders, e.g. of OOD profiles)"
+            )
+        return value
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
