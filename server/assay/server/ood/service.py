@@ -223,6 +223,12 @@ class OodProfiles:
         await context.put("profile", {"images": len(images)}, {})
         return {**summarize(profile), "reference_images": len(images)}
 
+    def delete(self, model_name: str, version: str) -> ModelProfile:
+        """Delete a profile; an empty version means the model's current version."""
+        if not version:
+            version = self._registry.get(model_name).config.version
+        return self.store.delete(model_name, version)
+
     async def profile_for(self, model: ServedModel) -> ModelProfile:
         """The model's profile, refused when missing or fitted on other weights."""
         profile = self.store.load(model.name, model.config.version)

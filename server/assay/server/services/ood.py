@@ -142,8 +142,7 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
         self, request: ood_pb2.DeleteProfileRequest, context: grpc.aio.ServicerContext
     ) -> ood_pb2.OodProfile:
         """Remove a model version's profile."""
-        version = request.model.version or "1"
-        return profile_to_proto(self._profiles.store.delete(request.model.name, version))
+        return profile_to_proto(self._profiles.delete(request.model.name, request.model.version))
 
     async def ScoreOOD(
         self, request: ood_pb2.ScoreOODRequest, context: grpc.aio.ServicerContext
