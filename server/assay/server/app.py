@@ -188,16 +188,12 @@ async def create_server(
     )
     predictor = Predictor(registry, settings.images, pool, profiles)
     store = SqliteJobStore(settings.data.dir / "jobs.sqlite3")
-    detector_evaluations = DetectorEvaluations(
-        registry, roots, pool, profiles, settings.images.max_pixels
-    )
+    detector_evaluations = DetectorEvaluations(registry, roots, profiles)
     kinds: dict[str, JobKind] = {
         RobustnessJobs.kind: evaluations,
         OodProfiles.kind: profiles,
         DetectorEvaluations.kind: detector_evaluations,
-        AnomalyEvaluations.kind: AnomalyEvaluations(
-            registry, roots, pool, profiles, settings.images.max_pixels
-        ),
+        AnomalyEvaluations.kind: AnomalyEvaluations(registry, roots, profiles),
     }
     jobs = JobManager(store, kinds, settings.jobs.max_running)
 

@@ -7,18 +7,15 @@ AUROC, AUPRO (Bergmann et al. 2021) and per-image AUPIMO (Bertoldo et al. 2024).
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from assay.server.datasets import IMAGE_SUFFIXES, DatasetRoots, load_rgb
+from assay.server.datasets import IMAGE_SUFFIXES, DatasetRoots
 from assay.server.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from assay.server.jobs.manager import JobContext
-from assay.server.models.preprocess import PixelImage
 from assay.server.models.registry import ModelRegistry
 from assay.server.ood.evaluation import aupimo, aupro, auroc, pixel_auroc
 from assay.server.ood.service import OodProfiles
@@ -35,19 +32,10 @@ class AnomalyEvaluations:
 
     kind = "anomaly_evaluation"
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        roots: DatasetRoots,
-        pool: Executor,
-        profiles: OodProfiles,
-        max_pixels: int,
-    ) -> None:
+    def __init__(self, registry: ModelRegistry, roots: DatasetRoots, profiles: OodProfiles) -> None:
         self._registry = registry
         self._roots = roots
-        self._pool = pool
         self._profiles = profiles
-        self._max_pixels = max_pixels
 
     def _layout(self, spec: dict[str, Any]) -> tuple[Path, list[Path], dict[str, list[Path]]]:
         root = self._roots.check(Path(spec["dataset"]))
@@ -78,9 +66,7 @@ class AnomalyEvaluations:
         root, good, defects = self._layout(spec)
         paths = good + [p for ps in defects.values() for p in ps]
         labels = np.r_[np.zeros(len(good)), np.ones(len(paths) - len(good))]
-        images = await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: [PixelImage(load_rgb(p, self._max_pixels)) for p in paths]
-        )
+        images = await self._profiles.load_images(paths)
         model, results = await self._profiles.detect_anomaly(
             spec["model"], spec.get("version", ""), images, True
         )

@@ -10,17 +10,15 @@ as possibly contaminated.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Executor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from assay.server.datasets import Dataset, DatasetRoots, load_rgb
+from assay.server.datasets import Dataset, DatasetRoots
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext
-from assay.server.models.preprocess import PixelImage
 from assay.server.models.registry import ModelRegistry
 from assay.server.ood.evaluation import (
     DetectorScores,
@@ -58,19 +56,10 @@ class DetectorEvaluations:
 
     kind = "ood_evaluation"
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        roots: DatasetRoots,
-        pool: Executor,
-        profiles: OodProfiles,
-        max_pixels: int,
-    ) -> None:
+    def __init__(self, registry: ModelRegistry, roots: DatasetRoots, profiles: OodProfiles) -> None:
         self._registry = registry
         self._roots = roots
-        self._pool = pool
         self._profiles = profiles
-        self._max_pixels = max_pixels
 
     def _datasets(self, spec: dict[str, Any]) -> tuple[Dataset, dict[str, Dataset]]:
         if not spec.get("ood_datasets"):
@@ -90,10 +79,7 @@ class DetectorEvaluations:
         return 1 + len(ood)
 
     async def _outputs(self, model: Any, dataset: Dataset) -> RoleOutputs:
-        images = await asyncio.get_running_loop().run_in_executor(
-            self._pool,
-            lambda: [PixelImage(load_rgb(s.path, self._max_pixels)) for s in dataset.samples],
-        )
+        images = await self._profiles.load_images([s.path for s in dataset.samples])
         return await self._profiles.outputs(model, images)
 
     async def run(self, context: JobContext) -> dict[str, Any]:

@@ -152,6 +152,12 @@ class OodProfiles:
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return role_outputs(model, merged)
 
+    async def load_images(self, paths: Sequence[Path]) -> list[ImageInput]:
+        """Decode image files (size-checked) on the pool, for the profile and evaluation jobs."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: [PixelImage(load_rgb(p, self._max_pixels)) for p in paths]
+        )
+
     async def fingerprint(self, model: ServedModel) -> str:
         """The model's outputs on a fixed probe, hashed (cached per model version)."""
         key = (model.name, model.config.version)
@@ -202,10 +208,7 @@ class OodProfiles:
         except InvalidArgumentError:
             labels = None  # not the model's classes (e.g. unlabeled data): use predictions
         await context.progress(0, 1, "scoring reference images")
-        images = await asyncio.get_running_loop().run_in_executor(
-            self._pool,
-            lambda: [PixelImage(load_rgb(s.path, self._max_pixels)) for s in dataset.samples],
-        )
+        images = await self.load_images([s.path for s in dataset.samples])
         outputs = await self.outputs(model, images)
         await context.progress(0, 1, "fitting")
         bound = (model.name, model.config.version, await self.fingerprint(model))
