@@ -41,7 +41,9 @@ TOP_KEY_ORDER = (
     "torchscript",
     "input",
     "outputs",
+    "aigen",
 )
+AIGEN_KEY_ORDER = ("policy", "max_crops", "aggregation", "top_k", "generated_index")
 
 
 def write_labels(path: Path, labels: Sequence[str]) -> Path:
@@ -122,19 +124,27 @@ def build_manifest(
     outputs: Mapping[str, str],
     task: str = "classifier",
     path: str = "1/model.onnx",
-    labels_file: str = "labels.txt",
+    labels_file: str | None = "labels.txt",
+    aigen: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble a manifest dict in the registry's key order."""
-    manifest = {
+    """Assemble a manifest dict in the registry's key order.
+
+    ``labels_file=None`` leaves it out (e.g. an aigen_detector's single logit);
+    ``aigen`` is the scoring policy of a ``task: aigen_detector`` model.
+    """
+    manifest: dict[str, Any] = {
         "name": name,
         "version": str(version),
         "task": task,
         "description": description,
         "path": path,
-        "labels_file": labels_file,
         "input": _ordered(input_spec, INPUT_KEY_ORDER),
         "outputs": dict(outputs),
     }
+    if labels_file is not None:
+        manifest["labels_file"] = labels_file
+    if aigen is not None:
+        manifest["aigen"] = _ordered(aigen, AIGEN_KEY_ORDER)
     return _ordered(manifest, TOP_KEY_ORDER)
 
 

@@ -27,9 +27,10 @@ ASSAY_METRICS = {
     "grpc_server_started_total", "grpc_server_handled_total", "grpc_server_msg_received_total",
     "grpc_server_msg_sent_total", "assay_batch_queue_depth", "assay_predicted_images_total",
     "assay_model_ready", "assay_build_info", "assay_ood_flagged_total", "assay_anomaly_flagged_total",
+    "assay_aigen_verdict_total",
     *(f"{histogram}_{suffix}" for suffix in ("bucket", "sum", "count") for histogram in (
         "grpc_server_handling_seconds", "assay_batch_size", "assay_backend_inference_seconds",
-        "assay_preprocess_seconds", "assay_ood_score")),
+        "assay_preprocess_seconds", "assay_ood_score", "assay_aigen_score")),
 }  # fmt: skip
 TRITON_METRICS = {
     "nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",

@@ -8,6 +8,15 @@
 Failures raise subclasses of `AssayClientError`, chosen by status code.
 """
 
+from assay.client._aigen import (
+    CropScore,
+    DetectorProfileInfo,
+    DetectorScore,
+    GeneratedVerdict,
+    SpectralEvidence,
+    Stability,
+    VariantScore,
+)
 from assay.client._client import AsyncClient, Client
 from assay.client._errors import (
     AssayClientError,
@@ -40,8 +49,12 @@ __all__ = [
     "CancelledError",
     "Classification",
     "Client",
+    "CropScore",
     "DeadlineExceededError",
+    "DetectorProfileInfo",
+    "DetectorScore",
     "FailedPreconditionError",
+    "GeneratedVerdict",
     "InvalidArgumentError",
     "Job",
     "JobProgress",
@@ -54,6 +67,9 @@ __all__ = [
     "Preprocessing",
     "ResourceExhaustedError",
     "ServerError",
+    "SpectralEvidence",
+    "Stability",
     "TensorSpec",
     "UnavailableError",
+    "VariantScore",
 ]

@@ -16,6 +16,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from assay.client._aigen import (
+    DetectorProfileInfo,
+    GeneratedVerdict,
+    detect_request,
+    detector_profile,
+    evaluate_request,
+    fit_request,
+    generated_verdict,
+)
 from assay.client._convert import (
     ImageLike,
     anomaly_result,
@@ -30,6 +39,8 @@ from assay.client._errors import from_rpc_error
 from assay.client._jobs import Job, JobProgress, job, list_request, progress, suite_message
 from assay.client._types import AnomalyResult, ModelInfo, OodProfileInfo, OodScore, Prediction
 from assay.v1 import (
+    aigen_pb2,
+    aigen_pb2_grpc,
     common_pb2,
     datasets_pb2,
     datasets_pb2_grpc,
@@ -194,6 +205,7 @@ class Client:
         self._robustness = robustness_pb2_grpc.RobustnessServiceStub(self._channel)
         self._datasets = datasets_pb2_grpc.DatasetServiceStub(self._channel)
         self._ood = ood_pb2_grpc.OodServiceStub(self._channel)
+        self._aigen = aigen_pb2_grpc.AigenServiceStub(self._channel)
 
     def __enter__(self) -> Client:
         return self
@@ -359,6 +371,89 @@ class Client:
         response = self._call(self._ood.ScoreOOD, request, timeout_s)
         return [[ood_score(s) for s in r.scores] for r in response.results]
 
+    def detect_generated(
+        self,
+        images: Iterable[ImageLike],
+        *,
+        detectors: Iterable[str] = (),
+        stability: bool = False,
+        max_flip_fraction: float | None = None,
+        explain: bool = False,
+        ids: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+    ) -> list[GeneratedVerdict]:
+        """Is each image AI-generated? Detectors are "name" or "name:version" (none = defaults).
+
+        `stability` re-scores JPEG re-saves, down-scales and a blur and answers
+        "unsure" when the decision flips; `explain` adds per-crop scores and
+        spectral evidence.
+        """
+        request = detect_request(
+            images,
+            detectors=detectors,
+            stability=stability,
+            max_flip_fraction=max_flip_fraction,
+            explain=explain,
+            ids=ids,
+        )
+        response = self._call(self._aigen.DetectGenerated, request, timeout_s)
+        return [generated_verdict(r) for r in response.results]
+
+    def fit_detector(
+        self,
+        detector: str,
+        dataset: str,
+        *,
+        target_fpr: float = 0.05,
+        holdout_fraction: float = 0.3,
+        sample_limit: int | None = None,
+        seed: int = 0,
+    ) -> Job:
+        """Start calibrating a detector on a labelled real/generated set (a job)."""
+        request = fit_request(
+            detector,
+            dataset,
+            target_fpr=target_fpr,
+            holdout_fraction=holdout_fraction,
+            sample_limit=sample_limit,
+            seed=seed,
+        )
+        return job(self._call(self._aigen.FitDetector, request, None))
+
+    def evaluate_detector(
+        self,
+        detector: str,
+        dataset: str,
+        *,
+        jpeg_qualities: Iterable[int] = (),
+        resize_scales: Iterable[float] = (),
+        sample_limit: int | None = None,
+        seed: int = 0,
+    ) -> Job:
+        """Start evaluating a detector per generator and under re-encoding (a job)."""
+        request = evaluate_request(
+            detector,
+            dataset,
+            jpeg_qualities=jpeg_qualities,
+            resize_scales=resize_scales,
+            sample_limit=sample_limit,
+            seed=seed,
+        )
+        return job(self._call(self._aigen.EvaluateDetector, request, None))
+
+    def list_detector_profiles(self, detector: str = "") -> list[DetectorProfileInfo]:
+        """Stored detector profiles."""
+        request = aigen_pb2.ListDetectorProfilesRequest(detector=detector)
+        response = self._call(self._aigen.ListDetectorProfiles, request, None)
+        return [detector_profile(p) for p in response.profiles]
+
+    def delete_detector_profile(self, detector: str, version: str = "") -> DetectorProfileInfo:
+        """Delete a detector's profile (its verdicts fall back to the 0.5 rule)."""
+        request = aigen_pb2.DeleteDetectorProfileRequest(
+            detector=common_pb2.ModelRef(name=detector, version=version)
+        )
+        return detector_profile(self._call(self._aigen.DeleteDetectorProfile, request, None))
+
     def watch_job(self, job_id: str) -> Iterator[JobProgress]:
         """Progress events until the job ends (no deadline: suites can run long)."""
         try:
@@ -427,6 +522,7 @@ class AsyncClient:
         self._robustness = robustness_pb2_grpc.RobustnessServiceStub(self._channel)
         self._datasets = datasets_pb2_grpc.DatasetServiceStub(self._channel)
         self._ood = ood_pb2_grpc.OodServiceStub(self._channel)
+        self._aigen = aigen_pb2_grpc.AigenServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -616,3 +712,88 @@ class AsyncClient:
         )
         response = await self._call(self._ood.ScoreOOD, request, timeout_s)
         return [[ood_score(s) for s in r.scores] for r in response.results]
+
+    async def detect_generated(
+        self,
+        images: Iterable[ImageLike],
+        *,
+        detectors: Iterable[str] = (),
+        stability: bool = False,
+        max_flip_fraction: float | None = None,
+        explain: bool = False,
+        ids: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+    ) -> list[GeneratedVerdict]:
+        """Is each image AI-generated? Detectors are "name" or "name:version" (none = defaults).
+
+        `stability` re-scores JPEG re-saves, down-scales and a blur and answers
+        "unsure" when the decision flips; `explain` adds per-crop scores and
+        spectral evidence.
+        """
+        request = detect_request(
+            images,
+            detectors=detectors,
+            stability=stability,
+            max_flip_fraction=max_flip_fraction,
+            explain=explain,
+            ids=ids,
+        )
+        response = await self._call(self._aigen.DetectGenerated, request, timeout_s)
+        return [generated_verdict(r) for r in response.results]
+
+    async def fit_detector(
+        self,
+        detector: str,
+        dataset: str,
+        *,
+        target_fpr: float = 0.05,
+        holdout_fraction: float = 0.3,
+        sample_limit: int | None = None,
+        seed: int = 0,
+    ) -> Job:
+        """Start calibrating a detector on a labelled real/generated set (a job)."""
+        request = fit_request(
+            detector,
+            dataset,
+            target_fpr=target_fpr,
+            holdout_fraction=holdout_fraction,
+            sample_limit=sample_limit,
+            seed=seed,
+        )
+        return job(await self._call(self._aigen.FitDetector, request, None))
+
+    async def evaluate_detector(
+        self,
+        detector: str,
+        dataset: str,
+        *,
+        jpeg_qualities: Iterable[int] = (),
+        resize_scales: Iterable[float] = (),
+        sample_limit: int | None = None,
+        seed: int = 0,
+    ) -> Job:
+        """Start evaluating a detector per generator and under re-encoding (a job)."""
+        request = evaluate_request(
+            detector,
+            dataset,
+            jpeg_qualities=jpeg_qualities,
+            resize_scales=resize_scales,
+            sample_limit=sample_limit,
+            seed=seed,
+        )
+        return job(await self._call(self._aigen.EvaluateDetector, request, None))
+
+    async def list_detector_profiles(self, detector: str = "") -> list[DetectorProfileInfo]:
+        """Stored detector profiles."""
+        request = aigen_pb2.ListDetectorProfilesRequest(detector=detector)
+        response = await self._call(self._aigen.ListDetectorProfiles, request, None)
+        return [detector_profile(p) for p in response.profiles]
+
+    async def delete_detector_profile(
+        self, detector: str, version: str = ""
+    ) -> DetectorProfileInfo:
+        """Delete a detector's profile (its verdicts fall back to the 0.5 rule)."""
+        request = aigen_pb2.DeleteDetectorProfileRequest(
+            detector=common_pb2.ModelRef(name=detector, version=version)
+        )
+        return detector_profile(await self._call(self._aigen.DeleteDetectorProfile, request, None))

@@ -83,12 +83,15 @@ def predict_request(
 
 def predictions(response: inference_pb2.PredictResponse) -> list[Prediction]:
     """PredictResponse -> predictions in request order."""
+    from assay.client._aigen import generated_verdict  # _aigen builds on this module
+
     return [
         Prediction(
             id=result.id,
             top_k=[Classification(c.index, c.label, c.probability) for c in result.top_k],
             outputs={key: to_array(t) for key, t in result.outputs.items()},
             ood=[ood_score(o) for o in result.ood],
+            aigen=generated_verdict(result.aigen) if result.HasField("aigen") else None,
         )
         for result in response.results
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,8 @@ class Prediction:
     top_k: list[Classification]
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     ood: list[OodScore] = field(default_factory=list)
+    aigen: Any = None
+    """The "aigen" signal's GeneratedVerdict, when requested."""
     """Present when the "ood" signal was requested."""
 
     @property

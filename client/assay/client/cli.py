@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from assay.client import _evaluate_cli, _ood_cli
+from assay.client import _aigen_cli, _evaluate_cli, _ood_cli
 from assay.client._client import DEFAULT_TARGET, Client
 from assay.client._errors import AssayClientError
 from assay.client._types import ModelInfo, Prediction
@@ -296,6 +296,7 @@ def _demo_robustness(client: Client, data: Path, out: Path) -> None:
 app.command()(_evaluate_cli.evaluate)
 app.add_typer(_ood_cli.app, name="ood")
 app.add_typer(_ood_cli.anomaly_app, name="anomaly")
+app.add_typer(_aigen_cli.app, name="aigen")
 app.command()(_evaluate_cli.jobs)
 app.command()(_evaluate_cli.report)
 

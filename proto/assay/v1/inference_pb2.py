@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from assay.v1 import common_pb2 as assay_dot_v1_dot_common__pb2
+from assay.v1 import aigen_pb2 as assay_dot_v1_dot_aigen__pb2
 from assay.v1 import ood_pb2 as assay_dot_v1_dot_ood__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61ssay/v1/inference.proto\x12\x08\x61ssay.v1\x1a\x15\x61ssay/v1/common.proto\x1a\x12\x61ssay/v1/ood.proto\"\x8b\x01\n\x0ePredictRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x1f\n\x06images\x18\x02 \x03(\x0b\x32\x0f.assay.v1.Image\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x0f\n\x07signals\x18\x05 \x03(\tJ\x04\x08\x06\x10\x10\"C\n\x0e\x43lassification\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\x85\x02\n\x0bImageResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\'\n\x05top_k\x18\x02 \x03(\x0b\x32\x18.assay.v1.Classification\x12\x33\n\x07outputs\x18\x03 \x03(\x0b\x32\".assay.v1.ImageResult.OutputsEntry\x12\x1f\n\x03ood\x18\x04 \x03(\x0b\x32\x12.assay.v1.OodScore\x12#\n\x07\x61nomaly\x18\x05 \x03(\x0b\x32\x12.assay.v1.OodScore\x1a@\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.assay.v1.Tensor:\x02\x38\x01J\x04\x08\x06\x10\x10\"\\\n\x0fPredictResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12&\n\x07results\x18\x02 \x03(\x0b\x32\x15.assay.v1.ImageResult2R\n\x10InferenceService\x12>\n\x07Predict\x12\x18.assay.v1.PredictRequest\x1a\x19.assay.v1.PredictResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61ssay/v1/inference.proto\x12\x08\x61ssay.v1\x1a\x15\x61ssay/v1/common.proto\x1a\x14\x61ssay/v1/aigen.proto\x1a\x12\x61ssay/v1/ood.proto\"\x8b\x01\n\x0ePredictRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x1f\n\x06images\x18\x02 \x03(\x0b\x32\x0f.assay.v1.Image\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x0f\n\x07signals\x18\x05 \x03(\tJ\x04\x08\x06\x10\x10\"C\n\x0e\x43lassification\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\xaf\x02\n\x0bImageResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\'\n\x05top_k\x18\x02 \x03(\x0b\x32\x18.assay.v1.Classification\x12\x33\n\x07outputs\x18\x03 \x03(\x0b\x32\".assay.v1.ImageResult.OutputsEntry\x12\x1f\n\x03ood\x18\x04 \x03(\x0b\x32\x12.assay.v1.OodScore\x12#\n\x07\x61nomaly\x18\x05 \x03(\x0b\x32\x12.assay.v1.OodScore\x12(\n\x05\x61igen\x18\x06 \x01(\x0b\x32\x19.assay.v1.GeneratedResult\x1a@\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.assay.v1.Tensor:\x02\x38\x01J\x04\x08\x07\x10\x10\"\\\n\x0fPredictResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12&\n\x07results\x18\x02 \x03(\x0b\x32\x15.assay.v1.ImageResult2R\n\x10InferenceService\x12>\n\x07Predict\x12\x18.assay.v1.PredictRequest\x1a\x19.assay.v1.PredictResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +36,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGERESULT_OUTPUTSENTRY']._loaded_options = None
   _globals['_IMAGERESULT_OUTPUTSENTRY']._serialized_options = b'8\001'
-  _globals['_PREDICTREQUEST']._serialized_start=82
-  _globals['_PREDICTREQUEST']._serialized_end=221
-  _globals['_CLASSIFICATION']._serialized_start=223
-  _globals['_CLASSIFICATION']._serialized_end=290
-  _globals['_IMAGERESULT']._serialized_start=293
-  _globals['_IMAGERESULT']._serialized_end=554
-  _globals['_IMAGERESULT_OUTPUTSENTRY']._serialized_start=484
-  _globals['_IMAGERESULT_OUTPUTSENTRY']._serialized_end=548
-  _globals['_PREDICTRESPONSE']._serialized_start=556
-  _globals['_PREDICTRESPONSE']._serialized_end=648
-  _globals['_INFERENCESERVICE']._serialized_start=650
-  _globals['_INFERENCESERVICE']._serialized_end=732
+  _globals['_PREDICTREQUEST']._serialized_start=104
+  _globals['_PREDICTREQUEST']._serialized_end=243
+  _globals['_CLASSIFICATION']._serialized_start=245
+  _globals['_CLASSIFICATION']._serialized_end=312
+  _globals['_IMAGERESULT']._serialized_start=315
+  _globals['_IMAGERESULT']._serialized_end=618
+  _globals['_IMAGERESULT_OUTPUTSENTRY']._serialized_start=548
+  _globals['_IMAGERESULT_OUTPUTSENTRY']._serialized_end=612
+  _globals['_PREDICTRESPONSE']._serialized_start=620
+  _globals['_PREDICTRESPONSE']._serialized_end=712
+  _globals['_INFERENCESERVICE']._serialized_start=714
+  _globals['_INFERENCESERVICE']._serialized_end=796
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 Online inference: predictions for a batch of images."""
 
+from assay.v1 import aigen_pb2 as _aigen_pb2
 from assay.v1 import common_pb2 as _common_pb2
 from assay.v1 import ood_pb2 as _ood_pb2
 from collections import abc as _abc
@@ -47,9 +48,12 @@ class PredictRequest(_message.Message):
     def signals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Trust signals computed from the same inference, no second backend call:
         "ood" scores each image with the model's OOD profile (its default
-        scorer); "anomaly" with the profile's PatchCore memory.
-        FAILED_PRECONDITION when the model has no (matching) profile.
-        Field numbers 6-15 are kept for more signals (AI-generated).
+        scorer); "anomaly" with the profile's PatchCore memory; "aigen" runs
+        the AI-generated-image detectors (the model itself when it is an
+        aigen_detector, else the server's aigen.default_detectors) on the same
+        images, concurrently with the model.
+        FAILED_PRECONDITION when the model has no (matching) profile, or for
+        "aigen" when no detector is configured.
         """
 
     def __init__(
@@ -128,6 +132,7 @@ class ImageResult(_message.Message):
     OUTPUTS_FIELD_NUMBER: _builtins.int
     OOD_FIELD_NUMBER: _builtins.int
     ANOMALY_FIELD_NUMBER: _builtins.int
+    AIGEN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The Image.id the caller sent."""
     @_builtins.property
@@ -146,6 +151,10 @@ class ImageResult(_message.Message):
     def anomaly(self) -> _containers.RepeatedCompositeFieldContainer[_ood_pb2.OodScore]:
         """The "anomaly" signal (scorer "patchcore"), when requested."""
 
+    @_builtins.property
+    def aigen(self) -> _aigen_pb2.GeneratedResult:
+        """The "aigen" signal, when requested."""
+
     def __init__(
         self,
         *,
@@ -154,10 +163,11 @@ class ImageResult(_message.Message):
         outputs: _abc.Mapping[_builtins.str, _common_pb2.Tensor] | None = ...,
         ood: _abc.Iterable[_ood_pb2.OodScore] | None = ...,
         anomaly: _abc.Iterable[_ood_pb2.OodScore] | None = ...,
+        aigen: _aigen_pb2.GeneratedResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aigen", b"aigen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly", b"anomaly", "id", b"id", "ood", b"ood", "outputs", b"outputs", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aigen", b"aigen", "anomaly", b"anomaly", "id", b"id", "ood", b"ood", "outputs", b"outputs", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from assay.v1 import common_pb2 as assay_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61ssay/v1/models.proto\x12\x08\x61ssay.v1\x1a\x15\x61ssay/v1/common.proto\"Z\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x05\x64type\x18\x02 \x01(\x0e\x32\x12.assay.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04role\x18\x04 \x01(\t\"\x97\x02\n\rPreprocessing\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12&\n\x06resize\x18\x03 \x01(\x0e\x32\x16.assay.v1.ResizePolicy\x12\x15\n\rcrop_fraction\x18\x04 \x01(\x02\x12\"\n\x05\x63olor\x18\x05 \x01(\x0e\x32\x13.assay.v1.ColorMode\x12 \n\x06layout\x18\x06 \x01(\x0e\x32\x10.assay.v1.Layout\x12\r\n\x05scale\x18\x07 \x01(\x02\x12\x0c\n\x04mean\x18\x08 \x03(\x02\x12\x0b\n\x03std\x18\t \x03(\x02\x12!\n\x05\x64type\x18\n \x01(\x0e\x32\x12.assay.v1.DataType\x12\x15\n\rinterpolation\x18\x0b \x01(\t\"\xb7\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12!\n\x04task\x18\x03 \x01(\x0e\x32\x13.assay.v1.ModelTask\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12$\n\x06inputs\x18\x06 \x03(\x0b\x32\x14.assay.v1.TensorSpec\x12%\n\x07outputs\x18\x07 \x03(\x0b\x32\x14.assay.v1.TensorSpec\x12\x0e\n\x06labels\x18\x08 \x03(\t\x12.\n\rpreprocessing\x18\t \x01(\x0b\x32\x17.assay.v1.Preprocessing\x12\r\n\x05ready\x18\n \x01(\x08\x12\x16\n\x0emax_batch_size\x18\x0b \x01(\r\x12\x0e\n\x06status\x18\x0c \x01(\t\"\x13\n\x11ListModelsRequest\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.assay.v1.ModelInfo\"4\n\x0fGetModelRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\"6\n\x10GetModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.assay.v1.ModelInfo*}\n\tModelTask\x12\x1a\n\x16MODEL_TASK_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_TASK_CLASSIFIER\x10\x01\x12 \n\x1cMODEL_TASK_FEATURE_EXTRACTOR\x10\x02\x12\x17\n\x13MODEL_TASK_DETECTOR\x10\x03*\x84\x01\n\x0cResizePolicy\x12\x1d\n\x19RESIZE_POLICY_UNSPECIFIED\x10\x00\x12\x19\n\x15RESIZE_POLICY_STRETCH\x10\x01\x12\x1d\n\x19RESIZE_POLICY_CENTER_CROP\x10\x02\x12\x1b\n\x17RESIZE_POLICY_LETTERBOX\x10\x03*d\n\tColorMode\x12\x1a\n\x16\x43OLOR_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43OLOR_MODE_RGB\x10\x01\x12\x12\n\x0e\x43OLOR_MODE_BGR\x10\x02\x12\x13\n\x0f\x43OLOR_MODE_GRAY\x10\x03*B\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLAYOUT_NCHW\x10\x01\x12\x0f\n\x0bLAYOUT_NHWC\x10\x02\x32\x9a\x01\n\x0cModelService\x12G\n\nListModels\x12\x1b.assay.v1.ListModelsRequest\x1a\x1c.assay.v1.ListModelsResponse\x12\x41\n\x08GetModel\x12\x19.assay.v1.GetModelRequest\x1a\x1a.assay.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61ssay/v1/models.proto\x12\x08\x61ssay.v1\x1a\x15\x61ssay/v1/common.proto\"Z\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x05\x64type\x18\x02 \x01(\x0e\x32\x12.assay.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04role\x18\x04 \x01(\t\"\x97\x02\n\rPreprocessing\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12&\n\x06resize\x18\x03 \x01(\x0e\x32\x16.assay.v1.ResizePolicy\x12\x15\n\rcrop_fraction\x18\x04 \x01(\x02\x12\"\n\x05\x63olor\x18\x05 \x01(\x0e\x32\x13.assay.v1.ColorMode\x12 \n\x06layout\x18\x06 \x01(\x0e\x32\x10.assay.v1.Layout\x12\r\n\x05scale\x18\x07 \x01(\x02\x12\x0c\n\x04mean\x18\x08 \x03(\x02\x12\x0b\n\x03std\x18\t \x03(\x02\x12!\n\x05\x64type\x18\n \x01(\x0e\x32\x12.assay.v1.DataType\x12\x15\n\rinterpolation\x18\x0b \x01(\t\"\xb7\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12!\n\x04task\x18\x03 \x01(\x0e\x32\x13.assay.v1.ModelTask\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12$\n\x06inputs\x18\x06 \x03(\x0b\x32\x14.assay.v1.TensorSpec\x12%\n\x07outputs\x18\x07 \x03(\x0b\x32\x14.assay.v1.TensorSpec\x12\x0e\n\x06labels\x18\x08 \x03(\t\x12.\n\rpreprocessing\x18\t \x01(\x0b\x32\x17.assay.v1.Preprocessing\x12\r\n\x05ready\x18\n \x01(\x08\x12\x16\n\x0emax_batch_size\x18\x0b \x01(\r\x12\x0e\n\x06status\x18\x0c \x01(\t\"\x13\n\x11ListModelsRequest\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.assay.v1.ModelInfo\"4\n\x0fGetModelRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\"6\n\x10GetModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.assay.v1.ModelInfo*\x9c\x01\n\tModelTask\x12\x1a\n\x16MODEL_TASK_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_TASK_CLASSIFIER\x10\x01\x12 \n\x1cMODEL_TASK_FEATURE_EXTRACTOR\x10\x02\x12\x17\n\x13MODEL_TASK_DETECTOR\x10\x03\x12\x1d\n\x19MODEL_TASK_AIGEN_DETECTOR\x10\x04*\x84\x01\n\x0cResizePolicy\x12\x1d\n\x19RESIZE_POLICY_UNSPECIFIED\x10\x00\x12\x19\n\x15RESIZE_POLICY_STRETCH\x10\x01\x12\x1d\n\x19RESIZE_POLICY_CENTER_CROP\x10\x02\x12\x1b\n\x17RESIZE_POLICY_LETTERBOX\x10\x03*d\n\tColorMode\x12\x1a\n\x16\x43OLOR_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43OLOR_MODE_RGB\x10\x01\x12\x12\n\x0e\x43OLOR_MODE_BGR\x10\x02\x12\x13\n\x0f\x43OLOR_MODE_GRAY\x10\x03*B\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLAYOUT_NCHW\x10\x01\x12\x0f\n\x0bLAYOUT_NHWC\x10\x02\x32\x9a\x01\n\x0cModelService\x12G\n\nListModels\x12\x1b.assay.v1.ListModelsRequest\x1a\x1c.assay.v1.ListModelsResponse\x12\x41\n\x08GetModel\x12\x19.assay.v1.GetModelRequest\x1a\x1a.assay.v1.GetModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assay.v1.models_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELTASK']._serialized_start=936
-  _globals['_MODELTASK']._serialized_end=1061
-  _globals['_RESIZEPOLICY']._serialized_start=1064
-  _globals['_RESIZEPOLICY']._serialized_end=1196
-  _globals['_COLORMODE']._serialized_start=1198
-  _globals['_COLORMODE']._serialized_end=1298
-  _globals['_LAYOUT']._serialized_start=1300
-  _globals['_LAYOUT']._serialized_end=1366
+  _globals['_MODELTASK']._serialized_start=937
+  _globals['_MODELTASK']._serialized_end=1093
+  _globals['_RESIZEPOLICY']._serialized_start=1096
+  _globals['_RESIZEPOLICY']._serialized_end=1228
+  _globals['_COLORMODE']._serialized_start=1230
+  _globals['_COLORMODE']._serialized_end=1330
+  _globals['_LAYOUT']._serialized_start=1332
+  _globals['_LAYOUT']._serialized_end=1398
   _globals['_TENSORSPEC']._serialized_start=58
   _globals['_TENSORSPEC']._serialized_end=148
   _globals['_PREPROCESSING']._serialized_start=151
@@ -54,6 +54,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELREQUEST']._serialized_end=878
   _globals['_GETMODELRESPONSE']._serialized_start=880
   _globals['_GETMODELRESPONSE']._serialized_end=934
-  _globals['_MODELSERVICE']._serialized_start=1369
-  _globals['_MODELSERVICE']._serialized_end=1523
+  _globals['_MODELSERVICE']._serialized_start=1401
+  _globals['_MODELSERVICE']._serialized_end=1555
 # @@protoc_insertion_point(module_scope)

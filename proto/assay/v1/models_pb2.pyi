@@ -33,6 +33,8 @@ class _ModelTaskEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelTask.V
     """Outputs an embedding and/or a spatial feature map."""
     MODEL_TASK_DETECTOR: _ModelTask.ValueType  # 3
     """Outputs boxes or per-image detection scores."""
+    MODEL_TASK_AIGEN_DETECTOR: _ModelTask.ValueType  # 4
+    """Scores how likely an image is AI-generated (AigenService)."""
 
 class ModelTask(_ModelTask, metaclass=_ModelTaskEnumTypeWrapper):
     """What a model is for."""
@@ -44,6 +46,8 @@ MODEL_TASK_FEATURE_EXTRACTOR: ModelTask.ValueType  # 2
 """Outputs an embedding and/or a spatial feature map."""
 MODEL_TASK_DETECTOR: ModelTask.ValueType  # 3
 """Outputs boxes or per-image detection scores."""
+MODEL_TASK_AIGEN_DETECTOR: ModelTask.ValueType  # 4
+"""Scores how likely an image is AI-generated (AigenService)."""
 Global___ModelTask: _TypeAlias = ModelTask  # noqa: Y015
 
 class _ResizePolicy:

@@ -19,6 +19,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from assay.server.aigen.detection import AigenDetectors
+from assay.server.aigen.evaluate_job import DetectorEvaluationJobs
+from assay.server.aigen.fit_job import DetectorFits
+from assay.server.aigen.profiles import DetectorProfileStore
 from assay.server.datasets import DatasetRoots
 from assay.server.inference import Predictor
 from assay.server.jobs.manager import JobKind, JobManager
@@ -31,6 +35,7 @@ from assay.server.ood.evaluate_job import DetectorEvaluations
 from assay.server.ood.service import OodProfiles, ProfileStore
 from assay.server.robustness.evaluation import RobustnessJobs
 from assay.server.robustness.generation import CorruptionWorkers
+from assay.server.services.aigen import AigenServicer
 from assay.server.services.datasets import DatasetServicer
 from assay.server.services.inference import InferenceServicer
 from assay.server.services.interceptors import ErrorMappingInterceptor, MetricsInterceptor
@@ -40,6 +45,8 @@ from assay.server.services.ood import OodServicer
 from assay.server.services.robustness import RobustnessServicer
 from assay.server.settings import Settings
 from assay.v1 import (
+    aigen_pb2,
+    aigen_pb2_grpc,
     datasets_pb2,
     datasets_pb2_grpc,
     inference_pb2,
@@ -68,6 +75,7 @@ SERVICES = (
     robustness_pb2.DESCRIPTOR.services_by_name["RobustnessService"].full_name,
     datasets_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
     ood_pb2.DESCRIPTOR.services_by_name["OodService"].full_name,
+    aigen_pb2.DESCRIPTOR.services_by_name["AigenService"].full_name,
 )
 READINESS_POLL_S = 1.0
 
@@ -186,7 +194,14 @@ async def create_server(
         ProfileStore(settings.data.dir / "profiles"),
         settings.images.max_pixels,
     )
-    predictor = Predictor(registry, settings.images, pool, profiles)
+    detectors = AigenDetectors(
+        registry,
+        pool,
+        DetectorProfileStore(settings.data.dir / "aigen_profiles"),
+        settings.aigen,
+        settings.images.max_pixels,
+    )
+    predictor = Predictor(registry, settings.images, pool, profiles, detectors)
     store = SqliteJobStore(settings.data.dir / "jobs.sqlite3")
     detector_evaluations = DetectorEvaluations(registry, roots, profiles)
     kinds: dict[str, JobKind] = {
@@ -194,6 +209,8 @@ async def create_server(
         OodProfiles.kind: profiles,
         DetectorEvaluations.kind: detector_evaluations,
         AnomalyEvaluations.kind: AnomalyEvaluations(registry, roots, profiles),
+        DetectorFits.kind: DetectorFits(registry, roots, detectors, pool),
+        DetectorEvaluationJobs.kind: DetectorEvaluationJobs(registry, roots, detectors, pool),
     }
     jobs = JobManager(store, kinds, settings.jobs.max_running)
 
@@ -206,6 +223,7 @@ async def create_server(
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
     ood_pb2_grpc.add_OodServiceServicer_to_server(OodServicer(jobs, profiles), server)
+    aigen_pb2_grpc.add_AigenServiceServicer_to_server(AigenServicer(jobs, detectors), server)
     max_upload = int(settings.data.max_upload_mb * 1024 * 1024)
     datasets_pb2_grpc.add_DatasetServiceServicer_to_server(
         DatasetServicer(uploads, max_upload), server

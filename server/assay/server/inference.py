@@ -6,6 +6,7 @@ Domain code: numpy in, dataclasses out; no grpc or protobuf here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from assay.server.aigen.detection import AigenDetectors, DetectQuery, DetectResult, ImageVerdict
 from assay.server.errors import FailedPreconditionError, InvalidArgumentError, ModelNotReadyError
-from assay.server.models.config import OutputRole
+from assay.server.models.config import OutputRole, Task
 from assay.server.models.preprocess import ImageInput, Preprocessor
 from assay.server.models.registry import ModelRegistry, ServedModel
 from assay.server.ood.fitting import OodVerdict, default_scorer, verdicts
@@ -59,6 +61,7 @@ class ImagePrediction:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     ood: list[OodVerdict] = field(default_factory=list)
     anomaly: list[OodVerdict] = field(default_factory=list)
+    aigen: ImageVerdict | None = None
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,13 @@ class Predictor:
         images: ImageSettings,
         preprocess_pool: Executor,
         ood: OodProfiles | None = None,
+        aigen: AigenDetectors | None = None,
     ) -> None:
         self._registry = registry
         self._limits = images
         self._pool = preprocess_pool
         self._ood = ood
+        self._aigen = aigen
 
     async def predict(self, query: PredictQuery, deadline: float | None = None) -> PredictResult:
         """Predict every image of query; deadline is an absolute loop.time()."""
@@ -95,34 +100,71 @@ class Predictor:
                 f"model {model.name!r} is not ready ({model.status()}); retry later"
             )
         profile = await self._signal_profile(model, query.signals)
-        batch = await self._preprocess(model, query.images)
-        outputs = await model.batcher.submit({model.input_name: batch}, deadline)
-        model.observers.images.inc(len(query.images))
-        predictions = build_predictions(model, outputs, query, wanted)
-        if profile is not None:  # the same outputs feed the scorers: no second inference
-            roles = role_outputs(model, outputs)
-            if "ood" in query.signals:
-                judged = verdicts(profile, roles, [default_scorer(profile)])
-                for prediction, verdict in zip(predictions, judged, strict=True):
-                    prediction.ood.extend(verdict)
-                model.observers.record_ood(v for p in predictions for v in p.ood)
-            if "anomaly" in query.signals:
-                judged = verdicts(profile, roles, ["patchcore"])
-                for prediction, verdict in zip(predictions, judged, strict=True):
-                    prediction.anomaly.extend(verdict)
-                model.observers.record_anomaly(v for p in predictions for v in p.anomaly)
+        detection = self._detect_generated(model, query)
+        try:
+            batch = await self._preprocess(model, query.images)
+            outputs = await model.batcher.submit({model.input_name: batch}, deadline)
+            model.observers.images.inc(len(query.images))
+            predictions = build_predictions(model, outputs, query, wanted)
+            if profile is not None:  # the same outputs feed the scorers: no second inference
+                self._add_ood(model, profile, outputs, query.signals, predictions)
+            if detection is not None:  # ran concurrently with the model
+                generated = (await detection).results
+                predictions = [
+                    dataclasses.replace(p, aigen=v)
+                    for p, v in zip(predictions, generated, strict=True)
+                ]
+        finally:
+            if detection is not None and not detection.done():
+                detection.cancel()
         return PredictResult(
             model=model.name, version=model.config.version, predictions=predictions
+        )
+
+    @staticmethod
+    def _add_ood(
+        model: ServedModel,
+        profile: ModelProfile,
+        outputs: dict[str, np.ndarray],
+        signals: Sequence[str],
+        predictions: list[ImagePrediction],
+    ) -> None:
+        roles = role_outputs(model, outputs)
+        if "ood" in signals:
+            judged = verdicts(profile, roles, [default_scorer(profile)])
+            for prediction, verdict in zip(predictions, judged, strict=True):
+                prediction.ood.extend(verdict)
+            model.observers.record_ood(v for p in predictions for v in p.ood)
+        if "anomaly" in signals:
+            judged = verdicts(profile, roles, ["patchcore"])
+            for prediction, verdict in zip(predictions, judged, strict=True):
+                prediction.anomaly.extend(verdict)
+            model.observers.record_anomaly(v for p in predictions for v in p.anomaly)
+
+    def _detect_generated(
+        self, model: ServedModel, query: PredictQuery
+    ) -> asyncio.Task[DetectResult] | None:
+        """The "aigen" signal as a task beside the model's own inference."""
+        if "aigen" not in query.signals:
+            return None
+        if self._aigen is None:
+            raise FailedPreconditionError("AI-generated detection is not enabled on this server")
+        own = model.config.task is Task.AIGEN_DETECTOR
+        detectors = [(model.name, model.config.version)] if own else []
+        self._aigen.resolve(detectors)  # fail fast, before the model runs
+        return asyncio.get_running_loop().create_task(
+            self._aigen.detect(DetectQuery(query.images, detectors))
         )
 
     async def _signal_profile(
         self, model: ServedModel, signals: Sequence[str]
     ) -> ModelProfile | None:
-        unknown = set(signals) - {"ood", "anomaly"}
+        unknown = set(signals) - {"ood", "anomaly", "aigen"}
         if unknown:
             raise InvalidArgumentError(
-                f"unknown signals {sorted(unknown)}; available: ood, anomaly"
+                f"unknown signals {sorted(unknown)}; available: ood, anomaly, aigen"
             )
+        signals = [s for s in signals if s != "aigen"]
         if not signals:
             return None
         if self._ood is None:

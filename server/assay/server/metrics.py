@@ -32,6 +32,8 @@ LATENCY_BUCKETS_S = (
 )
 OOD_TAIL_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
 """Holdout-tail buckets: the profile's holdout quantiles, expressed as ranks."""
+AIGEN_SCORE_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+"""Probability buckets of assay_aigen_score (finer near both ends)."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 _RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
@@ -119,6 +121,17 @@ class ServerMetrics:
         self.anomaly_flagged = Counter(
             "assay_anomaly_flagged_total", "Images flagged anomalous (PatchCore).",
             ("model",), registry=registry,
+        )  # fmt: skip
+        self.aigen_score = Histogram(
+            "assay_aigen_score",
+            "Pooled probability that a scored image is AI-generated, per detector.",
+            ("detector",), buckets=AIGEN_SCORE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.aigen_verdicts = Counter(
+            "assay_aigen_verdict_total",
+            "Verdicts on scored images (GENERATED, REAL, UNSURE), per detector; "
+            'several detectors together count as detector="ensemble".',
+            ("detector", "verdict"), registry=registry,
         )  # fmt: skip
         self.model_ready = Gauge(
             "assay_model_ready",

@@ -136,6 +136,20 @@ class ImageSettings(_Section):
     preprocessed on the event loop: a thread hop costs more than the work."""
 
 
+class AigenSettings(_Section):
+    """AI-generated image detection (AigenService and the Predict "aigen" signal)."""
+
+    default_detectors: tuple[str, ...] = ()
+    """Detectors used when a request names none; empty = every registered
+    aigen_detector."""
+    max_flip_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    """Share of re-encoded variants whose decision may differ from the
+    original before the verdict becomes UNSURE (0 = any flip)."""
+    max_images_per_request: Annotated[int, Field(ge=1, le=10_000)] = 64
+    """DetectGenerated scores full-resolution images (and, with stability,
+    six variants of each): a tighter cap than Predict's."""
+
+
 class Settings(BaseSettings):
     """Root of all server settings."""
 
@@ -151,6 +165,7 @@ class Settings(BaseSettings):
     images: ImageSettings = ImageSettings()
     data: DataSettings = DataSettings()
     jobs: JobSettings = JobSettings()
+    aigen: AigenSettings = AigenSettings()
     model_repository: Path | None = None
     """A folder of model directories, each with an assay.yaml manifest
     (Triton layout). Unset with no `models` = the bundled demo repository."""

@@ -66,3 +66,21 @@ def check_outputs(config: ModelConfig, meta: BackendMetadata, labels: tuple[str,
                 f"model {config.name!r}: labels list {len(labels)} classes but output "
                 f"{scores!r} has {classes[-1]}"
             )
+    if config.task is Task.AIGEN_DETECTOR and scores:
+        _check_aigen_output(config, meta.output(scores).shape)
+
+
+def _check_aigen_output(config: ModelConfig, shape: tuple[int, ...]) -> None:
+    """A detector's score output is one column, or two classes with generated_index set."""
+    columns = shape[-1] if shape else 1
+    index = config.aigen.generated_index
+    if index is None and columns not in (-1, 1):
+        raise ConfigError(
+            f"model {config.name!r}: an aigen_detector output has {columns} columns; give one "
+            "column (logit or probability of 'generated') or set aigen.generated_index"
+        )
+    if index is not None and columns != -1 and index >= columns:
+        raise ConfigError(
+            f"model {config.name!r}: aigen.generated_index {index} is out of range for "
+            f"{columns} output columns"
+        )

@@ -24,6 +24,8 @@ class Task(enum.StrEnum):
     CLASSIFIER = "classifier"
     FEATURE_EXTRACTOR = "feature_extractor"
     DETECTOR = "detector"
+    AIGEN_DETECTOR = "aigen_detector"
+    """Scores how likely an image is AI-generated (one logit or probability)."""
 
 
 class BackendKind(enum.StrEnum):
@@ -84,6 +86,36 @@ class OutputRole(enum.StrEnum):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class AigenPolicy(enum.StrEnum):
+    """How an AI-generated-image detector sees an image."""
+
+    RESIZE = "resize"
+    """The input spec's resize (the detector's training policy)."""
+    CROPS = "crops"
+    """Native-resolution tiles of the input size; resampling would erase the
+    up-sampling traces these detectors key on."""
+
+
+class AigenAggregation(enum.StrEnum):
+    """How per-crop scores pool into one image score."""
+
+    TOP_K_MEAN = "top_k_mean"
+    MAX = "max"
+
+
+class AigenSpec(_Strict):
+    """Scoring policy of an `aigen_detector` model."""
+
+    policy: AigenPolicy = AigenPolicy.CROPS
+    max_crops: Annotated[int, Field(ge=1, le=1024)] = 16
+    """Cap on crops per image; an evenly spaced sub-grid is kept beyond it."""
+    aggregation: AigenAggregation = AigenAggregation.TOP_K_MEAN
+    top_k: Annotated[int, Field(ge=1, le=1024)] = 3
+    generated_index: Annotated[int, Field(ge=0)] | None = None
+    """Column of "generated" when the output has two classes; None = a single
+    column (a logit, or the probability of "generated")."""
 
 
 class InputSpec(_Strict):
@@ -175,6 +207,8 @@ class ModelConfig(_Strict):
     triton: TritonModelRef = TritonModelRef()
     """For backend triton. Shapes, dtypes, batch size and labels are read
     from Triton; only the preprocessing and output roles are assay's."""
+    aigen: AigenSpec = AigenSpec()
+    """For task aigen_detector: crops or resize, crop cap and aggregation."""
 
     @field_validator("version")
     @classmethod
@@ -205,6 +239,13 @@ class ModelConfig(_Strict):
         ):
             raise ValueError(
                 f"model {self.name!r}: a classifier needs outputs.logits or outputs.probabilities"
+            )
+        if self.task is Task.AIGEN_DETECTOR and not (
+            {OutputRole.LOGITS, OutputRole.PROBABILITIES} & self.outputs.keys()
+        ):
+            raise ValueError(
+                f"model {self.name!r}: an aigen_detector needs outputs.logits (a logit of "
+                "'generated') or outputs.probabilities"
             )
         if self.labels is not None and self.labels_file is not None:
             raise ValueError(f"model {self.name!r}: give labels or labels_file, not both")

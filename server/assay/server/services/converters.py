@@ -15,6 +15,7 @@ from assay.server.models.config import Color, InputDType, Layout, Resize, Task
 from assay.server.models.preprocess import EncodedImage, ImageInput, InputTensor, PixelImage
 from assay.server.models.registry import ServedModel
 from assay.server.ood.fitting import OodVerdict
+from assay.server.services.aigen_converters import verdict_to_proto
 from assay.v1 import common_pb2, inference_pb2, models_pb2, ood_pb2
 from assay.v1.tensor_codec import dtype_code, from_array, to_array
 
@@ -22,6 +23,7 @@ _TASKS = {
     Task.CLASSIFIER: models_pb2.MODEL_TASK_CLASSIFIER,
     Task.FEATURE_EXTRACTOR: models_pb2.MODEL_TASK_FEATURE_EXTRACTOR,
     Task.DETECTOR: models_pb2.MODEL_TASK_DETECTOR,
+    Task.AIGEN_DETECTOR: models_pb2.MODEL_TASK_AIGEN_DETECTOR,
 }
 _RESIZE = {
     Resize.STRETCH: models_pb2.RESIZE_POLICY_STRETCH,
@@ -89,6 +91,8 @@ def predict_result_to_proto(result: PredictResult) -> inference_pb2.PredictRespo
             item.outputs[key].CopyFrom(from_array(value))
         item.ood.extend(ood_score(v) for v in prediction.ood)
         item.anomaly.extend(ood_score(v) for v in prediction.anomaly)
+        if prediction.aigen is not None:
+            item.aigen.CopyFrom(verdict_to_proto(prediction.aigen))
     return response
 
 

@@ -1,0 +1,77 @@
+"""Labelled real/generated sets for fitting and evaluating detectors.
+
+A set is any dataset assay reads (ImageFolder with ``real/`` and
+``generated/`` sub-folders, or a JSONL/CSV manifest) whose labels are
+``real`` and ``generated``. A manifest's ``group`` column names the generator
+of each generated image (``real`` rows may leave it empty); without one, all
+generated images form the group ``generated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from assay.server.datasets import Dataset, DatasetRoots, load_rgb
+from assay.server.errors import InvalidArgumentError
+
+REAL, GENERATED = "real", "generated"
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Samples with binary labels (1 = generated) and generator names."""
+
+    dataset: Dataset
+    labels: np.ndarray
+    groups: list[str]
+    """Per sample: "real" for real images, else the generator's name."""
+
+    @property
+    def paths(self) -> list[Path]:
+        """Image files in order."""
+        return [s.path for s in self.dataset.samples]
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(real, generated) image counts."""
+        generated = int(self.labels.sum())
+        return len(self.labels) - generated, generated
+
+
+def open_labelled(
+    roots: DatasetRoots, path: str, limit: int | None = None, seed: int = 0
+) -> LabelledSet:
+    """Open a real/generated set, checked for labels and both classes.
+
+    Raises:
+        InvalidArgumentError: other labels, or a class missing.
+    """
+    dataset = roots.open(Path(path)).subset(limit, seed)
+    unknown = sorted({s.label for s in dataset.samples} - {REAL, GENERATED})
+    if unknown:
+        raise InvalidArgumentError(
+            f"dataset {path}: labels must be {REAL!r} and {GENERATED!r} (sub-folders or the "
+            f"manifest's label column), found {', '.join(repr(u) for u in unknown[:5])}"
+        )
+    labels = np.array([s.label == GENERATED for s in dataset.samples], dtype=np.int64)
+    real, generated = len(labels) - int(labels.sum()), int(labels.sum())
+    if real < 2 or generated < 2:
+        raise InvalidArgumentError(
+            f"dataset {path} has {real} real and {generated} generated images; "
+            "at least 2 of each are needed"
+        )
+    groups = [REAL if s.label == REAL else (s.group or GENERATED) for s in dataset.samples]
+    return LabelledSet(dataset, labels, groups)
+
+
+async def load_images(paths: Sequence[Path], pool: Executor, max_pixels: int) -> list[np.ndarray]:
+    """Decode image files to RGB on the pool (size-checked from the header)."""
+    return await asyncio.get_running_loop().run_in_executor(
+        pool, lambda: [load_rgb(p, max_pixels) for p in paths]
+    )
