@@ -106,7 +106,7 @@ def test_generated_probability_for_logit_probability_and_two_class_outputs() -> 
     p = np.array([[0.2], [0.9]])
     given = _config(outputs={"probabilities": "p"})
     np.testing.assert_array_equal(generated_probability(given, {"p": p}), p[:, 0])
-    with pytest.raises(ValueError, match="aigen_detector needs outputs.logits"):
+    with pytest.raises(ValueError, match=r"aigen_detector needs outputs\.logits"):
         _config(outputs={"features": "f"})
 
 

@@ -13,8 +13,12 @@ def test_public_surface_is_exactly_the_intended_names() -> None:
         "CancelledError",
         "Classification",
         "Client",
+        "CropScore",
         "DeadlineExceededError",
+        "DetectorProfileInfo",
+        "DetectorScore",
         "FailedPreconditionError",
+        "GeneratedVerdict",
         "InvalidArgumentError",
         "Job",
         "JobProgress",
@@ -27,8 +31,11 @@ def test_public_surface_is_exactly_the_intended_names() -> None:
         "Preprocessing",
         "ResourceExhaustedError",
         "ServerError",
+        "SpectralEvidence",
+        "Stability",
         "TensorSpec",
         "UnavailableError",
+        "VariantScore",
     }
     for name in sdk.__all__:
         assert getattr(sdk, name) is not None
