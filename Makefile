@@ -78,6 +78,7 @@ bench-env: .venv-bench/.installed
 ## models: retrain the demo classifier and import EfficientNet-Lite0 (needs the train extra)
 models: $(VENV)/.train
 	$(PY) deploy/models/train_demo.py
+	$(PY) deploy/models/train_aigen_demo.py
 	$(PY) deploy/models/import_efficientnet.py
 	$(PY) deploy/models/make_samples.py
 
