@@ -18,7 +18,7 @@ import local_triton
 @pytest.fixture(scope="session")
 def cpu_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("triton") / "model_repository"
-    return local_triton.generate_cpu_repository(REPOSITORY, out, only=("digits_cnn",))
+    return local_triton.generate_cpu_repository(REPOSITORY, out, only=("digits_cnn", "aigen_demo"))
 
 
 def start_triton(repository: Path, tmp: Path, **ports: int) -> local_triton.TritonProcess:

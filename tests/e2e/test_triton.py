@@ -16,7 +16,7 @@ from assay.server.app import AssayServer, create_server
 from assay.server.errors import ConfigError
 from assay.v1 import common_pb2, inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
 from assay.v1.tensor_codec import to_array
-from tests.conftest import SAMPLES, demo_settings
+from tests.conftest import ROOT, SAMPLES, demo_settings
 from tests.e2e.conftest import local_triton, start_triton, triton_entry
 
 ONNX_ENTRY = demo_settings().models[0].model_dump(mode="json")
@@ -248,3 +248,57 @@ async def test_robustness_suite_is_the_same_through_triton_and_onnxruntime(
     a, b = onnx["attacks"][0], via_triton["attacks"][0]
     assert abs(a["robust_accuracy"]["value"] - b["robust_accuracy"]["value"]) <= 0.1
     assert b["score_calls"] <= 61
+
+
+async def test_detect_generated_through_triton_equals_onnxruntime(
+    triton: local_triton.TritonProcess,
+) -> None:
+    """The demo detector's crop scores and stability verdicts, in-process vs served by Triton."""
+    import yaml
+
+    from assay.v1 import aigen_pb2, aigen_pb2_grpc
+
+    folder = ROOT / "deploy" / "triton" / "model_repository" / "aigen_demo"
+    manifest = yaml.safe_load((folder / "assay.yaml").read_text())
+    local = {**manifest, "path": str(folder / "1" / "model.onnx")}
+    served = {
+        **{k: v for k, v in manifest.items() if k != "path"},
+        "name": "aigen_triton",
+        "backend": "triton",
+        "triton": {"url": triton.grpc_url, "model": "aigen_demo"},
+    }
+    app = await started(settings_with(local, served))
+    eval_set = ROOT / "deploy" / "samples" / "aigen" / "eval"
+    photos = [sorted((eval_set / group).glob("*.png"))[4] for group in ("gen_a", "gen_b", "real")]
+    images = [common_pb2.Image(encoded=p.read_bytes(), id=p.parent.name) for p in photos]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = aigen_pb2_grpc.AigenServiceStub(channel)
+            responses = [
+                await stub.DetectGenerated(
+                    aigen_pb2.DetectGeneratedRequest(
+                        images=images,
+                        detectors=[common_pb2.ModelRef(name=name)],
+                        stability=True,
+                        explain=True,
+                    )
+                )
+                for name in ("aigen_demo", "aigen_triton")
+            ]
+    finally:
+        await app.stop(0)
+    direct, via_triton = (r.results for r in responses)
+    assert len(direct) == len(via_triton) == 3
+    for a, b in zip(direct, via_triton, strict=True):
+        assert a.id == b.id and a.verdict == b.verdict
+        assert abs(a.probability - b.probability) < 1e-5
+        crops_a, crops_b = a.detectors[0].crops, b.detectors[0].crops
+        assert [(c.top, c.left) for c in crops_a] == [(c.top, c.left) for c in crops_b]
+        np.testing.assert_allclose(
+            [c.probability for c in crops_a], [c.probability for c in crops_b], atol=1e-5
+        )
+        np.testing.assert_allclose(
+            [v.log_odds for v in a.stability.variants],
+            [v.log_odds for v in b.stability.variants],
+            atol=1e-3,
+        )

@@ -268,6 +268,8 @@ def demo(
             elif not any(m.name == "efficientnet_lite0" for m in served):
                 console.print("efficientnet_lite0 is not built (`make models` builds it); skipped")
             _demo_robustness(client, samples / "digits_heldout", report)
+            if any(m.name == "aigen_demo" for m in served):
+                _demo_aigen(client, samples / "aigen", report.with_name("assay-aigen-report.html"))
         _show_metrics(metrics_url)
         console.print(
             "next: `assay serve` in one terminal, then "
@@ -291,6 +293,34 @@ def _demo_robustness(client: Client, data: Path, out: Path) -> None:
     except RuntimeError as exc:  # matplotlib missing: keep the JSON
         err_console.print(f"{exc}; writing JSON instead")
         _evaluate_cli.write_report(document, out.with_suffix(".json"))
+
+
+def _demo_aigen(client: Client, data: Path, out: Path) -> None:
+    """Calibrate the demo detector, detect with stability, evaluate across generators."""
+    console.print(f"[bold]AI-generated image detection[/bold] with aigen_demo on {data}")
+    job = _evaluate_cli.follow(client, client.fit_detector("aigen_demo", str(data / "fit.jsonl")))
+    if job.state != "succeeded":
+        err_console.print(f"[red]detector fit {job.state}[/red]: {job.error}")
+        raise typer.Exit(code=1)
+    console.print(_aigen_cli.profile_table(client.list_detector_profiles("aigen_demo")))
+    groups = [sorted((data / "eval" / g).glob("*.png")) for g in ("real", "gen_a", "gen_b")]
+    images = [files[i] for i in (0, 30) for files in groups]
+    verdicts = client.detect_generated(images, stability=True)
+    console.print(_aigen_cli.verdict_table(images, verdicts, stability=True))
+    job = client.evaluate_detector("aigen_demo", str(data / "eval.jsonl"))
+    job = _evaluate_cli.follow(client, job)
+    if job.state != "succeeded":
+        err_console.print(f"[red]detector evaluation {job.state}[/red]: {job.error}")
+        raise typer.Exit(code=1)
+    document = client.get_report(job.id)
+    console.print(_aigen_cli.summary_table(document))
+    try:
+        _aigen_cli.write_report(document, out)
+    except RuntimeError as exc:  # matplotlib missing: keep the JSON
+        err_console.print(f"{exc}; writing JSON instead")
+        out = out.with_suffix(".json")
+        _aigen_cli.write_report(document, out)
+    console.print(f"detector evaluation report written to {out}")
 
 
 app.command()(_evaluate_cli.evaluate)

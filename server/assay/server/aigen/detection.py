@@ -29,7 +29,12 @@ import numpy as np
 from assay.server.aigen.calibration import calibrated_log_odds
 from assay.server.aigen.images import decode_all
 from assay.server.aigen.profiles import DetectorProfile, DetectorProfileStore
-from assay.server.aigen.scoring import CropProbability, DetectorScorer, check_detector
+from assay.server.aigen.scoring import (
+    CropProbability,
+    DetectorScorer,
+    DetectorScores,
+    check_detector,
+)
 from assay.server.aigen.spectral import SpectralEvidence, spectral_evidence
 from assay.server.aigen.stability import Verdict, stable_verdict, variants
 from assay.server.errors import (
@@ -340,11 +345,13 @@ class AigenDetectors:
             probability = float(probs[i, 0]) if len(models) == 1 else _sigmoid(float(z[i]))
             verdict: Verdict = "GENERATED" if generated[i] else "REAL"
             report = None
+            notes = _notes(models, calibrations, [s.padded[i] for s in scored])
             if stability:
-                report = _stability(names, z, generated, i, n, max_flip_fraction)
+                usable = _scorable_variants(names, scored, i, n)
+                report = _stability(usable, z, generated, i, max_flip_fraction)
                 if report.flip_fraction > max_flip_fraction:
                     verdict = "UNSURE"
-            notes = _notes(models, calibrations, [s.padded[i] for s in scored])
+                notes += _skipped_note(names, usable, models)
             results.append(
                 ImageVerdict("", verdict, probability, float(z[i]), detectors, report, None, notes)
             )
@@ -391,16 +398,45 @@ class AigenDetectors:
                 metrics.aigen_verdicts.labels(detector=label, verdict=verdict).inc(count)
 
 
+def _scorable_variants(
+    names: Sequence[str], scored: Sequence[DetectorScores], i: int, n: int
+) -> dict[str, int]:
+    """Variant name -> its row, for variants every detector saw at native resolution.
+
+    A variant down-scaled below a detector's crop would only be seen
+    reflection-padded, which is no evidence about the image; it is left out
+    (unless the original was already padded: then every variant is kept).
+    """
+    rows = {name: n * (1 + v) + i for v, name in enumerate(names)}
+    if any(s.padded[i] for s in scored):
+        return rows
+    return {name: row for name, row in rows.items() if not any(s.padded[row] for s in scored)}
+
+
+def _skipped_note(
+    names: Sequence[str], usable: dict[str, int], models: Sequence[ServedModel]
+) -> list[str]:
+    skipped = [name for name in names if name not in usable]
+    if not skipped:
+        return []
+    crop = min(m.config.input.height for m in models)
+    return [
+        f"stability without {', '.join(skipped)}: smaller than the detector's "
+        f"{crop}-pixel crop, so not evidence about the image"
+    ]
+
+
 def _stability(
-    names: Sequence[str],
+    rows_by_name: dict[str, int],
     z: np.ndarray,
     generated: np.ndarray,
     i: int,
-    n: int,
     max_flip_fraction: float,
 ) -> StabilityReport:
-    """Variant decisions of image ``i``: rows ``n * (1 + v) + i`` of the scored inputs."""
-    rows = [n * (1 + v) + i for v in range(len(names))]
+    """Variant decisions of image ``i`` (variant name -> row of the scored inputs)."""
+    names, rows = list(rows_by_name), list(rows_by_name.values())
+    if not names:
+        return StabilityReport(0.0, max_flip_fraction, [])
     # stable_verdict on sigmoid(z) vs 0.5 is the ensemble rule z >= 0; one detector's
     # exact p >= t decisions are passed through ``generated`` instead.
     base = 1.0 if generated[i] else 0.0
