@@ -66,6 +66,7 @@ bench: $(VENV)/.dev triton-env bench-env
 	$(PY) -m bench.triton
 	$(PY) -m bench.suite
 	$(PY) -m bench.ood
+	$(PY) -m bench.aigen
 	.venv-bench/bin/python -m bench.corruptions
 
 ## bench-env: .venv-bench, the dev install plus the imagecorruptions reference (bench only)
