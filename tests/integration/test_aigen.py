@@ -329,3 +329,44 @@ async def test_fit_refuses_wrong_labels_and_non_detectors(app: AssayServer) -> N
             assert words in (failure.value.details() or "")
         jobs = jobs_pb2_grpc.JobServiceStub(channel)
         assert not (await jobs.ListJobs(jobs_pb2.ListJobsRequest())).jobs
+
+
+def test_cli_fit_detect_and_evaluate(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from assay.client._background import BackgroundServer
+    from assay.client.cli import app as cli_app
+
+    base = demo_settings()
+    settings = demo_settings(
+        models=[base.models[0].model_dump(mode="json"), detector_entry()],
+        data={"roots": [str(SAMPLES)]},
+    )
+    runner = CliRunner(env={"COLUMNS": "200"})  # tables unwrapped for the asserts
+    with BackgroundServer(settings) as server:
+        target = ["--target", f"127.0.0.1:{server.port}"]
+        fitted = runner.invoke(
+            cli_app, ["aigen", "fit", "-D", "aigen_demo", "-d", str(AIGEN / "fit.jsonl"), *target]
+        )
+        assert fitted.exit_code == 0, fitted.output
+        assert "aigen_demo" in fitted.output
+        images = [str(sample("gen_b", 5)), str(sample("real", 5))]
+        detected = runner.invoke(
+            cli_app, ["aigen", "detect", "--stability", "--json", *images, *target]
+        )
+        assert detected.exit_code == 0, detected.output
+        parsed = json.loads(detected.output)
+        assert [r["verdict"] in ("generated", "real", "unsure") for r in parsed] == [True, True]
+        assert all(r["detectors"][0]["calibrated"] for r in parsed)
+        out = tmp_path / "aigen.html"
+        evaluated = runner.invoke(
+            cli_app,
+            ["aigen", "evaluate", "-D", "aigen_demo", "-d", str(AIGEN / "eval.jsonl"),
+             "--out", str(out), *target],
+        )  # fmt: skip
+        assert evaluated.exit_code == 0, evaluated.output
+        assert "generator gen_b" in evaluated.output and out.stat().st_size > 10_000
+        html = out.read_text()
+        assert "gen_a" in html and "gen_b" in html
+        missing = runner.invoke(cli_app, ["aigen", "detect", "-D", "nope", images[0], *target])
+        assert missing.exit_code == 1 and "NOT_FOUND" in missing.output

@@ -152,3 +152,5 @@ def test_demo_command_runs_end_to_end() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "digits_cnn: 20/20 sample digits correct" in result.stdout
     assert "grpc_server_handled_total" in result.stdout
+    assert "AI-generated image detection" in result.stdout
+    assert "detector evaluation report written to assay-aigen-report.html" in result.stdout

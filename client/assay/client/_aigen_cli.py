@@ -42,6 +42,8 @@ def verdict_table(paths: list[Path], results: list[GeneratedVerdict], stability:
     """One row per image: verdict, probability, threshold and stability."""
     table = Table(title="AI-generated image detection")
     columns = ["image", "verdict", "probability", "threshold", "calibrated"]
+    table.add_column("image", overflow="fold")
+    columns.remove("image")
     if stability:
         columns += ["flips", "flipped by"]
     for column in columns:
@@ -50,7 +52,7 @@ def verdict_table(paths: list[Path], results: list[GeneratedVerdict], stability:
         colour = _COLOURS.get(r.verdict, "white")
         thresholds = ", ".join(f"{d.threshold:.3g}" for d in r.detectors)
         row = [
-            path.name,
+            f"{path.parent.name}/{path.name}",
             f"[{colour}]{r.verdict.upper()}[/{colour}]",
             f"{r.probability:.3f}",
             thresholds,
@@ -65,21 +67,22 @@ def verdict_table(paths: list[Path], results: list[GeneratedVerdict], stability:
 
 
 def _explain(paths: list[Path], results: list[GeneratedVerdict]) -> None:
-    for path, r in zip(paths, results, strict=True):
+    for file, r in zip(paths, results, strict=True):
+        path = Path(file.parent.name) / file.name
         for d in r.detectors:
             if d.crops:
                 top = sorted(d.crops, key=lambda c: -c.probability)[:3]
                 crops = ", ".join(f"({c.top},{c.left}) {c.probability:.3f}" for c in top)
-                console.print(f"{path.name} · {d.detector}: {len(d.crops)} crops, highest {crops}")
+                console.print(f"{path} · {d.detector}: {len(d.crops)} crops, highest {crops}")
         if r.spectral is not None:
             e = r.spectral
             state = "deviates from" if e.deviates else "is consistent with"
             console.print(
-                f"{path.name} · spectrum {state} the real photos "
+                f"{path} · spectrum {state} the real photos "
                 f"(score {e.score:.3g}, threshold {e.threshold:.3g}; evidence only)"
             )
         for note in r.notes:
-            console.print(f"{path.name} · [dim]{note}[/dim]")
+            console.print(f"{path} · [dim]{note}[/dim]")
 
 
 @app.command()
@@ -126,23 +129,21 @@ def detect(
 
 
 def profile_table(profiles: list[DetectorProfileInfo]) -> Table:
-    """Stored profiles with their held-out figures."""
-    table = Table(title="detector profiles")
-    columns = ("detector", "version", "threshold", "target FPR", "held-out FPR", "TPR", "AP")
-    for column in (*columns, "AUROC", "images (real/gen)", "spectrum"):
-        table.add_column(column)
+    """Stored profiles with their held-out figures (compact: fits 80 columns)."""
+    table = Table(title="detector profiles (FPR: target / held-out)")
+    table.add_column("detector", overflow="fold")
+    for column in ("threshold", "FPR", "TPR", "AP", "AUROC", "real/gen"):
+        table.add_column(column, justify="right")
     for p in profiles:
+        spectrum = "" if p.spectral else " (no spectrum)"
         table.add_row(
-            p.detector,
-            p.version,
-            f"{p.threshold:.4g}",
-            _percent(p.target_fpr),
-            _percent(p.holdout_fpr),
+            f"{p.detector} v{p.version}{spectrum}",
+            f"{p.threshold:.3g}",
+            f"{_percent(p.target_fpr)} / {_percent(p.holdout_fpr)}",
             _percent(p.holdout_tpr),
             f"{p.holdout_ap:.3f}",
             f"{p.holdout_auroc:.3f}",
             f"{p.real_images}/{p.generated_images}",
-            "yes" if p.spectral else "no",
         )
     return table
 

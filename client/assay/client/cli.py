@@ -8,6 +8,7 @@ import logging
 import sys
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -174,8 +175,14 @@ def _predictions_table(images: Sequence[Path], results: Sequence[Prediction]) ->
     with_ood = any(r.ood for r in results)
     if with_ood:
         table.add_column("OOD")
+    with_aigen = any(r.aigen is not None for r in results)
+    if with_aigen:
+        table.add_column("AI-generated")
     for path, result in zip(images, results, strict=True):
         ood = [_ood_cell(result)] if with_ood else []
+        if with_aigen:
+            verdict = result.aigen
+            ood.append(f"{verdict.verdict} ({verdict.probability:.2f})" if verdict else "-")
         if not result.top_k:
             table.add_row(path.name, "-", "-", "", *ood)
             continue
@@ -197,7 +204,8 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes per image.")] = 3,
     batch: Annotated[int, typer.Option(help="Images per request.")] = 32,
     signals: Annotated[
-        str | None, typer.Option(help='Trust signals from the same inference, e.g. "ood".')
+        str | None,
+        typer.Option(help='Trust signals, comma-separated: "ood", "anomaly", "aigen".'),
     ] = None,
     target: Target = DEFAULT_TARGET,
     as_json: AsJson = False,
@@ -211,7 +219,12 @@ def predict(
         _fail(exc)
     if as_json:
         rows = [
-            {"image": str(p), "top_k": [vars(c) for c in r.top_k], "ood": [vars(o) for o in r.ood]}
+            {
+                "image": str(p),
+                "top_k": [vars(c) for c in r.top_k],
+                "ood": [vars(o) for o in r.ood],
+                "aigen": asdict(r.aigen) if r.aigen is not None else None,
+            }
             for p, r in zip(images, results, strict=True)
         ]
         console.print_json(json.dumps(rows))
