@@ -179,10 +179,7 @@ def fit(
                 holdout_fraction=holdout_fraction,
                 sample_limit=sample_limit,
             )
-            job = _evaluate_cli.follow(client, job)
-            if job.state != "succeeded":
-                err_console.print(f"[red]fit {job.state}[/red]: {job.error}")
-                raise typer.Exit(code=1)
+            _evaluate_cli.finished(client, job, "fit")
             name = detector.partition(":")[0]
             found = client.list_detector_profiles(name)
     except AssayClientError as exc:
@@ -291,10 +288,7 @@ def evaluate(
             job = client.evaluate_detector(
                 detector, _dataset(client, data, upload), sample_limit=sample_limit
             )
-            job = _evaluate_cli.follow(client, job)
-            if job.state != "succeeded":
-                err_console.print(f"[red]evaluation {job.state}[/red]: {job.error}")
-                raise typer.Exit(code=1)
+            job = _evaluate_cli.finished(client, job, "evaluation")
             report = client.get_report(job.id)
     except AssayClientError as exc:
         _fail(exc)

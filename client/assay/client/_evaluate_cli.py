@@ -86,6 +86,15 @@ def follow(client: Client, job: Job) -> Job:
     return job
 
 
+def finished(client: Client, job: Job, what: str) -> Job:
+    """Follow a job to its end; exit 1 naming `what` unless it succeeded."""
+    job = follow(client, job)
+    if job.state != "succeeded":
+        err_console.print(f"[red]{what} {job.state}[/red]: {job.error}")
+        raise typer.Exit(code=1)
+    return job
+
+
 def write_report(report: dict[str, Any], out: Path) -> None:
     """JSON for a .json path, else a self-contained HTML file with plots."""
     if out.suffix == ".json":

@@ -311,20 +311,15 @@ def _demo_robustness(client: Client, data: Path, out: Path) -> None:
 def _demo_aigen(client: Client, data: Path, out: Path) -> None:
     """Calibrate the demo detector, detect with stability, evaluate across generators."""
     console.print(f"[bold]AI-generated image detection[/bold] with aigen_demo on {data}")
-    job = _evaluate_cli.follow(client, client.fit_detector("aigen_demo", str(data / "fit.jsonl")))
-    if job.state != "succeeded":
-        err_console.print(f"[red]detector fit {job.state}[/red]: {job.error}")
-        raise typer.Exit(code=1)
+    job = client.fit_detector("aigen_demo", str(data / "fit.jsonl"))
+    _evaluate_cli.finished(client, job, "detector fit")
     console.print(_aigen_cli.profile_table(client.list_detector_profiles("aigen_demo")))
     groups = [sorted((data / "eval" / g).glob("*.png")) for g in ("real", "gen_a", "gen_b")]
     images = [files[i] for i in (0, 30) for files in groups]
     verdicts = client.detect_generated(images, stability=True)
     console.print(_aigen_cli.verdict_table(images, verdicts, stability=True))
     job = client.evaluate_detector("aigen_demo", str(data / "eval.jsonl"))
-    job = _evaluate_cli.follow(client, job)
-    if job.state != "succeeded":
-        err_console.print(f"[red]detector evaluation {job.state}[/red]: {job.error}")
-        raise typer.Exit(code=1)
+    job = _evaluate_cli.finished(client, job, "detector evaluation")
     document = client.get_report(job.id)
     console.print(_aigen_cli.summary_table(document))
     try:

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from assay.server.datasets import Dataset, DatasetRoots, load_rgb
 from assay.server.errors import InvalidArgumentError
+from assay.server.models.registry import ModelRegistry
 
 REAL, GENERATED = "real", "generated"
 
@@ -75,3 +77,17 @@ async def load_images(paths: Sequence[Path], pool: Executor, max_pixels: int) ->
     return await asyncio.get_running_loop().run_in_executor(
         pool, lambda: [load_rgb(p, max_pixels) for p in paths]
     )
+
+
+class LabelledSetJobs:
+    """What the fit and evaluation job kinds share: the registry, roots and a pool."""
+
+    def __init__(self, registry: ModelRegistry, roots: DatasetRoots, pool: Executor) -> None:
+        self._registry = registry
+        self._roots = roots
+        self._pool = pool
+
+    def _open(self, spec: dict[str, Any]) -> LabelledSet:
+        return open_labelled(
+            self._roots, spec["dataset"], spec.get("sample_limit"), spec.get("seed", 0)
+        )

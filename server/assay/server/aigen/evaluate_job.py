@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from assay.server.aigen.calibration import auroc, average_precision
-from assay.server.aigen.datasets import LabelledSet, load_images, open_labelled
+from assay.server.aigen.datasets import LabelledSet, LabelledSetJobs, load_images
 from assay.server.aigen.detection import AigenDetectors, Calibration
 from assay.server.aigen.evaluation import (
     binary_metrics,
@@ -57,7 +57,7 @@ def _points(spec: dict[str, Any]) -> tuple[list[int], list[float]]:
     return qualities, scales
 
 
-class DetectorEvaluationJobs:
+class DetectorEvaluationJobs(LabelledSetJobs):
     """The "aigen_evaluation" job kind."""
 
     kind = "aigen_evaluation"
@@ -69,16 +69,14 @@ class DetectorEvaluationJobs:
         detectors: AigenDetectors,
         pool: Executor,
     ) -> None:
-        self._registry = registry
-        self._roots = roots
+        super().__init__(registry, roots, pool)
         self._detectors = detectors
-        self._pool = pool
 
     def prepare(self, spec: dict[str, Any]) -> int:
         """Validate; units = the clean pass plus one per robustness point."""
         check_detector(self._registry.get(spec["model"], spec.get("version", "")))
         qualities, scales = _points(spec)
-        open_labelled(self._roots, spec["dataset"], spec.get("sample_limit"), spec.get("seed", 0))
+        self._open(spec)
         return 1 + len(qualities) + len(scales)
 
     async def _probabilities(
@@ -99,7 +97,7 @@ class DetectorEvaluationJobs:
         seed = spec.get("seed", 0)
         model = self._registry.get(spec["model"], spec.get("version", ""))
         qualities, scales = _points(spec)
-        data = open_labelled(self._roots, spec["dataset"], spec.get("sample_limit"), seed)
+        data = self._open(spec)
         total = 1 + len(qualities) + len(scales)
         calibration = await self._detectors.calibration(model)
         threshold = calibration.threshold

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from assay.server.aigen.calibration import auroc, average_precision, fit_detector_threshold
-from assay.server.aigen.datasets import load_images, open_labelled
+from assay.server.aigen.datasets import LabelledSetJobs, load_images
 from assay.server.aigen.detection import AigenDetectors
 from assay.server.aigen.profiles import DetectorProfile
 from assay.server.aigen.scoring import check_detector
@@ -103,7 +103,7 @@ def profile_summary(profile: DetectorProfile) -> dict[str, Any]:
     return document
 
 
-class DetectorFits:
+class DetectorFits(LabelledSetJobs):
     """The "aigen_profile" job kind."""
 
     kind = "aigen_profile"
@@ -115,10 +115,8 @@ class DetectorFits:
         detectors: AigenDetectors,
         pool: Executor,
     ) -> None:
-        self._registry = registry
-        self._roots = roots
+        super().__init__(registry, roots, pool)
         self._detectors = detectors
-        self._pool = pool
 
     def prepare(self, spec: dict[str, Any]) -> int:
         """Validate the detector, fractions and the labelled set; one unit."""
@@ -129,9 +127,7 @@ class DetectorFits:
         holdout = spec.get("holdout_fraction", DEFAULT_HOLDOUT)
         if not (math.isfinite(holdout) and 0.05 <= holdout <= 0.5):
             raise InvalidArgumentError(f"holdout_fraction must be in [0.05, 0.5], got {holdout}")
-        data = open_labelled(
-            self._roots, spec["dataset"], spec.get("sample_limit"), spec.get("seed", 0)
-        )
+        data = self._open(spec)
         if min(data.counts) < 3:
             raise InvalidArgumentError(
                 f"a detector profile needs at least 3 real and 3 generated images, "
@@ -144,7 +140,7 @@ class DetectorFits:
         spec = context.record.spec
         model = self._registry.get(spec["model"], spec.get("version", ""))
         seed = spec.get("seed", 0)
-        data = open_labelled(self._roots, spec["dataset"], spec.get("sample_limit"), seed)
+        data = self._open(spec)
         await context.progress(0, 1, "scoring the labelled set")
         images = await load_images(data.paths, self._pool, self._detectors.max_pixels)
         scores = await self._detectors.scorer.score(model, images)
