@@ -287,7 +287,8 @@ def demo(
         console.print(
             "next: `assay serve` in one terminal, then "
             "`assay predict --model digits_cnn IMAGE...` or "
-            "`assay evaluate --model digits_cnn --data deploy/samples/digits_heldout --out r.html`"
+            "`assay evaluate --model digits_cnn --data deploy/samples/digits_heldout --out r.html` "
+            "or `assay aigen detect --stability IMAGE...` (the demo detector is now calibrated)"
         )
 
 

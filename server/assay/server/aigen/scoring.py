@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from assay.server.aigen.tiling import Aggregation, CropSet, aggregate, crops
-from assay.server.errors import InvalidArgumentError
+from assay.server.errors import BackendError, InvalidArgumentError
 from assay.server.models.config import (
     AigenAggregation,
     AigenPolicy,
@@ -89,7 +89,7 @@ def generated_probability(config: ModelConfig, outputs: dict[str, np.ndarray]) -
         shifted = np.exp(values - values.max(axis=1, keepdims=True))
         probs = shifted[:, index] / shifted.sum(axis=1)
     if not np.all(np.isfinite(probs)):
-        raise InvalidArgumentError(f"detector {config.name!r} returned non-finite scores")
+        raise BackendError(f"detector {config.name!r} returned non-finite scores")
     return np.clip(probs, 0.0, 1.0)
 
 
