@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from assay.server.aigen.detection import AigenDetectors
 from assay.server.datasets import Dataset, DatasetRoots, load_rgb
 from assay.server.errors import InvalidArgumentError
 from assay.server.models.registry import ModelRegistry
@@ -80,11 +81,18 @@ async def load_images(paths: Sequence[Path], pool: Executor, max_pixels: int) ->
 
 
 class LabelledSetJobs:
-    """What the fit and evaluation job kinds share: the registry, roots and a pool."""
+    """What the fit and evaluation job kinds share: models, data roots, detectors, a pool."""
 
-    def __init__(self, registry: ModelRegistry, roots: DatasetRoots, pool: Executor) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        roots: DatasetRoots,
+        detectors: AigenDetectors,
+        pool: Executor,
+    ) -> None:
         self._registry = registry
         self._roots = roots
+        self._detectors = detectors
         self._pool = pool
 
     def _open(self, spec: dict[str, Any]) -> LabelledSet:

@@ -13,7 +13,6 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 
 from assay.server.aigen.calibration import auroc, average_precision
 from assay.server.aigen.datasets import LabelledSet, LabelledSetJobs, load_images
-from assay.server.aigen.detection import AigenDetectors, Calibration
+from assay.server.aigen.detection import Calibration
 from assay.server.aigen.evaluation import (
     binary_metrics,
     confident_mistakes,
@@ -35,10 +34,9 @@ from assay.server.aigen.evaluation import (
 from assay.server.aigen.fit_job import spectral_crop
 from assay.server.aigen.scoring import check_detector
 from assay.server.aigen.stability import downscale, jpeg_roundtrip
-from assay.server.datasets import DatasetRoots
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext
-from assay.server.models.registry import ModelRegistry, ServedModel
+from assay.server.models.registry import ServedModel
 
 SCHEMA = "assay.aigen.evaluation/v1"
 JPEG_QUALITIES = (95, 85, 75, 65, 50)
@@ -61,16 +59,6 @@ class DetectorEvaluationJobs(LabelledSetJobs):
     """The "aigen_evaluation" job kind."""
 
     kind = "aigen_evaluation"
-
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        roots: DatasetRoots,
-        detectors: AigenDetectors,
-        pool: Executor,
-    ) -> None:
-        super().__init__(registry, roots, pool)
-        self._detectors = detectors
 
     def prepare(self, spec: dict[str, Any]) -> int:
         """Validate; units = the clean pass plus one per robustness point."""

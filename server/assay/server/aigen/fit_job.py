@@ -12,21 +12,17 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
 
 from assay.server.aigen.calibration import auroc, average_precision, fit_detector_threshold
 from assay.server.aigen.datasets import LabelledSetJobs, load_images
-from assay.server.aigen.detection import AigenDetectors
 from assay.server.aigen.profiles import DetectorProfile
 from assay.server.aigen.scoring import check_detector
 from assay.server.aigen.spectral import SpectralProfile, fit_real_profile
-from assay.server.datasets import DatasetRoots
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext
-from assay.server.models.registry import ModelRegistry
 
 DEFAULT_TARGET_FPR = 0.05
 DEFAULT_HOLDOUT = 0.3
@@ -107,16 +103,6 @@ class DetectorFits(LabelledSetJobs):
     """The "aigen_profile" job kind."""
 
     kind = "aigen_profile"
-
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        roots: DatasetRoots,
-        detectors: AigenDetectors,
-        pool: Executor,
-    ) -> None:
-        super().__init__(registry, roots, pool)
-        self._detectors = detectors
 
     def prepare(self, spec: dict[str, Any]) -> int:
         """Validate the detector, fractions and the labelled set; one unit."""
