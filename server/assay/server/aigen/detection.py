@@ -142,13 +142,18 @@ def _log_odds(probabilities: np.ndarray, thresholds: Sequence[float]) -> np.ndar
     return calibrated_log_odds(probabilities, list(thresholds))
 
 
-def decide(probabilities: np.ndarray, thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def decide(
+    probabilities: np.ndarray,
+    thresholds: Sequence[float],
+    log_odds: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per image: the ensemble log-odds and the decision "generated".
 
     One detector decides ``p >= t`` exactly (log-odds clip at 1e-6 could blur a
-    threshold right at 0 or 1); several decide ``mean log-odds >= 0``.
+    threshold right at 0 or 1); several decide ``mean log-odds >= 0``. Pass the
+    per-detector ``log_odds`` when already computed.
     """
-    z = _log_odds(probabilities, thresholds)
+    z = _log_odds(probabilities, thresholds) if log_odds is None else log_odds
     mean = z.mean(axis=1)
     if probabilities.shape[1] == 1:
         return mean, probabilities[:, 0] >= thresholds[0]
@@ -325,8 +330,8 @@ class AigenDetectors:
         n = len(images)
         probs = np.stack([s.probabilities for s in scored], axis=1)  # (1 + V) * n x D
         thresholds = [c.threshold for c in calibrations]
-        z, generated = decide(probs, thresholds)
         per_detector = _log_odds(probs, thresholds)
+        z, generated = decide(probs, thresholds, per_detector)
         results = []
         for i in range(n):
             detectors = [

@@ -14,11 +14,10 @@ at their own resolution (never resized here) and only converted to 8-bit RGB:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from assay.server.errors import ImageTooLargeError, InvalidArgumentError, InvalidImageError
 from assay.server.models.preprocess import (
@@ -27,6 +26,7 @@ from assay.server.models.preprocess import (
     InputTensor,
     PixelImage,
     check_pixel_image,
+    open_encoded,
 )
 
 _HIGH_BIT_MODES = {"I;16": 8, "I;16B": 8, "I;16L": 8, "I;16N": 8, "I": 24}
@@ -67,27 +67,7 @@ def decode_all(images: Sequence[ImageInput], max_pixels: int) -> list[np.ndarray
 
 
 def _decode(image: EncodedImage, max_pixels: int) -> np.ndarray:
-    data = image.data
-    if not data:
-        raise InvalidImageError("encoded image is empty (0 bytes)")
-    try:
-        pil = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise InvalidImageError(
-            "bytes are not a supported image format (PNG, JPEG, WebP, BMP, GIF, TIFF); "
-            f"first bytes: {data[:8]!r}"
-        ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImageError(f"image header could not be read ({exc})") from None
-    with pil:
-        width, height = pil.size
-        if width == 0 or height == 0:
-            raise InvalidImageError(f"image has zero size ({width}x{height})")
-        if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"{width}x{height} = {width * height} pixels exceeds the limit of "
-                f"{max_pixels}; downscale the image before sending it"
-            )
+    with open_encoded(image.data, max_pixels) as pil:
         frames = int(getattr(pil, "n_frames", 1))
         if frames > 1:
             raise InvalidImageError(
@@ -110,6 +90,6 @@ def _to_rgb(pil: Image.Image) -> np.ndarray:
             shift = max(0, top.bit_length() - 8)
         grey = np.clip(wide >> shift, 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    if pil.mode in ("F",):
+    if pil.mode == "F":
         raise InvalidImageError("floating-point images are not supported; send 8-bit or 16-bit")
     return np.asarray(pil.convert("RGB"), dtype=np.uint8)

@@ -142,26 +142,7 @@ class Preprocessor:
         return array[:, :, None] if array.ndim == 2 else array
 
     def _open_encoded(self, data: bytes) -> Image.Image:
-        if not data:
-            raise InvalidImageError("encoded image is empty (0 bytes)")
-        try:
-            pil = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise InvalidImageError(
-                f"bytes are not a supported image format (PNG, JPEG, WebP, BMP, GIF, TIFF); "
-                f"first bytes: {data[:8]!r}"
-            ) from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise InvalidImageError(f"image header could not be read ({exc})") from None
-        width, height = pil.size
-        if width == 0 or height == 0:
-            raise InvalidImageError(f"image has zero size ({width}x{height})")
-        if width * height > self.max_pixels:
-            raise ImageTooLargeError(
-                f"{width}x{height} = {width * height} pixels exceeds the limit of "
-                f"{self.max_pixels}; downscale the image before sending it"
-            )
-        return pil
+        return open_encoded(data, self.max_pixels)
 
     def _resize(self, pil: Image.Image) -> Image.Image:
         spec = self.spec
@@ -244,3 +225,30 @@ def check_pixel_image(array: np.ndarray, max_pixels: int) -> None:
         raise ImageTooLargeError(
             f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
         )
+
+
+def open_encoded(data: bytes, max_pixels: int) -> Image.Image:
+    """Open encoded image bytes lazily, refusing empty, unreadable or too large ones.
+
+    The pixel count comes from the header, so nothing is decoded before the check.
+    """
+    if not data:
+        raise InvalidImageError("encoded image is empty (0 bytes)")
+    try:
+        pil = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InvalidImageError(
+            f"bytes are not a supported image format (PNG, JPEG, WebP, BMP, GIF, TIFF); "
+            f"first bytes: {data[:8]!r}"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImageError(f"image header could not be read ({exc})") from None
+    width, height = pil.size
+    if width == 0 or height == 0:
+        raise InvalidImageError(f"image has zero size ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} = {width * height} pixels exceeds the limit of "
+            f"{max_pixels}; downscale the image before sending it"
+        )
+    return pil
