@@ -1,11 +1,12 @@
-"""Shared fixtures: the committed demo model and a real grpc.aio server on port 0."""
+"""Shared fixtures: the committed demo model, a real grpc.aio server on port 0, and the
+session-wide check that every report the tests produce matches its shipped JSON Schema."""
 
 from __future__ import annotations
 
 import io
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from PIL import Image
 
 from assay.server.app import AssayServer, create_server
 from assay.server.settings import Settings, load_settings
+from tests._report_capture import ReportCapture
 
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = ROOT / "deploy" / "triton" / "model_repository"
@@ -77,3 +79,37 @@ async def server() -> AsyncIterator[AssayServer]:
 async def channel(server: AssayServer) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         yield ch
+
+
+REPORTS = ReportCapture()
+"""Every report of the session (see tests/_report_capture.py)."""
+
+
+def _schema_failure(failures: list[str]) -> str:
+    return "reports that do not match their shipped JSON Schema:\n" + "\n".join(failures)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _report_capture() -> Iterator[ReportCapture]:
+    restore = REPORTS.install()
+    try:
+        yield REPORTS
+    finally:
+        restore()
+    leftover = REPORTS.take_failures()
+    if leftover:
+        pytest.fail(_schema_failure(leftover))
+
+
+@pytest.fixture(autouse=True)
+def _reports_match_their_schemas(_report_capture: ReportCapture) -> Iterator[None]:
+    """Fails (at teardown) the test during which a report that breaks its schema was written."""
+    yield
+    failures = _report_capture.take_failures()
+    if failures:
+        pytest.fail(_schema_failure(failures))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in REPORTS.summary():
+        terminalreporter.write_line(line)
