@@ -5,7 +5,8 @@ prints its status code and exits 1 (`connect`); Ctrl-C while a job runs
 cancels the job on the server and exits 130 (`follow_job`); a report is
 written as HTML when matplotlib is there and as JSON when it is not
 (`write_report`); and tables wrap long cells rather than cutting them with "…",
-so they stay whole in logs and CI output (`table`).
+so they stay whole in logs and CI output (`table`), where the console is also
+wider than a terminal's 80 columns unless COLUMNS says otherwise.
 
 The SDK has no TLS options yet (`Client` opens an insecure channel), so the
 only connection option is ``--target``.
@@ -14,13 +15,16 @@ only connection option is ``--target``.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -52,10 +56,20 @@ __all__ = [
 
 T = TypeVar("T")
 
-console = Console()
+LOG_WIDTH = 160
+"""Console width where the output is no terminal and COLUMNS is unset (a log, a CI job)."""
+
+
+def _width(stream: TextIO | None) -> int | None:
+    """LOG_WIDTH for a log without COLUMNS, else None (rich asks the terminal or COLUMNS)."""
+    terminal = stream is not None and stream.isatty()
+    return None if "COLUMNS" in os.environ or terminal else LOG_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
 """Results (tables, JSON) on stdout."""
-err_console = Console(stderr=True)
-"""Progress, warnings and errors on stderr, so stdout stays parseable."""
+err_console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
+"""Progress, warnings and errors on stderr, so stdout stays parseable; a message stays one line."""
 
 Target = Annotated[str, typer.Option("--target", "-t", help="host:port of the assay server.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -68,7 +82,7 @@ Upload = Annotated[
 
 def fail(exc: AssayClientError) -> NoReturn:
     """Print a server error as "error CODE: details" and exit 1."""
-    err_console.print(f"[red]error[/red] {exc.code.name}: {exc.details}")
+    err_console.print(f"[red]error[/red] {exc.code.name}: {escape(exc.details)}")
     raise typer.Exit(code=1)
 
 
@@ -87,7 +101,7 @@ def dataset(client: Client, data: Path, upload: str | None) -> str:
     if not upload:
         return str(data.resolve())
     name = client.upload_dataset(upload, data, replace=True)
-    err_console.print(f"uploaded {data} to the server as {name}")
+    err_console.print(escape(f"uploaded {data} to the server as {name}"))
     return name
 
 
@@ -137,7 +151,7 @@ def follow_job(client: Client, job: Job, what: str) -> Job:
         err_console.print(f"cancelled {what} (job {job.id}; finished units are kept)")
         raise typer.Exit(code=130) from None
     if job.state != "succeeded":
-        err_console.print(f"[red]{what} {job.state}[/red]: {job.error}")
+        err_console.print(f"[red]{what} {job.state}[/red]: {escape(str(job.error))}")
         raise typer.Exit(code=1)
     return job
 
@@ -170,7 +184,7 @@ def run_job(
 
 def warn(message: str) -> None:
     """Print a warning on stderr."""
-    err_console.print(f"[yellow]warning[/yellow] {message}")
+    err_console.print(f"[yellow]warning[/yellow] {escape(message)}")
 
 
 def write_report(report: dict[str, Any], out: Path | None) -> Path | None:
@@ -186,9 +200,9 @@ def write_report(report: dict[str, Any], out: Path | None) -> Path | None:
         try:
             _html.write(report, out)
         except (_html.MissingPlotsError, _html.UnknownSchemaError) as exc:
-            err_console.print(f"{exc}; writing JSON instead")
+            err_console.print(escape(f"{exc}; writing JSON instead"))
             out = out.with_suffix(".json")
     if out.suffix == ".json":
         out.write_text(json.dumps(report, indent=2, sort_keys=True))
-    err_console.print(f"report written to {out}")
+    err_console.print(escape(f"report written to {out}"))
     return out
