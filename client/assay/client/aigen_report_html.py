@@ -13,8 +13,8 @@ spectra, the most confident mistakes and the evaluation's warnings. Every
 section whose data is missing or null is left out or says so. The figures
 need the optional matplotlib dependency (``pip install 'assay[report]'``).
 
-The module is longer than ~300 lines for the same reason as the OOD report:
-the page and its figures serve one report schema and change together.
+The figures are drawn by `assay.client._plots_aigen`; what both read from the
+report (threshold, decision rules, colours) is in `assay.client._aigen_view`.
 
 Example:
     >>> write_aigen_html(client.get_report(job.id), Path("aigen.html"))  # doctest: +SKIP
