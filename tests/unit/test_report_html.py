@@ -315,7 +315,8 @@ def test_write_html_writes_the_page(tmp_path: Path, rendered: dict[str, str]) ->
 def test_missing_matplotlib_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ["matplotlib", *(m for m in sys.modules if m.startswith("matplotlib."))]:
         monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "assay.client._report_plots", raising=False)
-    monkeypatch.delattr(assay.client, "_report_plots", raising=False)
+    for module in [m for m in sys.modules if m.startswith("assay.client._plots")]:
+        monkeypatch.delitem(sys.modules, module)
+        monkeypatch.delattr(assay.client, module.rpartition(".")[2], raising=False)
     with pytest.raises(RuntimeError, match=r"pip install 'assay\[report\]'"):
         render_html(minimal_report())

@@ -7,18 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from assay.client._client import DEFAULT_TARGET, Client
-from assay.client._errors import AssayClientError
+from assay.client import _cli_common as cli
+from assay.client._client import Client
 from assay.client._jobs import Job
-
-console = Console()
-err_console = Console(stderr=True)
-
-Target = Annotated[str, typer.Option("--target", "-t", help="host:port of the assay server.")]
 
 
 def _csv(value: str | None, cast: type = str) -> list[Any] | None:
@@ -37,11 +30,8 @@ def _fmt(estimate: dict[str, Any] | None, percent: bool = True) -> str:
 
 def summary_table(report: dict[str, Any]) -> Table:
     """The headline numbers of a robustness report, with 95 % intervals."""
-    table = Table(
-        title=f"robustness of {report['model']['name']} ({report['dataset']['images']} images)"
-    )
-    table.add_column("metric")
-    table.add_column("value [95% CI]", justify="right")
+    title = f"robustness of {report['model']['name']} ({report['dataset']['images']} images)"
+    found = cli.table(title, ("metric", "value [95% CI]"), right=("value [95% CI]",))
     calibration = report["clean"].get("calibration") or {}
     subgroups = report.get("subgroups") or {}
     rows = [
@@ -63,47 +53,8 @@ def summary_table(report: dict[str, Any]) -> Table:
     worst = sorted(report["corruptions"].items(), key=lambda kv: -kv[1]["mean_error"]["value"])[:5]
     rows += [(f"error under {name}", _fmt(entry["mean_error"])) for name, entry in worst]
     for name, value in rows:
-        table.add_row(name, value)
-    return table
-
-
-def follow(client: Client, job: Job) -> Job:
-    """Show a progress bar fed by WatchJob until the job ends; return its final state."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=err_console) as bar:
-        task = bar.add_task("starting", total=max(job.total, 1), rate="")
-        for event in client.watch_job(job.id):
-            job = event.job
-            rate = f"{event.images_per_second:.0f} img/s" if event.images_per_second else ""
-            bar.update(
-                task,
-                completed=job.done,
-                total=max(job.total, 1),
-                description=job.stage or job.state,
-                rate=rate,
-            )
-    return job
-
-
-def finished(client: Client, job: Job, what: str) -> Job:
-    """Follow a job to its end; exit 1 naming `what` unless it succeeded."""
-    job = follow(client, job)
-    if job.state != "succeeded":
-        err_console.print(f"[red]{what} {job.state}[/red]: {job.error}")
-        raise typer.Exit(code=1)
-    return job
-
-
-def write_report(report: dict[str, Any], out: Path) -> None:
-    """JSON for a .json path, else a self-contained HTML file with plots."""
-    if out.suffix == ".json":
-        out.write_text(json.dumps(report, indent=2, sort_keys=True))
-    else:
-        from assay.client.report_html import write_html
-
-        write_html(report, out)
-    err_console.print(f"report written to {out}")
+        found.add_row(name, value)
+    return found
 
 
 def evaluate(
@@ -118,16 +69,12 @@ def evaluate(
     severities: Annotated[
         str | None, typer.Option(help="Comma-separated severities (1-5).")
     ] = None,
-    sample_limit: Annotated[int | None, typer.Option(help="At most this many images.")] = None,
+    sample_limit: cli.SampleLimit = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every generated image.")] = None,
-    upload: Annotated[
-        str | None, typer.Option(help="Upload the local --data folder under this name first.")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Write the report (.html with plots, or .json).")
-    ] = None,
+    upload: cli.Upload = None,
+    out: cli.Out = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON.")] = False,
-    target: Target = DEFAULT_TARGET,
+    target: cli.Target = cli.DEFAULT_TARGET,
 ) -> None:
     """Run a robustness suite as a server job, with live progress and a summary."""
     overrides: dict[str, Any] = {
@@ -136,67 +83,42 @@ def evaluate(
         "sample_limit": sample_limit,
         "seed": seed,
     }
-    try:
-        with Client(target) as client:
-            dataset = str(data.resolve())
-            if upload:
-                dataset = client.upload_dataset(upload, data, replace=True)
-                err_console.print(f"uploaded {data} to the server as {dataset}")
-            job = client.start_evaluation(
-                model, dataset, suite, baseline=baseline,
-                **{k: v for k, v in overrides.items() if v is not None},
-            )  # fmt: skip
-            err_console.print(f"job {job.id}: {job.total} units")
-            try:
-                job = follow(client, job)
-            except KeyboardInterrupt:
-                client.cancel_job(job.id)
-                err_console.print(f"cancelled job {job.id} (finished units are kept)")
-                raise typer.Exit(code=130) from None
-            if job.state != "succeeded":
-                err_console.print(f"[red]job {job.state}[/red]: {job.error}")
-                raise typer.Exit(code=1)
-            report = client.get_report(job.id)
-    except AssayClientError as exc:
-        err_console.print(f"[red]error[/red] {exc.code.name}: {exc.details}")
-        raise typer.Exit(code=1) from None
-    if out is not None:
-        write_report(report, out)
+
+    def start(client: Client) -> Job:
+        job = client.start_evaluation(
+            model, cli.dataset(client, data, upload), suite, baseline=baseline,
+            **{k: v for k, v in overrides.items() if v is not None},
+        )  # fmt: skip
+        cli.err_console.print(f"job {job.id}: {job.total} units")
+        return job
+
+    report = cli.run_job(target, "job", start, cli.report_of)
+    cli.write_report(report, out)
     if as_json:
-        console.print_json(json.dumps(report))
+        cli.console.print_json(json.dumps(report))
     else:
-        console.print(summary_table(report))
+        cli.console.print(summary_table(report))
 
 
 def jobs(
     job_id: Annotated[str | None, typer.Argument(help="Show only this job.")] = None,
-    target: Target = DEFAULT_TARGET,
+    target: cli.Target = cli.DEFAULT_TARGET,
 ) -> None:
     """List jobs (newest first), or show one."""
-    try:
-        with Client(target) as client:
-            found = [client.get_job(job_id)] if job_id else client.list_jobs()
-    except AssayClientError as exc:
-        err_console.print(f"[red]error[/red] {exc.code.name}: {exc.details}")
-        raise typer.Exit(code=1) from None
-    table = Table(title="jobs")
-    for column in ("id", "kind", "state", "done", "stage", "error"):
-        table.add_column(column)
+    with cli.connect(target) as client:
+        found = [client.get_job(job_id)] if job_id else client.list_jobs()
+    listed = cli.table("jobs", ("id", "kind", "state", "done", "stage", "error"))
     for j in found:
-        table.add_row(j.id, j.kind, j.state, f"{j.done}/{j.total}", j.stage, j.error)
-    console.print(table)
+        listed.add_row(j.id, j.kind, j.state, f"{j.done}/{j.total}", j.stage, j.error)
+    cli.console.print(listed)
 
 
 def report(
     job_id: Annotated[str, typer.Argument(help="A succeeded job.")],
     out: Annotated[Path, typer.Option(help="Output file (.html or .json).")] = Path("report.html"),
-    target: Target = DEFAULT_TARGET,
+    target: cli.Target = cli.DEFAULT_TARGET,
 ) -> None:
     """Fetch a job's report and write it as HTML (with plots) or JSON."""
-    try:
-        with Client(target) as client:
-            document = client.get_report(job_id)
-    except AssayClientError as exc:
-        err_console.print(f"[red]error[/red] {exc.code.name}: {exc.details}")
-        raise typer.Exit(code=1) from None
-    write_report(document, out)
+    with cli.connect(target) as client:
+        document = client.get_report(job_id)
+    cli.write_report(document, out)

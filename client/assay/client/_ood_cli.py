@@ -1,31 +1,26 @@
-"""`assay ood ...`: fit OOD profiles, score images, list profiles."""
+"""`assay ood ...` and `assay anomaly ...`: fit OOD profiles, score images, rank scorers."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 from PIL import Image
-from rich.console import Console
 from rich.table import Table
 
-from assay.client import _evaluate_cli
-from assay.client._client import DEFAULT_TARGET, Client
-from assay.client._errors import AssayClientError
+from assay.client import _cli_common as cli
+from assay.client._client import Client
+from assay.client._jobs import Job
 
-console = Console()
-err_console = Console(stderr=True)
 app = typer.Typer(no_args_is_help=True, help="Out-of-distribution profiles and scores.")
-
-Target = Annotated[str, typer.Option("--target", "-t", help="host:port of the assay server.")]
-
-
-def _fail(exc: AssayClientError) -> None:
-    err_console.print(f"[red]error[/red] {exc.code.name}: {exc.details}")
-    raise typer.Exit(code=1)
+anomaly_app = typer.Typer(
+    no_args_is_help=True, help="Anomaly detection with localisation (PatchCore)."
+)
+Images = Annotated[list[Path], typer.Argument(help="Image files.", exists=True, dir_okay=False)]
 
 
 @app.command()
@@ -38,64 +33,46 @@ def fit(
         str | None, typer.Option(help="Comma-separated scorers (default: all the model allows).")
     ] = None,
     target_tpr: Annotated[float, typer.Option(help="Holdout share each threshold keeps.")] = 0.95,
-    sample_limit: Annotated[
-        int | None, typer.Option(help="At most this many reference images.")
-    ] = None,
-    upload: Annotated[
-        str | None, typer.Option(help="Upload the local --data folder under this name first.")
-    ] = None,
-    target: Target = DEFAULT_TARGET,
+    sample_limit: cli.SampleLimit = None,
+    upload: cli.Upload = None,
+    target: cli.Target = cli.DEFAULT_TARGET,
 ) -> None:
     """Fit the model's OOD profile (a server job) and show its thresholds."""
-    try:
-        with Client(target) as client:
-            dataset = (
-                client.upload_dataset(upload, data, replace=True) if upload else str(data.resolve())
-            )
-            job = client.fit_profile(
-                model, dataset, scorers=(scorers or "").split(",") if scorers else (),
-                target_tpr=target_tpr, sample_limit=sample_limit,
-            )  # fmt: skip
-            job = _evaluate_cli.follow(client, job)
-            if job.state != "succeeded":
-                err_console.print(f"[red]fit {job.state}[/red]: {job.error}")
-                raise typer.Exit(code=1)
-            (profile,) = client.list_profiles(model)
-    except AssayClientError as exc:
-        _fail(exc)
-    table = Table(
-        title=f"OOD profile of {profile.model} v{profile.version} (TPR {profile.target_tpr:.0%})"
-    )
-    table.add_column("scorer")
-    table.add_column("threshold", justify="right")
+
+    def start(client: Client) -> Job:
+        return client.fit_profile(
+            model, cli.dataset(client, data, upload),
+            scorers=scorers.split(",") if scorers else (),
+            target_tpr=target_tpr, sample_limit=sample_limit,
+        )  # fmt: skip
+
+    (profile,) = cli.run_job(target, "fit", start, lambda client, _: client.list_profiles(model))
+    title = f"OOD profile of {profile.model} v{profile.version} (TPR {profile.target_tpr:.0%})"
+    shown = cli.table(title, ("scorer", "threshold"), right=("threshold",))
     for name, threshold in profile.thresholds.items():
         marker = " (default)" if name == profile.default_scorer else ""
-        table.add_row(name + marker, f"{threshold:.4g}")
-    console.print(table)
+        shown.add_row(name + marker, f"{threshold:.4g}")
+    cli.console.print(shown)
 
 
 @app.command()
 def score(
-    images: Annotated[list[Path], typer.Argument(help="Image files.", exists=True, dir_okay=False)],
+    images: Images,
     model: Annotated[str, typer.Option("--model", "-m", help="Model whose profile scores them.")],
     scorers: Annotated[
         str | None, typer.Option(help="Comma-separated scorers (default: the profile's).")
     ] = None,
-    target: Target = DEFAULT_TARGET,
+    target: cli.Target = cli.DEFAULT_TARGET,
 ) -> None:
     """Score images against the model's OOD profile."""
-    try:
-        with Client(target) as client:
-            results = client.score_ood(model, images, scorers=scorers.split(",") if scorers else ())
-    except AssayClientError as exc:
-        _fail(exc)
-    table = Table(title="OOD scores")
-    for column in ("image", "scorer", "score", "threshold", "holdout tail", "verdict"):
-        table.add_column(column)
+    with cli.connect(target) as client:
+        results = client.score_ood(model, images, scorers=scorers.split(",") if scorers else ())
+    columns = ("image", "scorer", "score", "threshold", "holdout tail", "verdict")
+    shown = cli.table("OOD scores", columns)
     for path, verdicts in zip(images, results, strict=True):
         for v in verdicts:
             verdict = "[red]OOD[/red]" if v.is_ood else "[green]in-distribution[/green]"
-            table.add_row(
+            shown.add_row(
                 path.name,
                 v.scorer,
                 f"{v.score:.4g}",
@@ -103,25 +80,23 @@ def score(
                 f"{v.holdout_tail:.3f}",
                 verdict,
             )
-    console.print(table)
+    cli.console.print(shown)
 
 
 def _ranking_table(report: dict[str, Any]) -> Table:
     sets = list(report["ood_datasets"])
-    table = Table(title=f"OOD detectors for {report['model']['name']} (best first)")
-    table.add_column("scorer")
-    for name in sets:
-        table.add_column(f"AUROC {name}", justify="right")
-    table.add_column("mean AUROC", justify="right")
-    table.add_column("mean FPR@95", justify="right")
+    columns = ["scorer", *(f"AUROC {name}" for name in sets), "mean AUROC", "mean FPR@95"]
+    ranked = cli.table(
+        f"OOD detectors for {report['model']['name']} (best first)", columns, right=columns[1:]
+    )
     for row in report["ranking"]:
         scorer = row["scorer"]
         marker = " (recommended)" if scorer == report["recommended"] else ""
         cells = [f"{report['results'][scorer][n]['auroc']['value']:.3f}" for n in sets]
-        table.add_row(
+        ranked.add_row(
             scorer + marker, *cells, f"{row['mean_auroc']:.3f}", f"{row['mean_fpr_at_tpr']:.3f}"
         )
-    return table
+    return ranked
 
 
 @app.command()
@@ -136,69 +111,48 @@ def evaluate(
     sample_limit: Annotated[
         int | None, typer.Option(help="At most this many images per set.")
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Write the report (.html with plots, or .json).")
-    ] = None,
-    target: Target = DEFAULT_TARGET,
+    out: cli.Out = None,
+    target: cli.Target = cli.DEFAULT_TARGET,
 ) -> None:
     """Rank the profile's scorers on your data (a server job) and recommend a default."""
-    try:
-        with Client(target) as client:
-            job = client.evaluate_detectors(
-                model,
-                str(in_data.resolve()),
-                [str(p.resolve()) for p in ood_data],
-                sample_limit=sample_limit,
-            )
-            job = _evaluate_cli.follow(client, job)
-            if job.state != "succeeded":
-                err_console.print(f"[red]evaluation {job.state}[/red]: {job.error}")
-                raise typer.Exit(code=1)
-            report = client.get_report(job.id)
-    except AssayClientError as exc:
-        _fail(exc)
-    console.print(_ranking_table(report))
+    ood_sets = [str(p.resolve()) for p in ood_data]
+    report = cli.run_job(
+        target,
+        "evaluation",
+        lambda client: client.evaluate_detectors(
+            model, str(in_data.resolve()), ood_sets, sample_limit=sample_limit
+        ),
+        cli.report_of,
+    )
+    cli.console.print(_ranking_table(report))
     for name, warning in report["contamination"].items():
-        err_console.print(f"[yellow]warning[/yellow] OOD set {name}: {warning['message']}")
-    if out is not None:
-        if out.suffix == ".json":
-            out.write_text(json.dumps(report, indent=2, sort_keys=True))
-        else:
-            from assay.client.ood_report_html import write_ood_html
-
-            write_ood_html(report, out)
-        err_console.print(f"report written to {out}")
+        cli.warn(f"OOD set {name}: {warning['message']}")
+    cli.write_report(report, out)
 
 
 @app.command()
 def profiles(
     model: Annotated[str, typer.Argument(help="Only this model's profiles.")] = "",
-    target: Target = DEFAULT_TARGET,
+    target: cli.Target = cli.DEFAULT_TARGET,
+    as_json: cli.AsJson = False,
 ) -> None:
     """List stored OOD profiles."""
-    try:
-        with Client(target) as client:
-            found = client.list_profiles(model)
-    except AssayClientError as exc:
-        _fail(exc)
-    table = Table(title="OOD profiles")
-    for column in ("model", "version", "default scorer", "scorers"):
-        table.add_column(column)
+    with cli.connect(target) as client:
+        found = client.list_profiles(model)
+    if as_json:
+        cli.console.print_json(json.dumps([asdict(p) for p in found]))
+        return
+    listed = cli.table("OOD profiles", ("model", "version", "default scorer", "scorers"))
     for p in found:
-        table.add_row(p.model, p.version, p.default_scorer, ", ".join(p.thresholds))
-    console.print(table)
-
-
-anomaly_app = typer.Typer(
-    no_args_is_help=True, help="Anomaly detection with localisation (PatchCore)."
-)
+        listed.add_row(p.model, p.version, p.default_scorer, ", ".join(p.thresholds))
+    cli.console.print(listed)
 
 
 @anomaly_app.command("fit")
 def anomaly_fit(
     model: Annotated[str, typer.Option("--model", "-m", help="Model with a feature_map output.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Normal (defect-free) images.")],
-    target: Target = DEFAULT_TARGET,
+    target: cli.Target = cli.DEFAULT_TARGET,
 ) -> None:
     """Fit the PatchCore memory of the model's profile on normal images."""
     fit(
@@ -225,22 +179,18 @@ def overlay(image_path: Path, heat: np.ndarray, threshold: float) -> Image.Image
 
 @anomaly_app.command("detect")
 def anomaly_detect(
-    images: Annotated[list[Path], typer.Argument(help="Image files.", exists=True, dir_okay=False)],
+    images: Images,
     model: Annotated[
         str, typer.Option("--model", "-m", help="Model whose PatchCore memory scores them.")
     ],
     out_dir: Annotated[Path | None, typer.Option(help="Write heat-map overlays here.")] = None,
-    target: Target = DEFAULT_TARGET,
+    target: cli.Target = cli.DEFAULT_TARGET,
 ) -> None:
     """Score images for anomalies; optionally write heat-map overlays."""
-    try:
-        with Client(target) as client:
-            results = client.detect_anomaly(model, images, with_maps=out_dir is not None)
-    except AssayClientError as exc:
-        _fail(exc)
-    table = Table(title="anomaly detection")
-    for column in ("image", "score", "threshold", "holdout tail", "verdict", "overlay"):
-        table.add_column(column)
+    with cli.connect(target) as client:
+        results = client.detect_anomaly(model, images, with_maps=out_dir is not None)
+    columns = ("image", "score", "threshold", "holdout tail", "verdict", "overlay")
+    shown = cli.table("anomaly detection", columns)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     for path, result in zip(images, results, strict=True):
@@ -250,7 +200,7 @@ def anomaly_detect(
             overlay(path, result.map, result.threshold).save(target_path)
             written = str(target_path)
         verdict = "[red]anomalous[/red]" if result.is_anomalous else "[green]normal[/green]"
-        table.add_row(
+        shown.add_row(
             path.name,
             f"{result.score:.4g}",
             f"{result.threshold:.4g}",
@@ -258,4 +208,4 @@ def anomaly_detect(
             verdict,
             written,
         )
-    console.print(table)
+    cli.console.print(shown)

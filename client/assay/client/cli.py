@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
 from assay.client import _aigen_cli, _evaluate_cli, _ood_cli
-from assay.client._client import DEFAULT_TARGET, Client
-from assay.client._errors import AssayClientError
+from assay.client import _cli_common as cli
+from assay.client._client import Client
 from assay.client._types import ModelInfo, Prediction
 
 SAMPLES_DIR = Path(__file__).resolve().parents[3] / "deploy" / "samples"
@@ -30,16 +29,6 @@ app = typer.Typer(
     add_completion=False,
     help="assay: robustness, OOD and AI-generated image checks for served image models.",
 )
-console = Console()
-err_console = Console(stderr=True)
-
-Target = Annotated[str, typer.Option("--target", "-t", help="host:port of the assay server.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _fail(exc: AssayClientError) -> None:
-    err_console.print(f"[red]error[/red] {exc.code.name}: {exc.details}")
-    raise typer.Exit(code=1)
 
 
 @app.command()
@@ -73,17 +62,16 @@ def serve(
         )
         asyncio.run(run_server(settings))
     except ConfigError as exc:
-        err_console.print(f"[red]configuration error[/red]\n{exc}")
+        cli.err_console.print(f"[red]configuration error[/red]\n{exc}")
         raise typer.Exit(code=2) from None
 
 
 def _models_table(models: Sequence[ModelInfo]) -> Table:
-    table = Table(title="models")
-    for column in ("name", "version", "task", "backend", "input", "outputs", "classes", "ready"):
-        table.add_column(column)
+    columns = ("name", "version", "task", "backend", "input", "outputs", "classes", "ready")
+    shown = cli.table("models", columns)
     for m in models:
         p = m.preprocessing
-        table.add_row(
+        shown.add_row(
             m.name,
             m.version,
             m.task,
@@ -95,44 +83,36 @@ def _models_table(models: Sequence[ModelInfo]) -> Table:
             str(len(m.labels)),
             "[green]yes[/green]" if m.ready else "[red]no[/red]",
         )
-    return table
+    return shown
 
 
 @app.command()
 def models(
     name: Annotated[str | None, typer.Argument(help="Describe only this model.")] = None,
-    target: Target = DEFAULT_TARGET,
-    as_json: AsJson = False,
+    target: cli.Target = cli.DEFAULT_TARGET,
+    as_json: cli.AsJson = False,
 ) -> None:
     """List the served models, or describe one."""
-    try:
-        with Client(target) as client:
-            found = [client.get_model(name)] if name else client.list_models()
-    except AssayClientError as exc:
-        _fail(exc)
+    with cli.connect(target) as client:
+        found = [client.get_model(name)] if name else client.list_models()
     if as_json:
-        from dataclasses import asdict
-
-        console.print_json(json.dumps([asdict(m) for m in found]))
+        cli.console.print_json(json.dumps([asdict(m) for m in found]))
     else:
-        console.print(_models_table(found))
+        cli.console.print(_models_table(found))
 
 
 @app.command()
 def health(
-    target: Target = DEFAULT_TARGET,
+    target: cli.Target = cli.DEFAULT_TARGET,
     service: Annotated[
         str, typer.Option(help='Health name: "" (server), a service, or assay.model.NAME.')
     ] = "",
     timeout_s: Annotated[float, typer.Option(help="Deadline of the check.")] = 3.0,
 ) -> None:
     """Exit 0 when the gRPC health service reports SERVING (for container health checks)."""
-    try:
-        with Client(target, timeout_s=timeout_s, retries=0) as client:
-            serving = client.is_serving(service)
-    except AssayClientError as exc:
-        _fail(exc)
-    console.print("SERVING" if serving else "NOT_SERVING")
+    with cli.connect(target, timeout_s=timeout_s, retries=0) as client:
+        serving = client.is_serving(service)
+    cli.console.print("SERVING" if serving else "NOT_SERVING")
     raise typer.Exit(code=0 if serving else 1)
 
 
@@ -152,7 +132,7 @@ def _predict_all(
     results: list[Prediction] = []
     chunks = list(_chunks(images, batch))
     for chunk in track(
-        chunks, description="predicting", console=err_console, disable=len(chunks) < 2
+        chunks, description="predicting", console=cli.err_console, disable=len(chunks) < 2
     ):
         results.extend(client.predict(model, chunk, top_k=top_k, signals=signals))
     return results
@@ -167,34 +147,28 @@ def _ood_cell(result: Prediction) -> str:
 
 
 def _predictions_table(images: Sequence[Path], results: Sequence[Prediction]) -> Table:
-    table = Table(title="predictions")
-    table.add_column("image")
-    table.add_column("top-1")
-    table.add_column("p", justify="right")
-    table.add_column("runners-up")
     with_ood = any(r.ood for r in results)
-    if with_ood:
-        table.add_column("OOD")
     with_aigen = any(r.aigen is not None for r in results)
-    if with_aigen:
-        table.add_column("AI-generated")
+    columns = ["image", "top-1", "p", "runners-up"]
+    columns += (["OOD"] if with_ood else []) + (["AI-generated"] if with_aigen else [])
+    shown = cli.table("predictions", columns, right=("p",))
     for path, result in zip(images, results, strict=True):
         ood = [_ood_cell(result)] if with_ood else []
         if with_aigen:
             verdict = result.aigen
             ood.append(f"{verdict.verdict} ({verdict.probability:.2f})" if verdict else "-")
         if not result.top_k:
-            table.add_row(path.name, "-", "-", "", *ood)
+            shown.add_row(path.name, "-", "-", "", *ood)
             continue
         first, *rest = result.top_k
-        table.add_row(
+        shown.add_row(
             path.name,
             first.label,
             f"{first.probability:.3f}",
             ", ".join(f"{c.label} {c.probability:.2f}" for c in rest),
             *ood,
         )
-    return table
+    return shown
 
 
 @app.command()
@@ -207,16 +181,13 @@ def predict(
         str | None,
         typer.Option(help='Trust signals, comma-separated: "ood", "anomaly", "aigen".'),
     ] = None,
-    target: Target = DEFAULT_TARGET,
-    as_json: AsJson = False,
+    target: cli.Target = cli.DEFAULT_TARGET,
+    as_json: cli.AsJson = False,
 ) -> None:
     """Predict image files with a served model."""
     wanted = [s.strip() for s in signals.split(",") if s.strip()] if signals else []
-    try:
-        with Client(target) as client:
-            results = _predict_all(client, model, images, top_k, batch, wanted)
-    except AssayClientError as exc:
-        _fail(exc)
+    with cli.connect(target) as client:
+        results = _predict_all(client, model, images, top_k, batch, wanted)
     if as_json:
         rows = [
             {
@@ -227,9 +198,9 @@ def predict(
             }
             for p, r in zip(images, results, strict=True)
         ]
-        console.print_json(json.dumps(rows))
+        cli.console.print_json(json.dumps(rows))
     else:
-        console.print(_predictions_table(images, results))
+        cli.console.print(_predictions_table(images, results))
 
 
 def _true_label(path: Path) -> str:
@@ -242,9 +213,9 @@ def _show_metrics(url: str) -> None:
     lines = [
         line for line in text.splitlines() if line.startswith(wanted) and not line.endswith(" 0.0")
     ]
-    console.print("[bold]a few series from /metrics[/bold]")
+    cli.console.print("[bold]a few series from /metrics[/bold]")
     for line in lines[:8]:
-        console.print(f"  {line}")
+        cli.console.print(f"  {line}")
 
 
 @app.command()
@@ -262,29 +233,31 @@ def demo(
     with BackgroundServer(settings) as server:
         target = f"127.0.0.1:{server.port}"
         metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-        console.print(f"assay is serving on [bold]{target}[/bold]; metrics at {metrics_url}")
+        cli.console.print(f"assay is serving on [bold]{target}[/bold]; metrics at {metrics_url}")
         with Client(target) as client:
             served = client.list_models()
-            console.print(_models_table(served))
+            cli.console.print(_models_table(served))
             digits = sorted((samples / "digits").glob("*.png"))
             if not digits:
-                err_console.print(f"no sample images under {samples / 'digits'}")
+                cli.err_console.print(f"no sample images under {samples / 'digits'}")
                 raise typer.Exit(code=1)
             results = _predict_all(client, "digits_cnn", digits, 3, 4)
-            console.print(_predictions_table(digits, results))
+            cli.console.print(_predictions_table(digits, results))
             correct = sum(r.label == _true_label(p) for p, r in zip(digits, results, strict=True))
-            console.print(f"digits_cnn: {correct}/{len(digits)} sample digits correct")
+            cli.console.print(f"digits_cnn: {correct}/{len(digits)} sample digits correct")
             photos = sorted((samples / "photos").glob("*.jpg"))
             if photos and any(m.name == "efficientnet_lite0" for m in served):
                 results = _predict_all(client, "efficientnet_lite0", photos, 3, 4)
-                console.print(_predictions_table(photos, results))
+                cli.console.print(_predictions_table(photos, results))
             elif not any(m.name == "efficientnet_lite0" for m in served):
-                console.print("efficientnet_lite0 is not built (`make models` builds it); skipped")
+                cli.console.print(
+                    "efficientnet_lite0 is not built (`make models` builds it); skipped"
+                )
             _demo_robustness(client, samples / "digits_heldout", report)
             if any(m.name == "aigen_demo" for m in served):
                 _demo_aigen(client, samples / "aigen", report.with_name("assay-aigen-report.html"))
         _show_metrics(metrics_url)
-        console.print(
+        cli.console.print(
             "next: `assay serve` in one terminal, then "
             "`assay predict --model digits_cnn IMAGE...` or "
             "`assay evaluate --model digits_cnn --data deploy/samples/digits_heldout --out r.html` "
@@ -294,42 +267,28 @@ def demo(
 
 def _demo_robustness(client: Client, data: Path, out: Path) -> None:
     """The quick robustness suite on the held-out digits, as a job, with its report."""
-    console.print(f"[bold]quick robustness suite[/bold] on {data}")
+    cli.console.print(f"[bold]quick robustness suite[/bold] on {data}")
     job = client.start_evaluation("digits_cnn", str(data.resolve()), "quick")
-    job = _evaluate_cli.follow(client, job)
-    if job.state != "succeeded":
-        err_console.print(f"[red]suite {job.state}[/red]: {job.error}")
-        raise typer.Exit(code=1)
-    document = client.get_report(job.id)
-    console.print(_evaluate_cli.summary_table(document))
-    try:
-        _evaluate_cli.write_report(document, out)
-    except RuntimeError as exc:  # matplotlib missing: keep the JSON
-        err_console.print(f"{exc}; writing JSON instead")
-        _evaluate_cli.write_report(document, out.with_suffix(".json"))
+    document = cli.job_report(client, job, "suite")
+    cli.console.print(_evaluate_cli.summary_table(document))
+    cli.write_report(document, out)
 
 
 def _demo_aigen(client: Client, data: Path, out: Path) -> None:
     """Calibrate the demo detector, detect with stability, evaluate across generators."""
-    console.print(f"[bold]AI-generated image detection[/bold] with aigen_demo on {data}")
+    cli.console.print(f"[bold]AI-generated image detection[/bold] with aigen_demo on {data}")
     job = client.fit_detector("aigen_demo", str(data / "fit.jsonl"))
-    _evaluate_cli.finished(client, job, "detector fit")
-    console.print(_aigen_cli.profile_table(client.list_detector_profiles("aigen_demo")))
+    cli.follow_job(client, job, "detector fit")
+    cli.console.print(_aigen_cli.profile_table(client.list_detector_profiles("aigen_demo")))
     groups = [sorted((data / "eval" / g).glob("*.png")) for g in ("real", "gen_a", "gen_b")]
     images = [files[i] for i in (0, 30) for files in groups]
     verdicts = client.detect_generated(images, stability=True)
-    console.print(_aigen_cli.verdict_table(images, verdicts, stability=True))
+    cli.console.print(_aigen_cli.verdict_table(images, verdicts, stability=True))
     job = client.evaluate_detector("aigen_demo", str(data / "eval.jsonl"))
-    job = _evaluate_cli.finished(client, job, "detector evaluation")
-    document = client.get_report(job.id)
-    console.print(_aigen_cli.summary_table(document))
-    try:
-        _aigen_cli.write_report(document, out)
-    except RuntimeError as exc:  # matplotlib missing: keep the JSON
-        err_console.print(f"{exc}; writing JSON instead")
-        out = out.with_suffix(".json")
-        _aigen_cli.write_report(document, out)
-    console.print(f"detector evaluation report written to {out}")
+    document = cli.job_report(client, job, "detector evaluation")
+    cli.console.print(_aigen_cli.summary_table(document))
+    written = cli.write_report(document, out)
+    cli.console.print(f"detector evaluation report written to {written}")
 
 
 app.command()(_evaluate_cli.evaluate)

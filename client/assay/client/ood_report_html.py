@@ -15,20 +15,17 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
-from itertools import zip_longest
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from types import ModuleType
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from assay.client.report_html import _CSP, _CSS, _MISSING, _est, _num, _pct, _table
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from assay.client import _html
+from assay.client._html import est, floats, mapping, num, pct, table, value
 
 __all__ = ["render_ood_html", "write_ood_html"]
 
@@ -50,7 +47,7 @@ p.flag{color:#a40e26;font-weight:600}p.note{color:#59636e;font-size:.9rem}
 FloatArray = npt.NDArray[np.float64]
 
 
-class _Line(NamedTuple):
+class RocLine(NamedTuple):
     """One scorer's ROC curve on one OOD set."""
 
     color: str
@@ -60,7 +57,7 @@ class _Line(NamedTuple):
     tpr: list[float]
 
 
-class _Panel(NamedTuple):
+class ScorePanel(NamedTuple):
     """One scorer's score densities on one OOD set (None where a side has no counts)."""
 
     scorer: str
@@ -73,13 +70,8 @@ class _Panel(NamedTuple):
 # ------------------------------------------------------------------ report access
 
 
-def _mapping(x: Any) -> Mapping[str, Any]:
-    """`x` where it is a mapping, else an empty one."""
-    return x if isinstance(x, Mapping) else {}
-
-
 def _results(report: Mapping[str, Any]) -> Mapping[str, Any]:
-    return _mapping(report.get("results"))
+    return mapping(report.get("results"))
 
 
 def _scorers(report: Mapping[str, Any]) -> list[str]:
@@ -96,36 +88,23 @@ def _sets(report: Mapping[str, Any]) -> list[str]:
 
 def _entry(report: Mapping[str, Any], scorer: str, ood_set: str) -> Mapping[str, Any]:
     """``results[scorer][ood_set]``, empty where missing."""
-    return _mapping(_mapping(_results(report).get(scorer)).get(ood_set))
+    return mapping(mapping(_results(report).get(scorer)).get(ood_set))
 
 
 def _settings(report: Mapping[str, Any]) -> tuple[float, float]:
     """(TPR of the FPR metric, interval confidence) of the first result, else (0.95, 0.95)."""
     for per in _results(report).values():
-        for entry in _mapping(per).values():
+        for entry in mapping(per).values():
             if isinstance(entry, Mapping):
                 auroc = entry.get("auroc")
                 confidence = auroc.get("confidence") if isinstance(auroc, Mapping) else None
-                return _num(entry.get("tpr")) or 0.95, _num(confidence) or 0.95
+                return num(entry.get("tpr")) or 0.95, num(confidence) or 0.95
     return 0.95, 0.95
-
-
-def _value(e: Any) -> float | None:
-    """The value of an estimate E (or a bare number), None where missing."""
-    return _num(e.get("value") if isinstance(e, Mapping) else e)
-
-
-def _floats(values: Any) -> list[float]:
-    """A list of finite report numbers, or [] where absent or any item is not one."""
-    if not isinstance(values, list | tuple):
-        return []
-    floats = [v for v in map(_num, values) if v is not None]
-    return floats if len(floats) == len(values) else []
 
 
 def _density(edges: Sequence[float], counts: Any) -> FloatArray | None:
     """Histogram counts as a density (integrating to 1 over `edges`), None where unusable."""
-    values = np.asarray(_floats(counts), dtype=np.float64)
+    values = np.asarray(floats(counts), dtype=np.float64)
     widths = np.diff(np.asarray(edges, dtype=np.float64))
     if values.size == 0 or len(edges) != values.size + 1 or (widths <= 0).any():
         return None
@@ -139,23 +118,8 @@ def _density(edges: Sequence[float], counts: Any) -> FloatArray | None:
 # ------------------------------------------------------------------ HTML parts
 
 
-def _marked_table(
-    head: Sequence[str], rows: Iterable[Sequence[str]], numeric: range, marked: Sequence[bool]
-) -> str:
-    """A table like report_html's, but the rows flagged in `marked` get class "recommended"."""
-    header = "".join(f"<th>{escape(h)}</th>" for h in head)
-    body = ""
-    for row, mark in zip(rows, marked, strict=True):
-        cells = "".join(
-            f'<td class="n">{escape(c)}</td>' if i in numeric else f"<td>{escape(c)}</td>"
-            for i, c in enumerate(row)
-        )
-        body += f'<tr class="recommended">{cells}</tr>' if mark else f"<tr>{cells}</tr>"
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _dataset(d: Any) -> str:
-    d = _mapping(d)
+    d = mapping(d)
     return f"{d.get('source', '?')}: {d.get('images', '?')} images"
 
 
@@ -173,14 +137,12 @@ def _header(report: Mapping[str, Any], scorers: Sequence[str]) -> str:
         ("Recommended scorer", str(report.get("recommended") or "none")),
         ("Schema", str(report.get("schema", "?"))),
     ]
-    meta = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
-    title = f"OOD detector evaluation: {model.get('name', '?')}"
-    return f"<h1>{escape(title)}</h1><table>{meta}</table>"
+    return _html.header(f"OOD detector evaluation: {model.get('name', '?')}", rows)
 
 
 def _contamination_line(warning: Mapping[str, Any]) -> str:
-    count, total = _num(warning.get("count")), _num(warning.get("total"))
-    threshold = _num(warning.get("threshold"))
+    count, total = num(warning.get("count")), num(warning.get("total"))
+    threshold = num(warning.get("threshold"))
     if count is None or not total or threshold is None:
         return str(warning.get("message") or "This OOD set may be contaminated.")
     return (
@@ -199,7 +161,7 @@ def _offenders(warning: Mapping[str, Any]) -> str:
         [
             str(o.get("index", "?")),
             str(o.get("class_name", "?")),
-            "?" if (c := _num(o.get("confidence"))) is None else f"{c:.3f}",
+            "?" if (c := num(o.get("confidence"))) is None else f"{c:.3f}",
         ]
         for o in shown
     ]
@@ -209,7 +171,7 @@ def _offenders(warning: Mapping[str, Any]) -> str:
         else ""
     )
     head = ("Image index", "Predicted in-distribution class", "Confidence")
-    return "<p>Most confident offenders:</p>" + _table(head, rows, range(2, 3)) + more
+    return "<p>Most confident offenders:</p>" + table(head, rows, range(2, 3)) + more
 
 
 def _contamination(report: Mapping[str, Any]) -> str:
@@ -244,8 +206,8 @@ def _ranking(report: Mapping[str, Any], fpr_label: str) -> str:
             str(rank),
             f"{r.get('scorer', '?')}"
             + (" (recommended)" if r.get("scorer") == recommended else ""),
-            _pct(r.get("mean_auroc")),
-            _pct(r.get("mean_fpr_at_tpr")),
+            pct(r.get("mean_auroc")),
+            pct(r.get("mean_fpr_at_tpr")),
         ]
         for rank, r in enumerate(items, start=1)
     ]
@@ -255,7 +217,7 @@ def _ranking(report: Mapping[str, Any], fpr_label: str) -> str:
         "<h2>Ranking of the scorers</h2>"
         '<p class="note">Best first: highest mean AUROC over the OOD sets, ties broken by the '
         "lowest mean FPR. The first is the recommended default.</p>"
-        + _marked_table(head, rows, range(2, 4), marked)
+        + table(head, rows, range(2, 4), marked)
     )
 
 
@@ -283,121 +245,43 @@ def _set_section(
         [
             s + (" (recommended)" if s == recommended else ""),
             *(
-                _est(e.get(key), "-")
+                est(e.get(key), "-")
                 for key in ("auroc", "aupr_in", "aupr_out", "fpr_at_tpr", "detection_accuracy")
             ),
         ]
         for s, e in zip(scorers, entries, strict=True)
     ]
     head = ("Scorer", "AUROC", "AUPR-In", "AUPR-Out", fpr_label, "Detection accuracy")
-    table = _marked_table(head, rows, range(1, 6), [s == recommended for s in scorers])
-    plots = "".join(
-        f"<h3>{escape(heading)}</h3><figure>"
-        f'<img src="data:image/png;base64,{data}" alt="{escape(heading)}">'
-        f"<figcaption>{escape(caption)}</figcaption></figure>"
-        for heading, caption, data in figures
-    )
-    return f"<h2>OOD set {escape(name)}</h2><p>{escape(line)}</p>{flag}{table}{plots}"
+    metrics = table(head, rows, range(1, 6), [s == recommended for s in scorers])
+    plots = _html.figures(figures, "h3")
+    return f"<h2>OOD set {escape(name)}</h2><p>{escape(line)}</p>{flag}{metrics}{plots}"
 
 
-# ------------------------------------------------------------------ figures
+# ------------------------------------------------------------------ figures (drawn by _plots_ood)
 
 
-def _roc_lines(report: Mapping[str, Any], name: str, scorers: Sequence[str]) -> list[_Line]:
+def _roc_lines(report: Mapping[str, Any], name: str, scorers: Sequence[str]) -> list[RocLine]:
     curves = []
     for i, scorer in enumerate(scorers):
         entry = _entry(report, scorer, name)
-        roc = _mapping(entry.get("roc"))
-        fpr, tpr = _floats(roc.get("fpr")), _floats(roc.get("tpr"))
+        roc = mapping(entry.get("roc"))
+        fpr, tpr = floats(roc.get("fpr")), floats(roc.get("tpr"))
         if fpr and len(fpr) == len(tpr):
-            curves.append(_Line(f"C{i % 10}", scorer, _value(entry.get("auroc")), fpr, tpr))
+            curves.append(RocLine(f"C{i % 10}", scorer, value(entry.get("auroc")), fpr, tpr))
     return curves
 
 
-def _panels(report: Mapping[str, Any], name: str, scorers: Sequence[str]) -> list[_Panel]:
+def _panels(report: Mapping[str, Any], name: str, scorers: Sequence[str]) -> list[ScorePanel]:
     panels = []
     for scorer in scorers:
         entry = _entry(report, scorer, name)
-        hist = _mapping(entry.get("histogram"))
-        edges = _floats(hist.get("edges"))
+        hist = mapping(entry.get("histogram"))
+        edges = floats(hist.get("edges"))
         inside, outside = _density(edges, hist.get("in")), _density(edges, hist.get("out"))
         if inside is not None or outside is not None:
-            auroc = _value(entry.get("auroc"))
-            panels.append(_Panel(scorer, auroc, edges, inside, outside))
+            auroc = value(entry.get("auroc"))
+            panels.append(ScorePanel(scorer, auroc, edges, inside, outside))
     return panels
-
-
-def _label(scorer: str, auroc: float | None, recommended: Any) -> str:
-    """The scorer with its AUROC (and whether it is the recommended one), for matplotlib."""
-    from assay.client._report_plots import percent, text
-
-    mark = ", recommended" if scorer == recommended else ""
-    return text(f"{scorer} (AUROC {percent(auroc)}{mark})")
-
-
-def _roc_figure(lines: Sequence[_Line], recommended: Any, tpr: float) -> Figure:
-    """ROC curves (OOD positive), the recommended scorer bold, the chance diagonal dotted."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.5, 5.8), layout="constrained")
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], ":", color="0.45", linewidth=1, label="chance")
-    ax.axvline(
-        1 - tpr, color="k", linestyle="--", linewidth=0.8, label=f"{tpr:.0%} in-distribution kept"
-    )
-    for line in lines:
-        best = line.scorer == recommended
-        ax.plot(
-            line.fpr,
-            line.tpr,
-            color=line.color,
-            linewidth=2.6 if best else 1.3,
-            zorder=3 if best else 2,
-            label=_label(line.scorer, line.auroc, recommended),
-        )
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1.02),
-        xlabel="in-distribution images flagged as OOD (FPR)",
-        ylabel="OOD images detected (TPR)",
-    )
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def _histogram_figure(panels: Sequence[_Panel], recommended: Any) -> Figure:
-    """Score densities, in-distribution vs OOD, one panel per scorer (own score axis)."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    from assay.client._report_plots import MODEL, WORST
-
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(3.7 * cols + 0.6, 2.7 * rows + 1.0), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, panel in zip_longest(axes.flat, panels):
-        if panel is None:
-            ax.set_visible(False)
-            continue
-        for density, color in ((panel.inside, MODEL), (panel.outside, WORST)):
-            if density is not None:
-                ax.stairs(density, panel.edges, fill=True, color=color, alpha=0.35, linewidth=0)
-                ax.stairs(density, panel.edges, color=color, linewidth=1.2)
-        title = _label(panel.scorer, panel.auroc, recommended)
-        best = panel.scorer == recommended
-        ax.set_title(title, fontsize=9, fontweight="bold" if best else "normal")
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
-    handles = [
-        Patch(color=MODEL, alpha=0.6, label="in-distribution"),
-        Patch(color=WORST, alpha=0.6, label="OOD"),
-    ]
-    fig.legend(handles=handles, loc="outside upper center", ncols=2, fontsize=9)
-    fig.supxlabel("score (higher = more OOD)", fontsize=9)
-    fig.supylabel("density", fontsize=9)
-    return fig
 
 
 def _more(shown: int, total: int) -> str:
@@ -405,9 +289,14 @@ def _more(shown: int, total: int) -> str:
 
 
 def _set_figures(
-    report: Mapping[str, Any], name: str, scorers: Sequence[str], tpr: float, fpr_label: str
-) -> list[tuple[str, str, Figure]]:
-    """(heading, caption, figure) of the OOD set's ROC curves and histograms, where it has data."""
+    plots: ModuleType,
+    report: Mapping[str, Any],
+    name: str,
+    scorers: Sequence[str],
+    tpr: float,
+    fpr_label: str,
+) -> list[tuple[str, str, str]]:
+    """(heading, caption, base64 PNG) of the OOD set's ROC curves and histograms, with data."""
     recommended = report.get("recommended")
     out = []
     lines = _roc_lines(report, name, scorers)
@@ -417,7 +306,7 @@ def _set_figures(
             f"scorer; dotted: chance). Dashed: {tpr:.0%} of the in-distribution images kept; "
             f"1 - TPR there is the {fpr_label} of the table." + _more(MAX_ROC_LINES, len(lines))
         )
-        figure = _roc_figure(lines[:MAX_ROC_LINES], recommended, tpr)
+        figure = plots.roc(lines[:MAX_ROC_LINES], recommended, tpr)
         out.append((f"ROC curves: {name}", caption, figure))
     panels = _panels(report, name, scorers)
     if panels:
@@ -426,32 +315,9 @@ def _set_figures(
             "normalised to unit area; less overlap means better separation."
             + _more(MAX_PANELS, len(panels))
         )
-        figure = _histogram_figure(panels[:MAX_PANELS], recommended)
+        figure = plots.histograms(panels[:MAX_PANELS], recommended)
         out.append((f"Score histograms: {name}", caption, figure))
     return out
-
-
-def _all_figures(
-    report: Mapping[str, Any],
-    sets: Sequence[str],
-    scorers: Sequence[str],
-    tpr: float,
-    fpr_label: str,
-) -> dict[str, list[tuple[str, str, str]]]:
-    """Each OOD set's figures as base64 PNGs; RuntimeError without matplotlib."""
-    try:
-        from assay.client._report_plots import png
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] == "matplotlib":
-            raise RuntimeError(_MISSING) from None
-        raise
-    return {
-        name: [
-            (heading, caption, png(fig))
-            for heading, caption, fig in _set_figures(report, name, scorers, tpr, fpr_label)
-        ]
-        for name in sets
-    }
 
 
 # ------------------------------------------------------------------ public API
@@ -470,19 +336,20 @@ def render_ood_html(report: Mapping[str, Any]) -> str:
         histograms, every figure embedded as a base64 PNG.
 
     Raises:
-        RuntimeError: If matplotlib (the ``report`` extra) is not installed.
+        MissingPlotsError: A RuntimeError, if matplotlib (the ``report`` extra) is missing.
     """
     scorers, sets = _scorers(report), _sets(report)
     tpr, confidence = _settings(report)
     fpr_label = f"FPR@{100 * tpr:g}TPR"
-    figures = _all_figures(report, sets, scorers, tpr, fpr_label)
+    plots = _html.plots("ood")
+    figures = {n: _set_figures(plots, report, n, scorers, tpr, fpr_label) for n in sets}
     note = (
         '<p class="note">Higher scores mean more OOD. Brackets: '
         f"{confidence:.0%} bootstrap intervals. AUROC, AUPR and detection accuracy: higher is "
         f"better. {fpr_label}: the share of OOD images accepted when {tpr:.0%} of the "
         "in-distribution images are; lower is better.</p>"
     )
-    title = escape(f"OOD detector evaluation: {(report.get('model') or {}).get('name', '?')}")
+    title = f"OOD detector evaluation: {(report.get('model') or {}).get('name', '?')}"
     body = (
         _header(report, scorers)
         + _contamination(report)
@@ -490,28 +357,9 @@ def render_ood_html(report: Mapping[str, Any]) -> str:
         + note
         + "".join(_set_section(report, n, scorers, fpr_label, figures[n]) for n in sets)
     )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{title}</title><style>{_CSS}{_OOD_CSS}</style></head>\n"
-        f"<body>{body}</body></html>\n"
-    )
+    return _html.page(title, body, _OOD_CSS)
 
 
 def write_ood_html(report: Mapping[str, Any], path: Path) -> Path:
-    """Render a report (see `render_ood_html`) and write it as UTF-8 to `path`.
-
-    Args:
-        report: The report document.
-        path: Where to write the page; its folder must exist.
-
-    Returns:
-        The path written.
-
-    Raises:
-        RuntimeError: If matplotlib (the ``report`` extra) is not installed.
-    """
-    path = Path(path)
-    path.write_text(render_ood_html(report), encoding="utf-8")
-    return path
+    """Write `render_ood_html(report)` as UTF-8 to `path` (its folder must exist); return it."""
+    return _html.write_page(render_ood_html(report), path)

@@ -11,63 +11,14 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from html import escape
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from assay.client import _html
+from assay.client._html import est, num, pct, table
+
 __all__ = ["render_html", "write_html"]
-
-_MISSING = "HTML reports need matplotlib: pip install 'assay[report]'"
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;
-padding:0 1rem;color:#1f2328;line-height:1.4}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;
-border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
-th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}
-figure{margin:1rem 0}img{max-width:100%;height:auto}
-figcaption{color:#59636e;font-size:.85rem}
-"""
-
-
-def _num(x: Any) -> float | None:
-    """A finite report number, else None."""
-    if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x):
-        return float(x)
-    return None
-
-
-def _pct(x: Any, missing: str = "n/a") -> str:
-    value = _num(x)
-    return missing if value is None else f"{value:.1%}"
-
-
-def _est(e: Any, missing: str = "n/a") -> str:
-    """An estimate E as "12.3% [10.1%, 14.6%]" (the interval only where both bounds exist)."""
-    if not isinstance(e, Mapping) or _num(e.get("value")) is None:
-        return _pct(e, missing)
-    low, high = _num(e.get("low")), _num(e.get("high"))
-    interval = f" [{low:.1%}, {high:.1%}]" if low is not None and high is not None else ""
-    return f"{e['value']:.1%}{interval}"
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: range) -> str:
-    """An HTML table; every cell is escaped here, the `numeric` columns right-aligned."""
-    header = "".join(f"<th>{escape(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="n">{escape(c)}</td>' if i in numeric else f"<td>{escape(c)}</td>"
-            for i, c in enumerate(row)
-        )
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _suite_summary(report: Mapping[str, Any]) -> str:
@@ -126,8 +77,7 @@ def _header(report: Mapping[str, Any]) -> str:
         ("Baseline", baseline_text),
         ("Schema", str(report.get("schema", "?"))),
     ]
-    meta = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
-    return f"<h1>Robustness report: {escape(str(model.get('name', '?')))}</h1><table>{meta}</table>"
+    return _html.header(f"Robustness report: {model.get('name', '?')}", rows)
 
 
 def _summary(report: Mapping[str, Any]) -> str:
@@ -135,33 +85,33 @@ def _summary(report: Mapping[str, Any]) -> str:
     calibration, groups = clean.get("calibration"), report.get("subgroups")
     no_base = "n/a (no baseline)"
     rows = [
-        ("Clean error", _est(clean.get("error")), ""),
-        ("mCE", _est(report.get("mce"), no_base), str(report.get("mce_baseline") or "")),
-        ("Relative mCE", _est(report.get("relative_mce"), no_base), ""),
-        ("Mean flip rate", _pct(report.get("mean_flip_rate"), "n/a (not run)"), ""),
-        ("Shift consistency", _est(report.get("shift_consistency"), "n/a (not run)"), ""),
+        ("Clean error", est(clean.get("error")), ""),
+        ("mCE", est(report.get("mce"), no_base), str(report.get("mce_baseline") or "")),
+        ("Relative mCE", est(report.get("relative_mce"), no_base), ""),
+        ("Mean flip rate", pct(report.get("mean_flip_rate"), "n/a (not run)"), ""),
+        ("Shift consistency", est(report.get("shift_consistency"), "n/a (not run)"), ""),
     ]
     if calibration:
         notes = [
-            f"{key} {_num(calibration.get(key.lower())):.3g}"
+            f"{key} {num(calibration.get(key.lower())):.3g}"
             for key in ("NLL", "Brier", "Temperature")
-            if _num(calibration.get(key.lower())) is not None
+            if num(calibration.get(key.lower())) is not None
         ]
-        rows.append(("ECE", _est(calibration.get("ece")), ", ".join(notes)))
+        rows.append(("ECE", est(calibration.get("ece")), ", ".join(notes)))
     else:
         rows.append(("ECE", "n/a (calibration off)", ""))
     if groups:
         rows.append(
             (
                 "Worst-group accuracy",
-                _est(groups.get("worst_accuracy")),
-                f"group {groups.get('worst_group')}, spread {_pct(groups.get('spread'))}",
+                est(groups.get("worst_accuracy")),
+                f"group {groups.get('worst_group')}, spread {pct(groups.get('spread'))}",
             )
         )
     else:
         rows.append(("Worst-group accuracy", "n/a (no groups)", ""))
     head = ("Metric", "Value", "Notes")
-    return "<h2>Summary (95 % bootstrap intervals)</h2>" + _table(head, rows, range(1, 2))
+    return "<h2>Summary (95 % bootstrap intervals)</h2>" + table(head, rows, range(1, 2))
 
 
 def _corruption_table(corruptions: Mapping[str, Any]) -> str:
@@ -173,8 +123,8 @@ def _corruption_table(corruptions: Mapping[str, Any]) -> str:
         entry = raw or {}
         errors, base = entry.get("errors") or {}, entry.get("baseline_errors") or {}
         cells = [
-            _est(errors.get(str(s)), "-")
-            + (f" (baseline {_pct(base[str(s)])})" if str(s) in base else "")
+            est(errors.get(str(s)), "-")
+            + (f" (baseline {pct(base[str(s)])})" if str(s) in base else "")
             for s in severities
         ]
         rows.append(
@@ -183,9 +133,9 @@ def _corruption_table(corruptions: Mapping[str, Any]) -> str:
                 str(entry.get("family", "?")),
                 "yes" if entry.get("extra") else "no",
                 *cells,
-                _est(entry.get("mean_error")),
-                _pct(entry.get("ce"), "-"),
-                _pct(entry.get("relative_ce"), "-"),
+                est(entry.get("mean_error")),
+                pct(entry.get("ce"), "-"),
+                pct(entry.get("relative_ce"), "-"),
             ]
         )
     head = [
@@ -197,7 +147,7 @@ def _corruption_table(corruptions: Mapping[str, Any]) -> str:
         "CE",
         "Relative CE",
     ]
-    return "<h2>Errors per corruption</h2>" + _table(head, rows, range(3, len(head)))
+    return "<h2>Errors per corruption</h2>" + table(head, rows, range(3, len(head)))
 
 
 def _attack_table(attacks: Sequence[Any]) -> str:
@@ -214,9 +164,9 @@ def _attack_table(attacks: Sequence[Any]) -> str:
             str(a.get("norm", "?")),
             plain(a.get("epsilon")),
             plain(a.get("queries")),
-            _pct(a.get("clean_accuracy"), "-"),
-            _est(a.get("robust_accuracy"), "-"),
-            _pct(a.get("success_rate"), "-"),
+            pct(a.get("clean_accuracy"), "-"),
+            est(a.get("robust_accuracy"), "-"),
+            pct(a.get("success_rate"), "-"),
             plain(a.get("median_queries")),
             plain(a.get("mean_queries")),
             plain(a.get("score_calls")),
@@ -235,16 +185,7 @@ def _attack_table(attacks: Sequence[Any]) -> str:
         "Mean queries",
         "Score calls",
     ]
-    return "<h2>Attack results</h2>" + _table(head, rows, range(2, len(head)))
-
-
-def _figures(figures: Sequence[tuple[str, str, str]]) -> str:
-    return "".join(
-        f"<h2>{escape(heading)}</h2><figure>"
-        f'<img src="data:image/png;base64,{data}" alt="{escape(heading)}">'
-        f"<figcaption>{escape(caption)}</figcaption></figure>"
-        for heading, caption, data in figures
-    )
+    return "<h2>Attack results</h2>" + table(head, rows, range(2, len(head)))
 
 
 def render_html(report: Mapping[str, Any]) -> str:
@@ -259,44 +200,20 @@ def render_html(report: Mapping[str, Any]) -> str:
         per-attack) tables, with every figure embedded as a base64 PNG.
 
     Raises:
-        RuntimeError: If matplotlib (the ``report`` extra) is not installed.
+        MissingPlotsError: A RuntimeError, if matplotlib (the ``report`` extra) is missing.
     """
-    try:
-        from assay.client import _report_plots
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] == "matplotlib":
-            raise RuntimeError(_MISSING) from None
-        raise
-    figures = _report_plots.render_all(report)
-    title = escape(f"Robustness report: {(report.get('model') or {}).get('name', '?')}")
+    title = f"Robustness report: {(report.get('model') or {}).get('name', '?')}"
+    figures = _html.plots("robustness").render_all(report)
     body = (
         _header(report)
         + _summary(report)
-        + _figures(figures)
+        + _html.figures(figures)
         + _corruption_table(report.get("corruptions") or {})
         + _attack_table(report.get("attacks") or [])
     )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{title}</title><style>{_CSS}</style></head>\n<body>{body}</body></html>\n"
-    )
+    return _html.page(title, body)
 
 
 def write_html(report: Mapping[str, Any], path: Path) -> Path:
-    """Render a report (see `render_html`) and write it as UTF-8 to `path`.
-
-    Args:
-        report: The report document.
-        path: Where to write the page; its folder must exist.
-
-    Returns:
-        The path written.
-
-    Raises:
-        RuntimeError: If matplotlib (the ``report`` extra) is not installed.
-    """
-    path = Path(path)
-    path.write_text(render_html(report), encoding="utf-8")
-    return path
+    """Write `render_html(report)` as UTF-8 to `path` (its folder must exist); return the path."""
+    return _html.write_page(render_html(report), path)

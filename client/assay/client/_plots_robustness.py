@@ -1,73 +1,36 @@
 """Figures of the HTML robustness report, as base64 PNGs (needs matplotlib).
 
-Imported lazily by `assay.client.report_html`. Each figure is a standalone
-`matplotlib.figure.Figure` drawn by the Agg canvas: pyplot is never imported,
-so rendering neither switches the process's backend (which would close a
-notebook's open figures) nor registers figures that could leak.
+Imported lazily by `assay.client.report_html` through `assay.client._html.plots`.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from itertools import zip_longest
 from typing import Any
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-DPI = 100
-MODEL, BASELINE, WORST = "C0", "C1", "C3"
+from assay.client._plots import (
+    BASELINE,
+    MODEL,
+    WORST,
+    band,
+    est,
+    ests,
+    names_axis,
+    num,
+    pct,
+    percent,
+    png,
+    text,
+)
+
 MAX_GROUPS = 40
 """Subgroup bars shown at most (the lowest accuracies)."""
-
-
-def num(x: Any) -> float:
-    """A report number as a float, NaN where null or not a number."""
-    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else math.nan
-
-
-def est(e: Any) -> tuple[float, float, float]:
-    """(value, low, high) of an estimate E, NaN where null; a bare number has no bounds."""
-    if isinstance(e, Mapping):
-        return num(e.get("value")), num(e.get("low")), num(e.get("high"))
-    return num(e), math.nan, math.nan
-
-
-def text(value: Any) -> str:
-    """A report string safe for matplotlib text (a `$` would start mathtext)."""
-    return str(value).replace("$", r"\$")
-
-
-def percent(x: Any) -> str:
-    """A rate as "12.3%", "n/a" where null."""
-    return f"{num(x):.1%}" if math.isfinite(num(x)) else "n/a"
-
-
-def _pct(values: Sequence[float]) -> list[float]:
-    return [100.0 * v for v in values]
-
-
-def _ests(items: Sequence[Any]) -> tuple[list[float], list[list[float]]]:
-    """Percent values and their asymmetric error bars (never negative; 0 without a bound)."""
-    triples = [est(e) for e in items]
-    below = [max(v - lo, 0.0) if math.isfinite(v - lo) else 0.0 for v, lo, _ in triples]
-    above = [max(hi - v, 0.0) if math.isfinite(hi - v) else 0.0 for v, _, hi in triples]
-    return _pct([v for v, _, _ in triples]), [_pct(below), _pct(above)]
-
-
-def _names_axis(ax: Axes, names: Sequence[str]) -> None:
-    ax.set_xticks(
-        range(len(names)),
-        [text(n) for n in names],
-        rotation=90 if len(names) > 15 else 35 if len(names) > 3 else 0,
-        ha="right" if len(names) > 3 else "center",
-    )
 
 
 def severity_grid(corruptions: Mapping[str, Any]) -> Figure | None:
@@ -117,39 +80,28 @@ def corruption_bars(report: Mapping[str, Any]) -> Figure | None:
     x = np.arange(len(names))
     ce = [num(e.get("ce")) for e in entries]
     if any(math.isfinite(c) for c in ce):
-        ax.bar(x - 0.2, _pct(ce), 0.4, color=MODEL, label="CE")
+        ax.bar(x - 0.2, pct(ce), 0.4, color=MODEL, label="CE")
         ax.bar(
             x + 0.2,
-            _pct([num(e.get("relative_ce")) for e in entries]),
+            pct([num(e.get("relative_ce")) for e in entries]),
             0.4,
             color=BASELINE,
             label="relative CE",
         )
         ax.axhline(100, color="k", linestyle=":", linewidth=1, label="baseline (100 %)")
-        _band(ax, report.get("mce"), MODEL, "mCE")
+        band(ax, report.get("mce"), MODEL, "mCE")
         ax.set_ylabel("% of baseline error")
         ax.set_title(f"Corruption error vs {text(report.get('mce_baseline') or 'baseline')}")
     else:
-        values, err = _ests([e.get("mean_error") for e in entries])
+        values, err = ests([e.get("mean_error") for e in entries])
         ax.bar(x, values, 0.6, yerr=err, capsize=3, color=MODEL, label="mean error (95 % CI)")
-        _band(ax, (report.get("clean") or {}).get("error"), "k", "clean error")
+        band(ax, (report.get("clean") or {}).get("error"), "k", "clean error")
         ax.set_ylabel("top-1 error (%)")
         ax.set_title("Mean error per corruption (no baseline: no CE)")
-    _names_axis(ax, names)
+    names_axis(ax, names)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig
-
-
-def _band(ax: Axes, estimate: Any, color: str, label: str) -> None:
-    """A horizontal line at an estimate and a shaded band over its CI."""
-    value, low, high = est(estimate)
-    if math.isfinite(value):
-        ax.axhline(
-            100 * value, color=color, linestyle="--", linewidth=1, label=f"{label} {value:.1%}"
-        )
-    if math.isfinite(low) and math.isfinite(high):
-        ax.axhspan(100 * low, 100 * high, color=color, alpha=0.12, linewidth=0)
 
 
 def reliability(calibration: Mapping[str, Any] | None) -> Figure | None:
@@ -200,13 +152,13 @@ def flip_rates(perturbations: Mapping[str, Any], mean: Any) -> Figure | None:
         return None
     names = list(perturbations)
     entries = [perturbations[n] or {} for n in names]
-    values, err = _ests([e.get("flip_rate") for e in entries])
+    values, err = ests([e.get("flip_rate") for e in entries])
     fig = Figure(figsize=(max(5.0, 0.7 * len(names) + 2), 3.8), layout="constrained")
     ax = fig.subplots()
     colors = [BASELINE if e.get("compare_to_first") else MODEL for e in entries]
     ax.bar(range(len(names)), values, 0.6, yerr=err, capsize=3, color=colors)
-    _band(ax, mean, "k", "mean flip rate")
-    _names_axis(ax, names)
+    band(ax, mean, "k", "mean flip rate")
+    names_axis(ax, names)
     ax.set(ylabel="flip rate (%)", title="Flip rate per perturbation (95 % CI)")
     kinds = [
         Patch(color=MODEL, label="consecutive frames"),
@@ -230,13 +182,13 @@ def attacks(items: Sequence[Any]) -> Figure | None:
     for i, (label, group) in enumerate(groups.items()):
         group.sort(key=lambda a: num(a.get("epsilon")))
         eps = [num(a.get("epsilon")) for a in group]
-        values, err = _ests([a.get("robust_accuracy") for a in group])
+        values, err = ests([a.get("robust_accuracy") for a in group])
         color = f"C{i % 10}"
         acc_ax.errorbar(eps, values, yerr=err, fmt="o-", capsize=3, color=color, label=text(label))
-        acc_ax.plot(eps, _pct([num(a.get("clean_accuracy")) for a in group]), "x:", color=color)
+        acc_ax.plot(eps, pct([num(a.get("clean_accuracy")) for a in group]), "x:", color=color)
         rate_ax.plot(
             eps,
-            _pct([num(a.get("success_rate")) for a in group]),
+            pct([num(a.get("success_rate")) for a in group]),
             "o-",
             color=color,
             label=text(label),
@@ -268,7 +220,7 @@ def subgroups(groups: Mapping[str, Any] | None, clean_error: Any) -> Figure | No
     colors = [WORST if g == worst else MODEL for g in shown]
     ax.bar(range(len(shown)), [100 * num(accuracy[g]) for g in shown], 0.6, color=colors)
     if worst in shown:
-        _, err = _ests([groups.get("worst_accuracy")])
+        _, err = ests([groups.get("worst_accuracy")])
         value = 100 * est(groups.get("worst_accuracy"))[0]
         ax.errorbar(
             [shown.index(worst)],
@@ -279,22 +231,13 @@ def subgroups(groups: Mapping[str, Any] | None, clean_error: Any) -> Figure | No
             capsize=4,
             label="worst group, 95 % CI",
         )
-    _band(ax, 1 - num(est(clean_error)[0]), "k", "overall accuracy")
-    _names_axis(ax, [f"{g}\n(n={counts.get(g, '?')})" for g in shown])
+    band(ax, 1 - num(est(clean_error)[0]), "k", "overall accuracy")
+    names_axis(ax, [f"{g}\n(n={counts.get(g, '?')})" for g in shown])
     ax.set(ylim=(0, 105), ylabel="accuracy (%)")
     more = f", {len(names) - len(shown)} more not shown" if len(names) > len(shown) else ""
     ax.set_title(f"Accuracy per subgroup (spread {percent(groups.get('spread'))}{more})")
     ax.legend(fontsize=8, loc="lower right")
     return fig
-
-
-def png(fig: Figure) -> str:
-    """The figure as a base64 PNG (rendered by Agg) and the figure emptied."""
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    fig.clear()
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 CAPTIONS = {
