@@ -108,6 +108,7 @@ def test_serve_drains_and_exits_cleanly_on_sigterm(tmp_path) -> None:  # type: i
         "ASSAY_GRPC__PORT": "0",
         "ASSAY_METRICS__PORT": "0",
         "ASSAY_GRPC__GRACE_PERIOD_S": "5",
+        "ASSAY_DATA__DIR": str(tmp_path / "data"),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "assay.client", "serve"],
@@ -140,14 +141,14 @@ def test_serve_drains_and_exits_cleanly_on_sigterm(tmp_path) -> None:  # type: i
             proc.stderr.close()
 
 
-def test_demo_command_runs_end_to_end() -> None:
+def test_demo_command_runs_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
     result = subprocess.run(
         [sys.executable, "-m", "assay.client", "demo"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=180,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "ASSAY_DATA__DIR": str(tmp_path / "data")},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "digits_cnn: 20/20 sample digits correct" in result.stdout

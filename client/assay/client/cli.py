@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -10,7 +11,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import track
@@ -20,6 +21,9 @@ from assay.client import _aigen_cli, _evaluate_cli, _ood_cli
 from assay.client import _cli_common as cli
 from assay.client._client import Client
 from assay.client._types import ModelInfo, Prediction
+
+if TYPE_CHECKING:
+    from assay.server.app import AssayServer
 
 SAMPLES_DIR = Path(__file__).resolve().parents[3] / "deploy" / "samples"
 """Sample images shipped with a source checkout."""
@@ -224,45 +228,59 @@ def demo(
     report: Annotated[
         Path, typer.Option(help="Where to write the robustness report (HTML).")
     ] = Path("assay-demo-report.html"),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="The demo server's data folder (default: a fresh temporary folder)."),
+    ] = None,
 ) -> None:
-    """Start an in-process server on free ports and predict the sample images."""
+    """Start an in-process server on free ports and predict the sample images.
+
+    The server gets its own data folder, so the demo never shares jobs or
+    profiles with another server.
+    """
+    import tempfile
+
     from assay.client._background import BackgroundServer
     from assay.server.settings import load_settings
 
-    settings = load_settings(grpc={"port": 0}, metrics={"port": 0})
-    with BackgroundServer(settings) as server:
-        target = f"127.0.0.1:{server.port}"
-        metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-        cli.console.print(f"assay is serving on [bold]{target}[/bold]; metrics at {metrics_url}")
-        with Client(target) as client:
-            served = client.list_models()
-            cli.console.print(_models_table(served))
-            digits = sorted((samples / "digits").glob("*.png"))
-            if not digits:
-                cli.err_console.print(f"no sample images under {samples / 'digits'}")
-                raise typer.Exit(code=1)
-            results = _predict_all(client, "digits_cnn", digits, 3, 4)
-            cli.console.print(_predictions_table(digits, results))
-            correct = sum(r.label == _true_label(p) for p, r in zip(digits, results, strict=True))
-            cli.console.print(f"digits_cnn: {correct}/{len(digits)} sample digits correct")
-            photos = sorted((samples / "photos").glob("*.jpg"))
-            if photos and any(m.name == "efficientnet_lite0" for m in served):
-                results = _predict_all(client, "efficientnet_lite0", photos, 3, 4)
-                cli.console.print(_predictions_table(photos, results))
-            elif not any(m.name == "efficientnet_lite0" for m in served):
-                cli.console.print(
-                    "efficientnet_lite0 is not built (`make models` builds it); skipped"
-                )
-            _demo_robustness(client, samples / "digits_heldout", report)
-            if any(m.name == "aigen_demo" for m in served):
-                _demo_aigen(client, samples / "aigen", report.with_name("assay-aigen-report.html"))
-        _show_metrics(metrics_url)
-        cli.console.print(
-            "next: `assay serve` in one terminal, then "
-            "`assay predict --model digits_cnn IMAGE...` or "
-            "`assay evaluate --model digits_cnn --data deploy/samples/digits_heldout --out r.html` "
-            "or `assay aigen detect --stability IMAGE...` (the demo detector is now calibrated)"
-        )
+    with contextlib.ExitStack() as stack:
+        folder = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory("-assay-demo")))
+        settings = load_settings(grpc={"port": 0}, metrics={"port": 0}, data={"dir": str(folder)})
+        _run_demo(stack.enter_context(BackgroundServer(settings)), samples, report)
+
+
+def _run_demo(server: AssayServer, samples: Path, report: Path) -> None:
+    """The demo's steps against a running background server."""
+    target = f"127.0.0.1:{server.port}"
+    metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    cli.console.print(f"assay is serving on [bold]{target}[/bold]; metrics at {metrics_url}")
+    with Client(target) as client:
+        served = client.list_models()
+        cli.console.print(_models_table(served))
+        digits = sorted((samples / "digits").glob("*.png"))
+        if not digits:
+            cli.err_console.print(f"no sample images under {samples / 'digits'}")
+            raise typer.Exit(code=1)
+        results = _predict_all(client, "digits_cnn", digits, 3, 4)
+        cli.console.print(_predictions_table(digits, results))
+        correct = sum(r.label == _true_label(p) for p, r in zip(digits, results, strict=True))
+        cli.console.print(f"digits_cnn: {correct}/{len(digits)} sample digits correct")
+        photos = sorted((samples / "photos").glob("*.jpg"))
+        if photos and any(m.name == "efficientnet_lite0" for m in served):
+            results = _predict_all(client, "efficientnet_lite0", photos, 3, 4)
+            cli.console.print(_predictions_table(photos, results))
+        elif not any(m.name == "efficientnet_lite0" for m in served):
+            cli.console.print("efficientnet_lite0 is not built (`make models` builds it); skipped")
+        _demo_robustness(client, samples / "digits_heldout", report)
+        if any(m.name == "aigen_demo" for m in served):
+            _demo_aigen(client, samples / "aigen", report.with_name("assay-aigen-report.html"))
+    _show_metrics(metrics_url)
+    cli.console.print(
+        "next: `assay serve` in one terminal, then "
+        "`assay predict --model digits_cnn IMAGE...` or "
+        "`assay evaluate --model digits_cnn --data deploy/samples/digits_heldout --out r.html` "
+        "or `assay aigen detect --stability IMAGE...` (the demo detector is now calibrated)"
+    )
 
 
 def _demo_robustness(client: Client, data: Path, out: Path) -> None:
