@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from assay.server.aigen.detection import AigenDetectors
 from assay.server.aigen.evaluate_job import DetectorEvaluationJobs
 from assay.server.aigen.fit_job import DetectorFits
-from assay.server.aigen.profiles import DetectorProfileStore
+from assay.server.aigen.profiles import DETECTOR_PROFILES
 from assay.server.datasets import DatasetRoots
 from assay.server.inference import Predictor
 from assay.server.jobs.manager import JobKind, JobManager
@@ -32,7 +32,9 @@ from assay.server.models.loading import build_registry
 from assay.server.models.registry import ModelRegistry
 from assay.server.ood.anomaly_job import AnomalyEvaluations
 from assay.server.ood.evaluate_job import DetectorEvaluations
-from assay.server.ood.service import OodProfiles, ProfileStore
+from assay.server.ood.profiles import OOD_PROFILES
+from assay.server.ood.service import OodProfiles
+from assay.server.profiles import ProfileStore
 from assay.server.robustness.evaluation import RobustnessJobs
 from assay.server.robustness.generation import CorruptionWorkers
 from assay.server.services.aigen import AigenServicer
@@ -191,13 +193,13 @@ async def create_server(
         registry,
         roots,
         pool,
-        ProfileStore(settings.data.dir / "profiles"),
+        ProfileStore(settings.data.dir / "profiles", OOD_PROFILES),
         settings.images.max_pixels,
     )
     detectors = AigenDetectors(
         registry,
         pool,
-        DetectorProfileStore(settings.data.dir / "aigen_profiles"),
+        ProfileStore(settings.data.dir / "aigen_profiles", DETECTOR_PROFILES),
         settings.aigen,
         settings.images.max_pixels,
     )
