@@ -13,6 +13,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -206,7 +207,7 @@ async def create_server(
     predictor = Predictor(registry, settings.images, pool, profiles, detectors)
     store = SqliteJobStore(settings.data.dir / "jobs.sqlite3")
     detector_evaluations = DetectorEvaluations(registry, roots, profiles)
-    kinds: dict[str, JobKind] = {
+    kinds: dict[str, JobKind[Any]] = {
         RobustnessJobs.kind: evaluations,
         OodProfiles.kind: profiles,
         DetectorEvaluations.kind: detector_evaluations,

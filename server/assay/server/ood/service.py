@@ -37,6 +37,7 @@ from assay.server.ood.fitting import (
 )
 from assay.server.ood.patchcore import PatchMemory, anomaly_map, score_patches
 from assay.server.ood.profiles import ModelProfile
+from assay.server.ood.specs import OodProfileSpec
 from assay.server.ood.thresholds import tail_fraction
 from assay.server.profiles import ProfileStore, fingerprint
 
@@ -68,6 +69,7 @@ class OodProfiles:
     """The "ood_profile" job kind and online scoring against stored profiles."""
 
     kind = "ood_profile"
+    spec_type = OodProfileSpec
 
     def __init__(
         self,
@@ -124,15 +126,11 @@ class OodProfiles:
             self._fingerprints[key] = fingerprint(arrays)
         return self._fingerprints[key]
 
-    def prepare(self, spec: dict[str, Any]) -> int:
-        """Validate a fit request; a fit is one unit of work."""
-        model = self._registry.get(spec["model"], spec.get("version", ""))
-        choose_scorers(spec.get("scorers") or [], available_roles(model))
-        if not 0.5 <= spec.get("target_tpr", 0.95) < 1.0:
-            raise InvalidArgumentError("target_tpr must be in [0.5, 1)")
-        if not 0.05 <= spec.get("holdout_fraction", 0.2) <= 0.5:
-            raise InvalidArgumentError("holdout_fraction must be in [0.05, 0.5]")
-        dataset = self._roots.open(Path(spec["dataset"]))
+    def prepare(self, spec: OodProfileSpec) -> int:
+        """Check the model, its scorers and the dataset; a fit is one unit of work."""
+        model = self._registry.get(spec.model, spec.version)
+        choose_scorers(list(spec.scorers), available_roles(model))
+        dataset = self._roots.open(Path(spec.dataset))
         if len(dataset.samples) < 3:
             raise InvalidArgumentError(
                 f"a profile needs at least 3 reference images, the dataset has "
@@ -140,14 +138,12 @@ class OodProfiles:
             )
         return 1
 
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[OodProfileSpec]) -> dict[str, Any]:
         """Fit, store and summarise the profile."""
-        spec = context.record.spec
-        model = self._registry.get(spec["model"], spec.get("version", ""))
-        scorers = choose_scorers(spec.get("scorers") or [], available_roles(model))
-        dataset = self._roots.open(Path(spec["dataset"])).subset(
-            spec.get("sample_limit"), spec.get("seed", 0)
-        )
+        spec = context.spec
+        model = self._registry.get(spec.model, spec.version)
+        scorers = choose_scorers(list(spec.scorers), available_roles(model))
+        dataset = self._roots.open(Path(spec.dataset)).subset(spec.sample_limit, spec.seed)
         try:
             labels: np.ndarray | None = (
                 label_indices(dataset, model.labels) if model.labels else None
@@ -165,9 +161,9 @@ class OodProfiles:
             labels,
             scorers,
             model=bound,
-            target_tpr=spec.get("target_tpr", 0.95),
-            holdout_fraction=spec.get("holdout_fraction", 0.2),
-            seed=spec.get("seed", 0),
+            target_tpr=spec.target_tpr,
+            holdout_fraction=spec.holdout_fraction,
+            seed=spec.seed,
         )
         self.store.save(profile)
         await context.put("profile", {"images": len(images)}, {})
