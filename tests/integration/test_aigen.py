@@ -327,6 +327,18 @@ async def test_fit_refuses_wrong_labels_and_non_detectors(app: AssayServer) -> N
                 )
             assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert words in (failure.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await stub.FitDetector(
+                aigen_pb2.FitDetectorRequest(
+                    detector=common_pb2.ModelRef(name="aigen_demo"),
+                    dataset=str(AIGEN / "fit.jsonl"),
+                    target_fpr=0.7,
+                )
+            )
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "target_fpr: Input should be less than 0.5 (got 0.7)" in (
+            failure.value.details() or ""
+        )
         jobs = jobs_pb2_grpc.JobServiceStub(channel)
         assert not (await jobs.ListJobs(jobs_pb2.ListJobsRequest())).jobs
 

@@ -139,6 +139,10 @@ async def test_bad_requests(app: AssayServer, tmp_path: Path) -> None:
             (ood.FitProfile(ood_pb2.FitProfileRequest(model=ref(), dataset=str(HELDOUT / "0"))), grpc.StatusCode.INVALID_ARGUMENT, "no images"),
             (ood.FitProfile(ood_pb2.FitProfileRequest(model=ref(), dataset="/etc")), grpc.StatusCode.PERMISSION_DENIED, "outside"),
             (ood.DeleteProfile(ood_pb2.DeleteProfileRequest(model=ref())), grpc.StatusCode.NOT_FOUND, "no OOD profile"),
+            (ood.FitProfile(ood_pb2.FitProfileRequest(model=ref(), dataset=str(HELDOUT), target_tpr=1.5)), grpc.StatusCode.INVALID_ARGUMENT, "target_tpr: Input should be less than 1 (got 1.5)"),
+            (ood.FitProfile(ood_pb2.FitProfileRequest(model=ref(), dataset=str(HELDOUT), holdout_fraction=0.9)), grpc.StatusCode.INVALID_ARGUMENT, "holdout_fraction: Input should be less than or equal to 0.5"),
+            (ood.ListProfiles(ood_pb2.ListProfilesRequest(model="../../etc")), grpc.StatusCode.INVALID_ARGUMENT, "model name '../../etc' is not valid"),
+            (ood.DeleteProfile(ood_pb2.DeleteProfileRequest(model=ref(version="../1"))), grpc.StatusCode.INVALID_ARGUMENT, "model version '../1' is not valid"),
         ]  # fmt: skip
         for call, code, message in cases:
             with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -14,11 +14,12 @@ from assay.server.aigen.detection import decide
 from assay.server.aigen.evaluation import binary_metrics, confident_mistakes, curves, histogram
 from assay.server.aigen.fit_job import fit_profile, fit_spectrum, spectral_crop, split
 from assay.server.aigen.images import decode_rgb
-from assay.server.aigen.profiles import DetectorProfile, DetectorProfileStore
+from assay.server.aigen.profiles import DETECTOR_PROFILES, DetectorProfile
 from assay.server.aigen.scoring import generated_probability
 from assay.server.errors import ImageTooLargeError, InvalidArgumentError, InvalidImageError
 from assay.server.models.config import ModelConfig
 from assay.server.models.preprocess import EncodedImage, InputTensor, PixelImage
+from assay.server.profiles import ProfileStore
 
 
 def _encode(image: Image.Image, fmt: str, **kw: object) -> EncodedImage:
@@ -166,9 +167,9 @@ def test_profile_store_round_trip_is_exact_with_spectrum(tmp_path: Path) -> None
     profile = DetectorProfile(
         "det", "2", "sha256:ab", 0.731, 0.05, 0.04, 0.06, 0.9, 0.95, 0.97, 60, 60, 1.5, spectrum
     )
-    store = DetectorProfileStore(tmp_path)
+    store = ProfileStore(tmp_path, DETECTOR_PROFILES)
     store.save(profile)
-    loaded = DetectorProfileStore(tmp_path).load("det", "2")
+    loaded = ProfileStore(tmp_path, DETECTOR_PROFILES).load("det", "2")
     assert loaded is not None and loaded.spectral is not None
     assert loaded.threshold == profile.threshold and loaded.holdout_ap == 0.95
     np.testing.assert_array_equal(loaded.spectral.mean, spectrum.mean)

@@ -26,7 +26,6 @@ from assay.server.ood import (
     ViMProfile,
     energy_score,
     entropy_score,
-    fingerprint,
     fit_gaussian,
     fit_knn,
     fit_mahalanobis,
@@ -47,6 +46,7 @@ from assay.server.ood import (
     vim_score,
 )
 from assay.server.ood.vim import default_principal_dim
+from assay.server.profiles import fingerprint
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

@@ -13,6 +13,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from assay.server.aigen.detection import AigenDetectors
 from assay.server.aigen.evaluate_job import DetectorEvaluationJobs
 from assay.server.aigen.fit_job import DetectorFits
-from assay.server.aigen.profiles import DetectorProfileStore
+from assay.server.aigen.profiles import DETECTOR_PROFILES
 from assay.server.datasets import DatasetRoots
 from assay.server.inference import Predictor
 from assay.server.jobs.manager import JobKind, JobManager
@@ -32,7 +33,9 @@ from assay.server.models.loading import build_registry
 from assay.server.models.registry import ModelRegistry
 from assay.server.ood.anomaly_job import AnomalyEvaluations
 from assay.server.ood.evaluate_job import DetectorEvaluations
-from assay.server.ood.service import OodProfiles, ProfileStore
+from assay.server.ood.profiles import OOD_PROFILES
+from assay.server.ood.service import OodProfiles
+from assay.server.profiles import ProfileStore
 from assay.server.robustness.evaluation import RobustnessJobs
 from assay.server.robustness.generation import CorruptionWorkers
 from assay.server.services.aigen import AigenServicer
@@ -191,20 +194,20 @@ async def create_server(
         registry,
         roots,
         pool,
-        ProfileStore(settings.data.dir / "profiles"),
+        ProfileStore(settings.data.dir / "profiles", OOD_PROFILES),
         settings.images.max_pixels,
     )
     detectors = AigenDetectors(
         registry,
         pool,
-        DetectorProfileStore(settings.data.dir / "aigen_profiles"),
+        ProfileStore(settings.data.dir / "aigen_profiles", DETECTOR_PROFILES),
         settings.aigen,
         settings.images.max_pixels,
     )
     predictor = Predictor(registry, settings.images, pool, profiles, detectors)
     store = SqliteJobStore(settings.data.dir / "jobs.sqlite3")
     detector_evaluations = DetectorEvaluations(registry, roots, profiles)
-    kinds: dict[str, JobKind] = {
+    kinds: dict[str, JobKind[Any]] = {
         RobustnessJobs.kind: evaluations,
         OodProfiles.kind: profiles,
         DetectorEvaluations.kind: detector_evaluations,

@@ -14,16 +14,36 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
 from assay.server.aigen.detection import AigenDetectors
 from assay.server.datasets import Dataset, DatasetRoots, load_rgb
 from assay.server.errors import InvalidArgumentError
+from assay.server.jobs.specs import DatasetPath, SampleLimit, Seed
 from assay.server.models.registry import ModelRegistry
 
 REAL, GENERATED = "real", "generated"
+
+
+class LabelledSetSpec(Protocol):
+    """What the fit and evaluation specs share: the set, its sample limit and the seed."""
+
+    @property
+    def dataset(self) -> DatasetPath:
+        """The labelled set."""
+        ...
+
+    @property
+    def sample_limit(self) -> SampleLimit:
+        """At most this many images (None: all)."""
+        ...
+
+    @property
+    def seed(self) -> Seed:
+        """Seed of the sampling."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -95,7 +115,5 @@ class LabelledSetJobs:
         self._detectors = detectors
         self._pool = pool
 
-    def _open(self, spec: dict[str, Any]) -> LabelledSet:
-        return open_labelled(
-            self._roots, spec["dataset"], spec.get("sample_limit"), spec.get("seed", 0)
-        )
+    def _open(self, spec: LabelledSetSpec) -> LabelledSet:
+        return open_labelled(self._roots, spec.dataset, spec.sample_limit, spec.seed)

@@ -28,7 +28,7 @@ import numpy as np
 
 from assay.server.aigen.calibration import calibrated_log_odds
 from assay.server.aigen.images import decode_all
-from assay.server.aigen.profiles import DetectorProfile, DetectorProfileStore
+from assay.server.aigen.profiles import DetectorProfile
 from assay.server.aigen.scoring import (
     CropProbability,
     DetectorScorer,
@@ -45,7 +45,7 @@ from assay.server.errors import (
 from assay.server.models.config import Task
 from assay.server.models.preprocess import ImageInput
 from assay.server.models.registry import ModelRegistry, ServedModel
-from assay.server.ood.profiles import fingerprint
+from assay.server.profiles import ProfileStore, fingerprint
 from assay.server.settings import AigenSettings
 
 DEFAULT_THRESHOLD = 0.5
@@ -167,7 +167,7 @@ class AigenDetectors:
         self,
         registry: ModelRegistry,
         pool: Executor,
-        store: DetectorProfileStore,
+        store: ProfileStore[DetectorProfile],
         settings: AigenSettings,
         max_pixels: int,
     ) -> None:

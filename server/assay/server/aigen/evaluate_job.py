@@ -10,7 +10,6 @@ detectors, so generators are always broken out, never only pooled.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -33,39 +32,27 @@ from assay.server.aigen.evaluation import (
 )
 from assay.server.aigen.fit_job import spectral_crop
 from assay.server.aigen.scoring import check_detector
+from assay.server.aigen.specs import AigenEvaluationSpec
 from assay.server.aigen.stability import downscale, jpeg_roundtrip
-from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext
 from assay.server.models.registry import ServedModel
 
 SCHEMA = "assay.aigen.evaluation/v1"
-JPEG_QUALITIES = (95, 85, 75, 65, 50)
-RESIZE_SCALES = (0.75, 0.5, 0.25)
 RESAMPLES = 1000
 SMALL_GROUP = 30
-
-
-def _points(spec: dict[str, Any]) -> tuple[list[int], list[float]]:
-    qualities = [int(q) for q in spec.get("jpeg_qualities") or JPEG_QUALITIES]
-    scales = [float(s) for s in spec.get("resize_scales") or RESIZE_SCALES]
-    if any(not 1 <= q <= 100 for q in qualities):
-        raise InvalidArgumentError(f"jpeg_qualities must be in [1, 100], got {qualities}")
-    if any(not (math.isfinite(s) and 0.0 < s < 1.0) for s in scales):
-        raise InvalidArgumentError(f"resize_scales must be in (0, 1), got {scales}")
-    return qualities, scales
 
 
 class DetectorEvaluationJobs(LabelledSetJobs):
     """The "aigen_evaluation" job kind."""
 
     kind = "aigen_evaluation"
+    spec_type = AigenEvaluationSpec
 
-    def prepare(self, spec: dict[str, Any]) -> int:
-        """Validate; units = the clean pass plus one per robustness point."""
-        check_detector(self._registry.get(spec["model"], spec.get("version", "")))
-        qualities, scales = _points(spec)
+    def prepare(self, spec: AigenEvaluationSpec) -> int:
+        """Check detector and set; units = the clean pass plus one per robustness point."""
+        check_detector(self._registry.get(spec.model, spec.version))
         self._open(spec)
-        return 1 + len(qualities) + len(scales)
+        return 1 + len(spec.jpeg_qualities) + len(spec.resize_scales)
 
     async def _probabilities(
         self,
@@ -79,12 +66,12 @@ class DetectorEvaluationJobs(LabelledSetJobs):
             )
         return (await self._detectors.scorer.score(model, images)).probabilities
 
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[AigenEvaluationSpec]) -> dict[str, Any]:
         """Score clean and transformed copies; metrics, curves, spectra, report."""
-        spec = context.record.spec
-        seed = spec.get("seed", 0)
-        model = self._registry.get(spec["model"], spec.get("version", ""))
-        qualities, scales = _points(spec)
+        spec = context.spec
+        seed = spec.seed
+        model = self._registry.get(spec.model, spec.version)
+        qualities, scales = spec.jpeg_qualities, spec.resize_scales
         data = self._open(spec)
         total = 1 + len(qualities) + len(scales)
         calibration = await self._detectors.calibration(model)
@@ -132,12 +119,12 @@ class DetectorEvaluationJobs(LabelledSetJobs):
         return await asyncio.to_thread(compute)
 
     @staticmethod
-    def _settings(spec: dict[str, Any]) -> dict[str, Any]:
+    def _settings(spec: AigenEvaluationSpec) -> dict[str, Any]:
         return {
-            "seed": spec.get("seed", 0),
+            "seed": spec.seed,
             "bootstrap_resamples": RESAMPLES,
             "confidence": 0.95,
-            "sample_limit": spec.get("sample_limit"),
+            "sample_limit": spec.sample_limit,
         }
 
     def _summarise(

@@ -10,7 +10,6 @@ images it was not fitted on. The spectral profile is fitted on all real images.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
@@ -20,12 +19,11 @@ from assay.server.aigen.calibration import auroc, average_precision, fit_detecto
 from assay.server.aigen.datasets import LabelledSetJobs, load_images
 from assay.server.aigen.profiles import DetectorProfile
 from assay.server.aigen.scoring import check_detector
+from assay.server.aigen.specs import AigenProfileSpec
 from assay.server.aigen.spectral import SpectralProfile, fit_real_profile
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext
 
-DEFAULT_TARGET_FPR = 0.05
-DEFAULT_HOLDOUT = 0.3
 SPECTRAL_CROPS = (256, 128, 64, 32)
 """Spectral crop: the largest that fits inside every real image."""
 
@@ -103,16 +101,11 @@ class DetectorFits(LabelledSetJobs):
     """The "aigen_profile" job kind."""
 
     kind = "aigen_profile"
+    spec_type = AigenProfileSpec
 
-    def prepare(self, spec: dict[str, Any]) -> int:
-        """Validate the detector, fractions and the labelled set; one unit."""
-        check_detector(self._registry.get(spec["model"], spec.get("version", "")))
-        target = spec.get("target_fpr", DEFAULT_TARGET_FPR)
-        if not (math.isfinite(target) and 0.0 < target < 0.5):
-            raise InvalidArgumentError(f"target_fpr must be in (0, 0.5), got {target}")
-        holdout = spec.get("holdout_fraction", DEFAULT_HOLDOUT)
-        if not (math.isfinite(holdout) and 0.05 <= holdout <= 0.5):
-            raise InvalidArgumentError(f"holdout_fraction must be in [0.05, 0.5], got {holdout}")
+    def prepare(self, spec: AigenProfileSpec) -> int:
+        """Check the detector and the labelled set; one unit."""
+        check_detector(self._registry.get(spec.model, spec.version))
         data = self._open(spec)
         if min(data.counts) < 3:
             raise InvalidArgumentError(
@@ -121,17 +114,17 @@ class DetectorFits(LabelledSetJobs):
             )
         return 1
 
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[AigenProfileSpec]) -> dict[str, Any]:
         """Score the set, fit threshold and spectrum, store the profile."""
-        spec = context.record.spec
-        model = self._registry.get(spec["model"], spec.get("version", ""))
-        seed = spec.get("seed", 0)
+        spec = context.spec
+        model = self._registry.get(spec.model, spec.version)
+        seed = spec.seed
         data = self._open(spec)
         await context.progress(0, 1, "scoring the labelled set")
         images = await load_images(data.paths, self._pool, self._detectors.max_pixels)
         scores = await self._detectors.scorer.score(model, images)
         await context.progress(0, 1, "fitting")
-        target = spec.get("target_fpr", DEFAULT_TARGET_FPR)
+        target = spec.target_fpr
         real = [image for image, label in zip(images, data.labels, strict=True) if label == 0]
         spectral = await asyncio.get_running_loop().run_in_executor(
             self._pool, fit_spectrum, real, target, seed
@@ -141,7 +134,7 @@ class DetectorFits(LabelledSetJobs):
             data.labels,
             detector=(model.name, model.config.version, await self._detectors.fingerprint(model)),
             target_fpr=target,
-            holdout_fraction=spec.get("holdout_fraction", DEFAULT_HOLDOUT),
+            holdout_fraction=spec.holdout_fraction,
             seed=seed,
             spectral=spectral,
         )

@@ -2,26 +2,23 @@
 
 Stored as ``<root>/<detector>/<version>/detector.json`` (schema
 ``assay.aigen.profile/v1``) plus ``detector.npz`` with the spectral profile's
-arrays when one was fitted. No pickle; floats are written with Python's
-shortest round-trip repr, so a save/load round trip is exact. Like OOD
-profiles, a profile is bound to the detector's fingerprint (its outputs on a
-fixed probe): changed weights make it refuse to load.
+arrays when one was fitted, kept by the shared
+`assay.server.profiles.ProfileStore` in the `DETECTOR_PROFILES` format. No
+pickle; floats are written with Python's shortest round-trip repr, so a
+save/load round trip is exact. Like OOD profiles, a profile is bound to the
+detector's fingerprint (its outputs on a fixed probe): changed weights make it
+refuse to load.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from assay.server.aigen.spectral import SpectralProfile
-from assay.server.errors import NotFoundError
+from assay.server.profiles.store import Arrays, Document, ProfileFormat
 
 SCHEMA = "assay.aigen.profile/v1"
 
@@ -107,78 +104,22 @@ class DetectorProfile:
             raise ValueError(f"detector profile is missing or mistypes {exc}") from None
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def detector_document(profile: DetectorProfile) -> tuple[Document, Arrays | None]:
+    """The JSON document and, with a spectral profile, its arrays (``mean``, ``std``)."""
+    arrays = None
+    if profile.spectral is not None:
+        spectral = profile.spectral.to_arrays()
+        arrays = {"mean": spectral["mean"], "std": spectral["std"]}
+    return profile.to_json(), arrays
 
 
-class DetectorProfileStore:
-    """Detector profiles on disk, one per detector version, cached by mtime."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._cache: dict[tuple[str, str], tuple[float, DetectorProfile]] = {}
-
-    def _folder(self, detector: str, version: str) -> Path:
-        return self.root / detector / version
-
-    def save(self, profile: DetectorProfile) -> None:
-        """Write (or replace) the profile of its detector version; npz first, JSON last."""
-        folder = self._folder(profile.detector, profile.version)
-        folder.mkdir(parents=True, exist_ok=True)
-        npz = folder / "detector.npz"
-        if profile.spectral is not None:
-            arrays = profile.spectral.to_arrays()
-            _atomic_write(npz, lambda h: np.savez(h, mean=arrays["mean"], std=arrays["std"]))
-        else:
-            npz.unlink(missing_ok=True)
-        text = json.dumps(profile.to_json(), indent=2, sort_keys=True).encode()
-        _atomic_write(folder / "detector.json", lambda h: h.write(text))
-
-    def load(self, detector: str, version: str) -> DetectorProfile | None:
-        """The stored profile or None; reloaded when the file changed."""
-        path = self._folder(detector, version) / "detector.json"
-        if not path.exists():
-            return None
-        mtime = path.stat().st_mtime
-        cached = self._cache.get((detector, version))
-        if cached is None or cached[0] != mtime:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            arrays = None
-            npz = path.with_suffix(".npz")
-            if npz.exists():
-                with np.load(npz, allow_pickle=False) as data:
-                    arrays = {k: data[k] for k in data.files}
-            cached = (mtime, DetectorProfile.from_json(document, arrays))
-            self._cache[(detector, version)] = cached
-        return cached[1]
-
-    def versions(self, detector: str) -> list[str]:
-        """Versions of a detector that have a profile."""
-        folder = self.root / detector
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if (p / "detector.json").exists())
-
-    def all(self, detector: str | None = None) -> list[DetectorProfile]:
-        """Every stored profile (of one detector)."""
-        names = (
-            [detector] if detector else sorted(p.name for p in self.root.glob("*") if p.is_dir())
-        )
-        found = [self.load(n, v) for n in names for v in self.versions(n)]
-        return [p for p in found if p is not None]
-
-    def delete(self, detector: str, version: str) -> DetectorProfile:
-        """Remove a profile; NotFoundError when there is none."""
-        profile = self.load(detector, version)
-        if profile is None:
-            raise NotFoundError(f"detector {detector!r} version {version!r} has no profile")
-        shutil.rmtree(self._folder(detector, version))
-        self._cache.pop((detector, version), None)
-        return profile
+DETECTOR_PROFILES: Final = ProfileFormat[DetectorProfile](
+    kind="aigen",
+    title="detector profile",
+    owner="detector",
+    stem="detector",
+    key=lambda profile: (profile.detector, profile.version),
+    dump=detector_document,
+    parse=DetectorProfile.from_json,
+)
+"""How the shared profile store keeps detector profiles: ``<detector>/<version>/detector.*``."""

@@ -1,11 +1,14 @@
 """Runs jobs in the background, streams their progress, resumes them after a crash.
 
-A job kind is a `JobKind`: it validates a spec up front (so a bad request
-fails the Start call, not the job) and runs the job against a `JobContext`
-that persists units as they finish. Watchers get an event whenever the
-job's progress changes. On start the manager resumes every job a crash left
-PENDING or RUNNING; a job whose rerun fails is marked FAILED with its
-finished units kept.
+A job kind is a `JobKind[SpecT]`, generic over its spec model (a frozen
+`JobSpec`): it validates a spec up front (so a bad request fails the Start
+call, not the job) and runs the job against a `JobContext` that carries the
+typed spec and persists units as they finish. The store keeps the spec as
+``spec.model_dump(mode="json")``. Watchers get an event whenever the job's
+progress changes. On start the manager resumes every job a crash left PENDING
+or RUNNING, validating its stored spec first: one that no longer validates
+fails that job (naming the field); a job whose rerun fails is marked FAILED
+with its finished units kept.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol
 
 import numpy as np
+from pydantic import ValidationError
 
 from assay.server.errors import AssayError, FailedPreconditionError, InvalidArgumentError
 from assay.server.jobs.records import JobRecord, JobState, Unit
+from assay.server.jobs.specs import JobSpec, SpecT, describe, parse_spec
 from assay.server.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -38,12 +43,14 @@ class JobEvent:
     """Meta of the unit finished last (empty when none)."""
 
 
-class JobContext:
-    """What a running job sees: its spec, stored units and progress reporting."""
+class JobContext(Generic[SpecT]):
+    """What a running job sees: its typed spec, stored units and progress reporting."""
 
-    def __init__(self, manager: JobManager, record: JobRecord) -> None:
+    def __init__(self, manager: JobManager, record: JobRecord, spec: SpecT) -> None:
         self._manager = manager
         self.record = record
+        self.spec = spec
+        """The job's spec, validated from what the store keeps."""
         self.started = time.monotonic()
         self.images = 0
 
@@ -72,14 +79,23 @@ class JobContext:
         self._manager.publish(self.job_id, context=self)
 
 
-class JobKind(Protocol):
-    """One kind of job (e.g. robustness suites)."""
+class JobKind(Protocol[SpecT]):
+    """One kind of job (e.g. robustness suites), generic over its spec model."""
 
-    def prepare(self, spec: dict[str, Any]) -> int:
-        """Validate the spec; return the number of units (InvalidArgumentError if bad)."""
+    @property
+    def spec_type(self) -> type[SpecT]:
+        """The spec model its jobs take."""
         ...
 
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    def prepare(self, spec: SpecT) -> int:
+        """Check the spec against the server (models, datasets); the number of units.
+
+        Raises:
+            AssayError: The job cannot run (InvalidArgumentError, NotFoundError, ...).
+        """
+        ...
+
+    async def run(self, context: JobContext[SpecT]) -> dict[str, Any]:
         """Do the work; return the final result (report JSON)."""
         ...
 
@@ -87,49 +103,90 @@ class JobKind(Protocol):
 class JobManager:
     """Starts, watches, cancels and resumes jobs of registered kinds."""
 
-    def __init__(self, store: JobStore, kinds: Mapping[str, JobKind], max_running: int = 2) -> None:
+    def __init__(
+        self, store: JobStore, kinds: Mapping[str, JobKind[Any]], max_running: int = 2
+    ) -> None:
         self.store = store
         self._kinds = dict(kinds)
         self._slots = asyncio.Semaphore(max_running)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, set[asyncio.Queue[JobEvent]]] = {}
 
-    async def start(self, kind: str, spec: dict[str, Any]) -> JobRecord:
-        """Validate and create a job; it starts running in the background."""
+    async def start(self, kind: str, spec: JobSpec | Mapping[str, Any]) -> JobRecord:
+        """Validate and create a job; it starts running in the background.
+
+        Args:
+            kind: A registered job kind.
+            spec: The kind's spec model, or its fields (validated here).
+
+        Raises:
+            InvalidArgumentError: Unknown kind, or fields that do not validate.
+            TypeError: A spec model of another kind (a server bug).
+        """
         job_kind = self._kinds.get(kind)
         if job_kind is None:
             raise InvalidArgumentError(f"unknown job kind {kind!r}")
-        total = job_kind.prepare(spec)
-        record = self.store.create(kind, spec, total)
-        self._launch(record)
+        spec_type = job_kind.spec_type
+        if isinstance(spec, JobSpec) and not isinstance(spec, spec_type):
+            raise TypeError(f"a {kind} job takes a {spec_type.__name__}, not {type(spec).__name__}")
+        fields = spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec
+        typed = parse_spec(spec_type, fields, f"{kind} job spec")  # what a resume will read
+        total = job_kind.prepare(typed)
+        record = self.store.create(kind, typed.model_dump(mode="json"), total)
+        self._launch(record, typed)
         return record
 
     async def resume_interrupted(self) -> list[str]:
-        """Restart every job a crash left live; return their ids."""
+        """Restart every job a crash left live; return their ids.
+
+        A job whose kind is unknown, or whose stored spec no longer validates,
+        is marked FAILED with the reason; the others resume.
+        """
         resumed = []
         for record in self.store.interrupted():
-            if record.kind not in self._kinds:
-                self.store.finish(record.id, JobState.FAILED, f"unknown job kind {record.kind!r}")
+            spec = self._stored_spec(record)
+            if spec is None:
                 continue
             log.info("resuming job %s (%d/%d units done)", record.id, record.done, record.total)
-            self._launch(record)
+            self._launch(record, spec)
             resumed.append(record.id)
         return resumed
 
-    def _launch(self, record: JobRecord) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(record), name=f"job-{record.id}")
+    def _stored_spec(self, record: JobRecord) -> JobSpec | None:
+        """The record's spec, validated; None (and the job FAILED) when it cannot run."""
+        job_kind = self._kinds.get(record.kind)
+        if job_kind is None:
+            self._end(record.id, JobState.FAILED, f"unknown job kind {record.kind!r}")
+            return None
+        try:
+            spec: JobSpec = job_kind.spec_type.model_validate(record.spec)
+        except ValidationError as exc:
+            log.warning("job %s: stored spec no longer validates: %s", record.id, exc)
+            self._end(
+                record.id,
+                JobState.FAILED,
+                f"the stored spec of this {record.kind} job is no longer valid for this server "
+                f"version ({describe(exc)}); start the job again",
+            )
+            return None
+        return spec
+
+    def _launch(self, record: JobRecord, spec: JobSpec) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._run(record, spec), name=f"job-{record.id}"
+        )
         self._tasks[record.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(record.id, None))
 
-    async def _run(self, record: JobRecord) -> None:
+    async def _run(self, record: JobRecord, spec: JobSpec) -> None:
         async with self._slots:  # beyond max_running, jobs wait as PENDING
-            await self._run_now(record)
+            await self._run_now(record, spec)
 
-    async def _run_now(self, record: JobRecord) -> None:
+    async def _run_now(self, record: JobRecord, spec: JobSpec) -> None:
         if self.store.get(record.id).state.terminal:
             return  # cancelled while waiting for a slot
         record = self.store.start(record.id)
-        context = JobContext(self, record)
+        context = JobContext(self, record, spec)
         try:
             result = await self._kinds[record.kind].run(context)
         except asyncio.CancelledError:
@@ -166,7 +223,10 @@ class JobManager:
         return self.store.get(job_id)
 
     def publish(
-        self, job_id: str, partial: dict[str, Any] | None = None, context: JobContext | None = None
+        self,
+        job_id: str,
+        partial: dict[str, Any] | None = None,
+        context: JobContext[Any] | None = None,
     ) -> None:
         """Send the job's current state to its watchers."""
         queues = self._watchers.get(job_id)
@@ -177,7 +237,9 @@ class JobManager:
             queue.put_nowait(event)
 
     @staticmethod
-    def _event(record: JobRecord, partial: dict[str, Any], context: JobContext | None) -> JobEvent:
+    def _event(
+        record: JobRecord, partial: dict[str, Any], context: JobContext[Any] | None
+    ) -> JobEvent:
         rate, eta = 0.0, None
         if context is not None:
             elapsed = max(time.monotonic() - context.started, 1e-6)

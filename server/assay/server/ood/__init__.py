@@ -12,8 +12,8 @@ score is **higher = more anomalous**.
 * :mod:`~assay.server.ood.thresholds`: thresholds at a target TPR and tail
   fractions (empirical p-values) against an in-distribution holdout.
 * :mod:`~assay.server.ood.profiles`: the versioned on-disk model profile
-  (``.npz`` + ``.json``, schema ``assay.ood.profile/v1``) and the model-output
-  fingerprint that binds a profile to a model version.
+  (``.npz`` + ``.json``, schema ``assay.ood.profile/v1``), kept by the shared
+  :mod:`assay.server.profiles` store.
 """
 
 from assay.server.ood.covariance import ledoit_wolf, precision_from_covariance
@@ -46,7 +46,6 @@ from assay.server.ood.profiles import (
     SCHEMA,
     ModelProfile,
     ScorerEntry,
-    fingerprint,
     load_profile,
     save_profile,
 )
@@ -65,7 +64,6 @@ __all__ = [
     "ViMProfile",
     "energy_score",
     "entropy_score",
-    "fingerprint",
     "fit_gaussian",
     "fit_knn",
     "fit_mahalanobis",

@@ -19,6 +19,7 @@ from assay.server.jobs.manager import JobContext
 from assay.server.models.registry import ModelRegistry
 from assay.server.ood.evaluation import aupimo, aupro, auroc, pixel_auroc
 from assay.server.ood.service import OodProfiles
+from assay.server.ood.specs import AnomalyEvaluationSpec
 
 SCHEMA = "assay.anomaly.evaluation/v1"
 
@@ -31,16 +32,19 @@ class AnomalyEvaluations:
     """The "anomaly_evaluation" job kind."""
 
     kind = "anomaly_evaluation"
+    spec_type = AnomalyEvaluationSpec
 
     def __init__(self, registry: ModelRegistry, roots: DatasetRoots, profiles: OodProfiles) -> None:
         self._registry = registry
         self._roots = roots
         self._profiles = profiles
 
-    def _layout(self, spec: dict[str, Any]) -> tuple[Path, list[Path], dict[str, list[Path]]]:
-        root = self._roots.check(Path(spec["dataset"]))
+    def _layout(
+        self, spec: AnomalyEvaluationSpec
+    ) -> tuple[Path, list[Path], dict[str, list[Path]]]:
+        root = self._roots.check(Path(spec.dataset))
         if not root.is_dir():
-            raise NotFoundError(f"anomaly dataset {spec['dataset']} is not a folder")
+            raise NotFoundError(f"anomaly dataset {spec.dataset} is not a folder")
         good = _images(root / "test" / "good")
         defects = {
             d.name: _images(d)
@@ -49,27 +53,24 @@ class AnomalyEvaluations:
         }
         if not good or not any(defects.values()):
             raise InvalidArgumentError(
-                f"{spec['dataset']} needs test/good/ and at least one test/<defect>/ "
-                "folder of images"
+                f"{spec.dataset} needs test/good/ and at least one test/<defect>/ folder of images"
             )
         return root, good, defects
 
-    def prepare(self, spec: dict[str, Any]) -> int:
-        """Validate the model and the folder layout."""
-        self._registry.get(spec["model"], spec.get("version", ""))
+    def prepare(self, spec: AnomalyEvaluationSpec) -> int:
+        """Check the model and the folder layout."""
+        self._registry.get(spec.model, spec.version)
         self._layout(spec)
         return 1
 
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[AnomalyEvaluationSpec]) -> dict[str, Any]:
         """Score every test image; metrics over images and, with masks, pixels."""
-        spec = context.record.spec
+        spec = context.spec
         root, good, defects = self._layout(spec)
         paths = good + [p for ps in defects.values() for p in ps]
         labels = np.r_[np.zeros(len(good)), np.ones(len(paths) - len(good))]
         images = await self._profiles.load_images(paths)
-        model, results = await self._profiles.detect_anomaly(
-            spec["model"], spec.get("version", ""), images, True
-        )
+        model, results = await self._profiles.detect_anomaly(spec.model, spec.version, images, True)
         if not results:
             raise FailedPreconditionError("no anomaly results")
         scores = np.array([r.score for r in results])

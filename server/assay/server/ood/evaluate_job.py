@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from assay.server.datasets import Dataset, DatasetRoots
-from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext
 from assay.server.models.registry import ModelRegistry
 from assay.server.ood.evaluation import (
@@ -29,6 +28,7 @@ from assay.server.ood.evaluation import (
 )
 from assay.server.ood.fitting import RoleOutputs, verdicts
 from assay.server.ood.service import OodProfiles
+from assay.server.ood.specs import OodEvaluationSpec
 from assay.server.robustness.calibration import softmax
 
 SCHEMA = "assay.ood.evaluation/v1"
@@ -55,26 +55,25 @@ class DetectorEvaluations:
     """The "ood_evaluation" job kind."""
 
     kind = "ood_evaluation"
+    spec_type = OodEvaluationSpec
 
     def __init__(self, registry: ModelRegistry, roots: DatasetRoots, profiles: OodProfiles) -> None:
         self._registry = registry
         self._roots = roots
         self._profiles = profiles
 
-    def _datasets(self, spec: dict[str, Any]) -> tuple[Dataset, dict[str, Dataset]]:
-        if not spec.get("ood_datasets"):
-            raise InvalidArgumentError("give at least one OOD dataset")
-        limit, seed = spec.get("sample_limit"), spec.get("seed", 0)
-        in_set = self._roots.open(Path(spec["in_dataset"])).subset(limit, seed)
+    def _datasets(self, spec: OodEvaluationSpec) -> tuple[Dataset, dict[str, Dataset]]:
+        limit, seed = spec.sample_limit, spec.seed
+        in_set = self._roots.open(Path(spec.in_dataset)).subset(limit, seed)
         ood = {}
-        for path in spec["ood_datasets"]:
+        for path in spec.ood_datasets:
             name = Path(path).name if Path(path).name != "ood" else Path(path).parent.name
             ood[name] = self._roots.open(Path(path)).subset(limit, seed)
         return in_set, ood
 
-    def prepare(self, spec: dict[str, Any]) -> int:
-        """Validate: the model exists and the datasets open; units = 1 + OOD sets."""
-        self._registry.get(spec["model"], spec.get("version", ""))
+    def prepare(self, spec: OodEvaluationSpec) -> int:
+        """Check that the model exists and the datasets open; units = 1 + OOD sets."""
+        self._registry.get(spec.model, spec.version)
         _, ood = self._datasets(spec)
         return 1 + len(ood)
 
@@ -82,12 +81,12 @@ class DetectorEvaluations:
         images = await self._profiles.load_images([s.path for s in dataset.samples])
         return await self._profiles.outputs(model, images)
 
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[OodEvaluationSpec]) -> dict[str, Any]:
         """Score every set with every scorer; metrics, ranking, recommendation."""
-        spec = context.record.spec
-        model = self._registry.get(spec["model"], spec.get("version", ""))
+        spec = context.spec
+        model = self._registry.get(spec.model, spec.version)
         profile = await self._profiles.profile_for(model)
-        scorers = list(spec.get("scorers") or profile.scorers)
+        scorers = list(spec.scorers or profile.scorers)
         in_set, ood_sets = self._datasets(spec)
         await context.progress(0, 1 + len(ood_sets), "in-distribution set")
         in_out = await self._outputs(model, in_set)
@@ -104,7 +103,7 @@ class DetectorEvaluations:
                     evaluate_detector,
                     in_scores[scorer],
                     out_scores[scorer],
-                    seed=spec.get("seed", 0),
+                    seed=spec.seed,
                 )
                 plots[scorer][name] = curves(in_scores[scorer], out_scores[scorer])
             if out.logits is not None and model.labels:

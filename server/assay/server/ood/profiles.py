@@ -24,23 +24,16 @@ and recomputed on save. Floats are written with Python's shortest round-trip
 repr, so a save/load round trip is bit-exact. A file whose schema version is
 newer than this code's is refused with ValueError.
 
-**Binding a profile to a model version.** `fingerprint` hashes the model's
-outputs on a fixed probe input (for instance the logits and features of a fixed
-set of images): identical weights and pre-processing give the same fingerprint,
-so a service can refuse a profile whose fingerprint differs from the loaded
-model's. Values are rounded to ``decimals`` places first so that backend noise
-(CPU vs GPU, batch size) below that precision does not change the hash; a value
-that straddles a rounding boundary can still flip it.
+A profile is bound to its model version by the model's fingerprint
+(`assay.server.profiles.fingerprint`); `OOD_PROFILES` is the format the shared
+`assay.server.profiles.ProfileStore` keeps them in, under
+``<root>/<model>/<version>/profile.{npz,json}``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,13 +46,15 @@ from assay.server.ood._common import FittedProfile, FloatArray, JsonDict, as_vec
 from assay.server.ood.feature_scorers import PROFILE_KINDS, profile_from_arrays
 from assay.server.ood.logit_scorers import LOGIT_SCORERS
 from assay.server.ood.thresholds import kept_fraction
+from assay.server.profiles.fingerprint import array_digest
+from assay.server.profiles.store import Arrays, Document, ProfileFormat, read_files, write_files
 
 __all__ = [
+    "OOD_PROFILES",
     "SCHEMA",
     "SCHEMA_VERSION",
     "ModelProfile",
     "ScorerEntry",
-    "fingerprint",
     "load_profile",
     "save_profile",
 ]
@@ -110,43 +105,10 @@ class ModelProfile:
     created_at: str = field(default_factory=_utc_now)
 
 
-def _paths(path: Path) -> tuple[Path, Path]:
-    """``(<stem>.npz, <stem>.json)``; a trailing .npz/.json on ``path`` is dropped."""
+def _stem(path: Path) -> Path:
+    """``path`` without a trailing .npz/.json."""
     path = Path(path)
-    if path.suffix in (".npz", ".json"):
-        path = path.with_suffix("")
-    return path.with_name(path.name + ".npz"), path.with_name(path.name + ".json")
-
-
-def _digest(arrays: Mapping[str, np.ndarray], *, header: str) -> str:
-    """sha256 over sorted names, dtypes, shapes and C-order bytes."""
-    digest = hashlib.sha256(header.encode())
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def fingerprint(outputs: Mapping[str, npt.ArrayLike], *, decimals: int = 4) -> str:
-    """Stable hash of a model's outputs on a fixed probe, ``"sha256:<hex>"``.
-
-    Each output is rounded to ``decimals`` places in float64, cast to
-    little-endian float32 (``-0.0`` normalised to ``0.0``) and hashed with its
-    name and shape, in name order.
-
-    Raises:
-        ValueError: On no outputs or non-finite values.
-    """
-    if not outputs:
-        raise ValueError("fingerprint needs at least one output array")
-    rounded: dict[str, np.ndarray] = {}
-    for name, values in outputs.items():
-        array = np.asarray(values, dtype=np.float64)
-        if not np.isfinite(array).all():
-            raise ValueError(f"output {name!r} contains NaN or infinite values")
-        rounded[name] = (np.round(array, decimals) + 0.0).astype("<f4")
-    return "sha256:" + _digest(rounded, header=f"assay.ood.fingerprint/v1/{decimals}")
+    return path.with_suffix("") if path.suffix in (".npz", ".json") else path
 
 
 def _summary(scores: FloatArray, threshold: float) -> JsonDict:
@@ -194,26 +156,13 @@ def _entry_json(name: str, entry: ScorerEntry, arrays: dict[str, np.ndarray]) ->
     }
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write via a temporary file in the same directory, then rename."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_profile(path: Path, profile: ModelProfile) -> None:
-    """Write ``<path>.npz`` and ``<path>.json`` (the JSON last, atomically).
+def profile_document(profile: ModelProfile) -> tuple[Document, Arrays]:
+    """The JSON document and the arrays of a profile, validated.
 
     Raises:
-        ValueError: On bad scorer names, kinds, thresholds or arrays, or
-            non-JSON-able params/meta.
+        ValueError: On bad scorer names, kinds, thresholds or arrays.
     """
-    arrays: dict[str, np.ndarray] = {}
+    arrays: Arrays = {}
     scorers = {name: _entry_json(name, e, arrays) for name, e in profile.scorers.items()}
     document = {
         "schema": SCHEMA,
@@ -224,17 +173,21 @@ def save_profile(path: Path, profile: ModelProfile) -> None:
         },
         "created_at": profile.created_at,
         "target_tpr": float(profile.target_tpr),
-        "arrays_sha256": _digest(arrays, header=SCHEMA),
+        "arrays_sha256": array_digest(arrays, header=SCHEMA),
         "scorers": scorers,
     }
-    try:
-        text = json.dumps(document, indent=2, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"profile is not JSON-serialisable: {exc}") from None
-    npz_path, json_path = _paths(path)
-    savez: Callable[..., None] = np.savez  # mypy: ``**arrays`` could shadow its keywords
-    _write_atomic(npz_path, lambda handle: savez(handle, **arrays))
-    _write_atomic(json_path, lambda handle: handle.write(text.encode()))
+    return document, arrays
+
+
+def save_profile(path: Path, profile: ModelProfile) -> None:
+    """Write ``<path>.npz`` and ``<path>.json`` (the JSON last, atomically).
+
+    Raises:
+        ValueError: On bad scorer names, kinds, thresholds or arrays, or
+            non-JSON-able params/meta (nothing is written then).
+    """
+    document, arrays = profile_document(profile)
+    write_files(_stem(path), document, arrays)
 
 
 def _check_schema(document: Any) -> None:
@@ -250,43 +203,41 @@ def _check_schema(document: Any) -> None:
         )
 
 
-def load_profile(path: Path) -> ModelProfile:
-    """Read a profile written by `save_profile`.
+def _entry_from_json(name: str, spec: Any, arrays: Arrays) -> ScorerEntry:
+    prefix = f"{name}.profile."
+    fitted = None
+    if spec["meta"] is not None:
+        own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+        fitted = profile_from_arrays(own, spec["meta"])
+        if spec["kind"] != fitted.KIND:
+            raise ValueError(f"scorer {name!r} kind {spec['kind']!r} != {fitted.KIND!r}")
+    elif spec["kind"] not in LOGIT_SCORERS:
+        raise ValueError(f"scorer {name!r} has unknown stateless kind {spec['kind']!r}")
+    return ScorerEntry(
+        kind=spec["kind"],
+        profile=fitted,
+        threshold=float(spec["threshold"]),
+        holdout_scores=arrays[f"{name}.holdout_scores"],
+        params=dict(spec["params"]),
+    )
+
+
+def profile_from_document(document: Any, arrays: Arrays | None) -> ModelProfile:
+    """Rebuild a profile from `profile_document`'s output.
 
     Raises:
-        ValueError: On a newer or unknown schema, an array file that does not match
-            its JSON, unknown scorer kinds or inconsistent arrays.
-        FileNotFoundError: If either file is missing.
+        ValueError: On a newer or unknown schema, no arrays or arrays that do not
+            match the document, unknown scorer kinds or inconsistent arrays.
     """
-    npz_path, json_path = _paths(path)
-    try:
-        document = json.loads(json_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{json_path} is not valid JSON: {exc}") from None
     _check_schema(document)
-    with np.load(npz_path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    if _digest(arrays, header=SCHEMA) != document.get("arrays_sha256"):
-        raise ValueError(f"{npz_path} does not match {json_path} (arrays_sha256 differs)")
-    scorers: dict[str, ScorerEntry] = {}
+    if arrays is None:
+        raise ValueError("the OOD profile has no array file (.npz)")
+    if array_digest(arrays, header=SCHEMA) != document.get("arrays_sha256"):
+        raise ValueError("the profile's arrays do not match its JSON (arrays_sha256 differs)")
     try:
-        for name, spec in document["scorers"].items():
-            prefix = f"{name}.profile."
-            fitted = None
-            if spec["meta"] is not None:
-                own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-                fitted = profile_from_arrays(own, spec["meta"])
-                if spec["kind"] != fitted.KIND:
-                    raise ValueError(f"scorer {name!r} kind {spec['kind']!r} != {fitted.KIND!r}")
-            elif spec["kind"] not in LOGIT_SCORERS:
-                raise ValueError(f"scorer {name!r} has unknown stateless kind {spec['kind']!r}")
-            scorers[name] = ScorerEntry(
-                kind=spec["kind"],
-                profile=fitted,
-                threshold=float(spec["threshold"]),
-                holdout_scores=arrays[f"{name}.holdout_scores"],
-                params=dict(spec["params"]),
-            )
+        scorers = {
+            name: _entry_from_json(name, spec, arrays) for name, spec in document["scorers"].items()
+        }
         model = document["model"]
         return ModelProfile(
             model_name=model["name"],
@@ -297,4 +248,30 @@ def load_profile(path: Path) -> ModelProfile:
             created_at=document["created_at"],
         )
     except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{json_path} is malformed: missing or bad {exc}") from None
+        raise ValueError(f"the OOD profile JSON is malformed: missing or bad {exc}") from None
+
+
+def load_profile(path: Path) -> ModelProfile:
+    """Read a profile written by `save_profile`.
+
+    Raises:
+        ValueError: See `profile_from_document`; also on a file that is not JSON.
+        FileNotFoundError: If either file is missing.
+    """
+    stem = _stem(path)
+    document, arrays = read_files(stem)
+    if arrays is None:
+        raise FileNotFoundError(f"{stem.with_name(stem.name + '.npz')} does not exist")
+    return profile_from_document(document, arrays)
+
+
+OOD_PROFILES: Final = ProfileFormat[ModelProfile](
+    kind="ood",
+    title="OOD profile",
+    owner="model",
+    stem="profile",
+    key=lambda profile: (profile.model_name, profile.model_version),
+    dump=profile_document,
+    parse=profile_from_document,
+)
+"""How the shared profile store keeps OOD profiles: ``<model>/<version>/profile.{npz,json}``."""

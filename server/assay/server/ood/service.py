@@ -1,14 +1,14 @@
 """OOD profiles as a service: the fit job, the profile store, scoring served images.
 
-Profiles live under `<data.dir>/profiles/<model>/<version>/profile.{npz,json}`
-and are bound to the model's fingerprint (its outputs on a fixed probe); a
-profile for another version, or for changed weights, is refused.
+Profiles live in the shared profile store (format `OOD_PROFILES`) under
+`<data.dir>/profiles/<model>/<version>/profile.{npz,json}` and are bound
+to the model's fingerprint (its outputs on a fixed probe); a profile for
+another version, or for changed weights, is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -21,7 +21,6 @@ from assay.server.datasets import DatasetRoots, label_indices, load_rgb
 from assay.server.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
-    NotFoundError,
 )
 from assay.server.jobs.manager import JobContext
 from assay.server.models.config import OutputRole
@@ -37,8 +36,10 @@ from assay.server.ood.fitting import (
     verdicts,
 )
 from assay.server.ood.patchcore import PatchMemory, anomaly_map, score_patches
-from assay.server.ood.profiles import ModelProfile, fingerprint, load_profile, save_profile
+from assay.server.ood.profiles import ModelProfile
+from assay.server.ood.specs import OodProfileSpec
 from assay.server.ood.thresholds import tail_fraction
+from assay.server.profiles import ProfileStore, fingerprint
 
 CHUNK = 64
 PROBE_SEED = 20260101
@@ -64,70 +65,18 @@ def available_roles(model: ServedModel) -> set[str]:
     return {r.value for r in wanted if r in roles}
 
 
-class ProfileStore:
-    """Profiles on disk, one per model version."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._cache: dict[tuple[str, str], tuple[float, ModelProfile]] = {}
-
-    def _stem(self, model: str, version: str) -> Path:
-        return self.root / model / version / "profile"
-
-    def save(self, profile: ModelProfile) -> None:
-        """Write (or replace) the profile of its model version."""
-        stem = self._stem(profile.model_name, profile.model_version)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        save_profile(stem, profile)
-
-    def load(self, model: str, version: str) -> ModelProfile | None:
-        """The stored profile, or None; reloaded when the file changed."""
-        json_path = self._stem(model, version).with_suffix(".json")
-        if not json_path.exists():
-            return None
-        mtime = json_path.stat().st_mtime
-        cached = self._cache.get((model, version))
-        if cached is None or cached[0] != mtime:
-            cached = (mtime, load_profile(self._stem(model, version)))
-            self._cache[(model, version)] = cached
-        return cached[1]
-
-    def versions(self, model: str) -> list[str]:
-        """Versions of a model that have a profile."""
-        folder = self.root / model
-        return (
-            sorted(p.name for p in folder.iterdir() if (p / "profile.json").exists())
-            if folder.is_dir()
-            else []
-        )
-
-    def all(self, model: str | None = None) -> list[ModelProfile]:
-        """Every stored profile (of one model)."""
-        models = [model] if model else sorted(p.name for p in self.root.glob("*") if p.is_dir())
-        found = [self.load(m, v) for m in models for v in self.versions(m)]
-        return [p for p in found if p is not None]
-
-    def delete(self, model: str, version: str) -> ModelProfile:
-        """Remove a profile; NotFoundError when there is none."""
-        profile = self.load(model, version)
-        if profile is None:
-            raise NotFoundError(f"model {model!r} version {version!r} has no OOD profile")
-        shutil.rmtree(self._stem(model, version).parent)
-        self._cache.pop((model, version), None)
-        return profile
-
-
 class OodProfiles:
     """The "ood_profile" job kind and online scoring against stored profiles."""
 
     kind = "ood_profile"
+    spec_type = OodProfileSpec
 
     def __init__(
         self,
         registry: ModelRegistry,
         roots: DatasetRoots,
         pool: Executor,
-        store: ProfileStore,
+        store: ProfileStore[ModelProfile],
         max_pixels: int,
     ) -> None:
         self._registry = registry
@@ -177,15 +126,11 @@ class OodProfiles:
             self._fingerprints[key] = fingerprint(arrays)
         return self._fingerprints[key]
 
-    def prepare(self, spec: dict[str, Any]) -> int:
-        """Validate a fit request; a fit is one unit of work."""
-        model = self._registry.get(spec["model"], spec.get("version", ""))
-        choose_scorers(spec.get("scorers") or [], available_roles(model))
-        if not 0.5 <= spec.get("target_tpr", 0.95) < 1.0:
-            raise InvalidArgumentError("target_tpr must be in [0.5, 1)")
-        if not 0.05 <= spec.get("holdout_fraction", 0.2) <= 0.5:
-            raise InvalidArgumentError("holdout_fraction must be in [0.05, 0.5]")
-        dataset = self._roots.open(Path(spec["dataset"]))
+    def prepare(self, spec: OodProfileSpec) -> int:
+        """Check the model, its scorers and the dataset; a fit is one unit of work."""
+        model = self._registry.get(spec.model, spec.version)
+        choose_scorers(list(spec.scorers), available_roles(model))
+        dataset = self._roots.open(Path(spec.dataset))
         if len(dataset.samples) < 3:
             raise InvalidArgumentError(
                 f"a profile needs at least 3 reference images, the dataset has "
@@ -193,14 +138,12 @@ class OodProfiles:
             )
         return 1
 
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[OodProfileSpec]) -> dict[str, Any]:
         """Fit, store and summarise the profile."""
-        spec = context.record.spec
-        model = self._registry.get(spec["model"], spec.get("version", ""))
-        scorers = choose_scorers(spec.get("scorers") or [], available_roles(model))
-        dataset = self._roots.open(Path(spec["dataset"])).subset(
-            spec.get("sample_limit"), spec.get("seed", 0)
-        )
+        spec = context.spec
+        model = self._registry.get(spec.model, spec.version)
+        scorers = choose_scorers(list(spec.scorers), available_roles(model))
+        dataset = self._roots.open(Path(spec.dataset)).subset(spec.sample_limit, spec.seed)
         try:
             labels: np.ndarray | None = (
                 label_indices(dataset, model.labels) if model.labels else None
@@ -218,9 +161,9 @@ class OodProfiles:
             labels,
             scorers,
             model=bound,
-            target_tpr=spec.get("target_tpr", 0.95),
-            holdout_fraction=spec.get("holdout_fraction", 0.2),
-            seed=spec.get("seed", 0),
+            target_tpr=spec.target_tpr,
+            holdout_fraction=spec.holdout_fraction,
+            seed=spec.seed,
         )
         self.store.save(profile)
         await context.put("profile", {"images": len(images)}, {})

@@ -34,6 +34,7 @@ from assay.server.robustness.generation import CorruptionWorkers
 from assay.server.robustness.report import UnitData, build_report
 from assay.server.robustness.runner import WHITE_BOX, Arrays, EvaluationInputs, SuiteRunner
 from assay.server.robustness.scoring import ModelScorer
+from assay.server.robustness.specs import RobustnessSpec
 from assay.server.robustness.suite import SuiteSpec, parse_suite
 
 
@@ -70,6 +71,7 @@ class RobustnessJobs:
     """The "robustness" job kind and the inline ScoreRobustness path."""
 
     kind = "robustness"
+    spec_type = RobustnessSpec
 
     def __init__(
         self,
@@ -88,28 +90,29 @@ class RobustnessJobs:
         self._max_pixels = max_pixels
         self._inline_max = inline_max_images
 
-    def _scorers(self, spec: dict[str, Any]) -> dict[str, ModelScorer]:
-        scorers = {
-            "model": ModelScorer(
-                self._registry.get(spec["model"], spec.get("version", "")), self._pool
-            )
-        }
-        if spec.get("baseline"):
-            baseline = self._registry.get(spec["baseline"], spec.get("baseline_version", ""))
-            scorers["baseline"] = ModelScorer(baseline, self._pool)
-            if baseline.labels != scorers["model"].labels:
+    def _scorers(
+        self, model: str, version: str, baseline: tuple[str, str] | None = None
+    ) -> dict[str, ModelScorer]:
+        scorers = {"model": ModelScorer(self._registry.get(model, version), self._pool)}
+        if baseline is not None:
+            other = self._registry.get(*baseline)
+            scorers["baseline"] = ModelScorer(other, self._pool)
+            if other.labels != scorers["model"].labels:
                 raise InvalidArgumentError(
-                    f"baseline {baseline.name!r} has other labels than {spec['model']!r}; "
+                    f"baseline {other.name!r} has other labels than {model!r}; "
                     "a baseline must classify the same classes"
                 )
         return scorers
 
-    def _suite(self, spec: dict[str, Any]) -> SuiteSpec:
-        suite = parse_suite(spec.get("preset"), spec.get("overrides"))
+    def _job_scorers(self, spec: RobustnessSpec) -> dict[str, ModelScorer]:
+        baseline = (spec.baseline, spec.baseline_version) if spec.baseline else None
+        return self._scorers(spec.model, spec.version, baseline)
+
+    def _suite(self, model_name: str, version: str, suite: SuiteSpec) -> SuiteSpec:
         white_box = [a.kind.value for a in suite.attacks if a.kind in WHITE_BOX]
         if not white_box:
             return suite
-        model = self._registry.get(spec["model"], spec.get("version", ""))
+        model = self._registry.get(model_name, version)
         if model.config.torchscript is None:
             raise FailedPreconditionError(
                 f"white-box attacks {white_box} need a differentiable (TorchScript) copy of "
@@ -124,23 +127,23 @@ class RobustnessJobs:
         return suite
 
     def _dataset(
-        self, spec: dict[str, Any], suite: SuiteSpec, labels: Sequence[str]
+        self, spec: RobustnessSpec, suite: SuiteSpec, labels: Sequence[str]
     ) -> tuple[Dataset, np.ndarray]:
-        dataset = self._roots.open(Path(spec["dataset"])).subset(suite.sample_limit, suite.seed)
+        dataset = self._roots.open(Path(spec.dataset)).subset(suite.sample_limit, suite.seed)
         return dataset, label_indices(dataset, labels)
 
-    def prepare(self, spec: dict[str, Any]) -> int:
-        """Validate a job spec; the number of units it will run."""
-        scorers = self._scorers(spec)
-        suite = self._suite(spec)
+    def prepare(self, spec: RobustnessSpec) -> int:
+        """Check models, suite and dataset against the server; the number of units."""
+        scorers = self._job_scorers(spec)
+        suite = self._suite(spec.model, spec.version, spec.suite())
         self._dataset(spec, suite, scorers["model"].labels)
         return len(suite.units())
 
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[RobustnessSpec]) -> dict[str, Any]:
         """Run (or resume) a job and build its report."""
-        spec = context.record.spec
-        scorers = self._scorers(spec)
-        suite = self._suite(spec)
+        spec = context.spec
+        scorers = self._job_scorers(spec)
+        suite = self._suite(spec.model, spec.version, spec.suite())
         dataset, labels = self._dataset(spec, suite, scorers["model"].labels)
         images = await asyncio.get_running_loop().run_in_executor(
             self._pool, lambda: [load_rgb(s.path, self._max_pixels) for s in dataset.samples]
@@ -150,14 +153,16 @@ class RobustnessJobs:
         torchscript = scorers["model"].model.config.torchscript
         await SuiteRunner(suite, inputs, scorers, self._workers, torchscript).run(context)
         units = {k: UnitData(u.meta, u.arrays) for k, u in context.units().items()}
-        return build_report(suite, units, inputs, scorers, source=str(dataset.source), spec=spec)
+        source = str(dataset.source)
+        echo = spec.model_dump(mode="json")
+        return build_report(suite, units, inputs, scorers, source=source, spec=echo)
 
     async def score_inline(self, batch: InlineBatch) -> dict[str, Any]:
         """The same report for a small batch of images, without a job."""
         spec = {"model": batch.model, "version": batch.version, "preset": batch.preset,
                 "overrides": batch.overrides}  # fmt: skip
-        scorers = self._scorers(spec)
-        suite = self._suite(spec)
+        scorers = self._scorers(batch.model, batch.version)
+        suite = self._suite(batch.model, batch.version, parse_suite(batch.preset, batch.overrides))
         count = len(batch.images)
         if not 1 <= count <= self._inline_max:
             raise InvalidArgumentError(

@@ -6,9 +6,11 @@ import grpc
 
 from assay.server.aigen.detection import AigenDetectors, DetectQuery
 from assay.server.aigen.evaluate_job import DetectorEvaluationJobs
-from assay.server.aigen.fit_job import DEFAULT_HOLDOUT, DEFAULT_TARGET_FPR, DetectorFits
+from assay.server.aigen.fit_job import DetectorFits
+from assay.server.aigen.specs import AigenEvaluationSpec, AigenProfileSpec
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobManager
+from assay.server.jobs.specs import build_spec
 from assay.server.services.aigen_converters import profile_to_proto, verdict_to_proto
 from assay.server.services.converters import image_to_domain
 from assay.server.services.jobs import job_to_proto
@@ -57,15 +59,16 @@ class AigenServicer(aigen_pb2_grpc.AigenServiceServicer):
         """Start a detector profile fit."""
         if not request.detector.name or not request.dataset:
             raise InvalidArgumentError("detector.name and dataset are required")
-        spec = {
-            "model": request.detector.name,
-            "version": request.detector.version,
-            "dataset": request.dataset,
-            "target_fpr": request.target_fpr or DEFAULT_TARGET_FPR,
-            "holdout_fraction": request.holdout_fraction or DEFAULT_HOLDOUT,
-            "sample_limit": request.sample_limit if request.HasField("sample_limit") else None,
-            "seed": request.seed,
-        }
+        spec = build_spec(
+            AigenProfileSpec,
+            model=request.detector.name,
+            version=request.detector.version,
+            dataset=request.dataset,
+            target_fpr=request.target_fpr or None,  # proto3: 0 is unset
+            holdout_fraction=request.holdout_fraction or None,
+            sample_limit=request.sample_limit if request.HasField("sample_limit") else None,
+            seed=request.seed,
+        )
         return job_to_proto(await self._jobs.start(DetectorFits.kind, spec))
 
     async def ListDetectorProfiles(
@@ -93,13 +96,14 @@ class AigenServicer(aigen_pb2_grpc.AigenServiceServicer):
         """Start a detector evaluation."""
         if not request.detector.name or not request.dataset:
             raise InvalidArgumentError("detector.name and dataset are required")
-        spec = {
-            "model": request.detector.name,
-            "version": request.detector.version,
-            "dataset": request.dataset,
-            "sample_limit": request.sample_limit if request.HasField("sample_limit") else None,
-            "seed": request.seed,
-            "jpeg_qualities": list(request.jpeg_qualities),
-            "resize_scales": list(request.resize_scales),
-        }
+        spec = build_spec(
+            AigenEvaluationSpec,
+            model=request.detector.name,
+            version=request.detector.version,
+            dataset=request.dataset,
+            sample_limit=request.sample_limit if request.HasField("sample_limit") else None,
+            seed=request.seed,
+            jpeg_qualities=list(request.jpeg_qualities),
+            resize_scales=list(request.resize_scales),
+        )
         return job_to_proto(await self._jobs.start(DetectorEvaluationJobs.kind, spec))

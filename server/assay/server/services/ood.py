@@ -10,11 +10,13 @@ from PIL import Image
 
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobManager
+from assay.server.jobs.specs import build_spec
 from assay.server.ood.anomaly_job import AnomalyEvaluations
 from assay.server.ood.evaluate_job import DetectorEvaluations
 from assay.server.ood.fitting import default_scorer, holdout_quantiles
 from assay.server.ood.profiles import ModelProfile
 from assay.server.ood.service import OodProfiles
+from assay.server.ood.specs import AnomalyEvaluationSpec, OodEvaluationSpec, OodProfileSpec
 from assay.server.services.converters import image_to_domain, ood_score
 from assay.server.services.jobs import job_to_proto
 from assay.v1 import common_pb2, jobs_pb2, ood_pb2, ood_pb2_grpc
@@ -61,16 +63,17 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
         """Start a profile fit job."""
         if not request.model.name or not request.dataset:
             raise InvalidArgumentError("model.name and dataset are required")
-        spec = {
-            "model": request.model.name,
-            "version": request.model.version,
-            "dataset": request.dataset,
-            "scorers": list(request.scorers),
-            "target_tpr": request.target_tpr or 0.95,
-            "holdout_fraction": request.holdout_fraction or 0.2,
-            "sample_limit": request.sample_limit if request.HasField("sample_limit") else None,
-            "seed": request.seed,
-        }
+        spec = build_spec(
+            OodProfileSpec,
+            model=request.model.name,
+            version=request.model.version,
+            dataset=request.dataset,
+            scorers=list(request.scorers),
+            target_tpr=request.target_tpr or None,  # proto3: 0 is unset
+            holdout_fraction=request.holdout_fraction or None,
+            sample_limit=request.sample_limit if request.HasField("sample_limit") else None,
+            seed=request.seed,
+        )
         return job_to_proto(await self._jobs.start(OodProfiles.kind, spec))
 
     async def EvaluateDetectors(
@@ -79,15 +82,16 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
         """Start a detector comparison job."""
         if not request.model.name or not request.in_dataset:
             raise InvalidArgumentError("model.name and in_dataset are required")
-        spec = {
-            "model": request.model.name,
-            "version": request.model.version,
-            "in_dataset": request.in_dataset,
-            "ood_datasets": list(request.ood_datasets),
-            "scorers": list(request.scorers),
-            "sample_limit": request.sample_limit if request.HasField("sample_limit") else None,
-            "seed": request.seed,
-        }
+        spec = build_spec(
+            OodEvaluationSpec,
+            model=request.model.name,
+            version=request.model.version,
+            in_dataset=request.in_dataset,
+            ood_datasets=list(request.ood_datasets),
+            scorers=list(request.scorers),
+            sample_limit=request.sample_limit if request.HasField("sample_limit") else None,
+            seed=request.seed,
+        )
         return job_to_proto(await self._jobs.start(DetectorEvaluations.kind, spec))
 
     async def DetectAnomaly(
@@ -124,11 +128,12 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
         """Start an anomaly evaluation job."""
         if not request.model.name or not request.dataset:
             raise InvalidArgumentError("model.name and dataset are required")
-        spec = {
-            "model": request.model.name,
-            "version": request.model.version,
-            "dataset": request.dataset,
-        }
+        spec = build_spec(
+            AnomalyEvaluationSpec,
+            model=request.model.name,
+            version=request.model.version,
+            dataset=request.dataset,
+        )
         return job_to_proto(await self._jobs.start(AnomalyEvaluations.kind, spec))
 
     async def ListProfiles(

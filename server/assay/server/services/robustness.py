@@ -9,7 +9,9 @@ import grpc
 
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobManager
+from assay.server.jobs.specs import build_spec
 from assay.server.robustness.evaluation import InlineBatch, RobustnessJobs
+from assay.server.robustness.specs import RobustnessSpec
 from assay.server.services.converters import image_to_domain
 from assay.server.services.jobs import job_to_proto
 from assay.v1 import jobs_pb2, robustness_pb2, robustness_pb2_grpc
@@ -76,15 +78,16 @@ class RobustnessServicer(robustness_pb2_grpc.RobustnessServiceServicer):
                 "dataset is empty; give a folder or manifest under a dataset root"
             )
         preset, overrides = suite_overrides(request.suite)
-        spec = {
-            "model": request.model.name,
-            "version": request.model.version,
-            "dataset": request.dataset,
-            "preset": preset,
-            "overrides": overrides,
-            "baseline": request.baseline.name or None,
-            "baseline_version": request.baseline.version,
-        }
+        spec = build_spec(
+            RobustnessSpec,
+            model=request.model.name,
+            version=request.model.version,
+            dataset=request.dataset,
+            preset=preset,
+            overrides=overrides,
+            baseline=request.baseline.name or None,
+            baseline_version=request.baseline.version,
+        )
         record = await self._manager.start(RobustnessJobs.kind, spec)
         return job_to_proto(record)
 
