@@ -285,7 +285,7 @@ def evaluate(
     """AP, AUROC and accuracy per generator and under re-encoding (a server job)."""
     try:
         with Client(target) as client:
-            job = client.evaluate_detector(
+            job = client.evaluate_aigen_detector(
                 detector, _dataset(client, data, upload), sample_limit=sample_limit
             )
             job = _evaluate_cli.finished(client, job, "evaluation")

@@ -144,7 +144,7 @@ def evaluate(
     """Rank the profile's scorers on your data (a server job) and recommend a default."""
     try:
         with Client(target) as client:
-            job = client.evaluate_detectors(
+            job = client.evaluate_ood_scorers(
                 model,
                 str(in_data.resolve()),
                 [str(p.resolve()) for p in ood_data],

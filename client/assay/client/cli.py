@@ -319,7 +319,7 @@ def _demo_aigen(client: Client, data: Path, out: Path) -> None:
     images = [files[i] for i in (0, 30) for files in groups]
     verdicts = client.detect_generated(images, stability=True)
     console.print(_aigen_cli.verdict_table(images, verdicts, stability=True))
-    job = client.evaluate_detector("aigen_demo", str(data / "eval.jsonl"))
+    job = client.evaluate_aigen_detector("aigen_demo", str(data / "eval.jsonl"))
     job = _evaluate_cli.finished(client, job, "detector evaluation")
     document = client.get_report(job.id)
     console.print(_aigen_cli.summary_table(document))

@@ -20,7 +20,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from assay.server.errors import AssayError, FailedPreconditionError, InvalidArgumentError
+from assay.server.errors import (
+    AssayError,
+    ErrorCode,
+    FailedPreconditionError,
+    InvalidArgumentError,
+)
 from assay.server.jobs.records import JobRecord, JobState, Unit
 from assay.server.jobs.store import JobStore
 
@@ -109,7 +114,12 @@ class JobManager:
         resumed = []
         for record in self.store.interrupted():
             if record.kind not in self._kinds:
-                self.store.finish(record.id, JobState.FAILED, f"unknown job kind {record.kind!r}")
+                self.store.finish(
+                    record.id,
+                    JobState.FAILED,
+                    f"unknown job kind {record.kind!r}",
+                    ErrorCode.INTERNAL,
+                )
                 continue
             log.info("resuming job %s (%d/%d units done)", record.id, record.done, record.total)
             self._launch(record)
@@ -137,10 +147,11 @@ class JobManager:
                 self.publish(record.id)
             raise  # server shutdown: stays RUNNING, resumed at next start
         except AssayError as exc:
-            self._end(record.id, JobState.FAILED, str(exc))
+            self._end(record.id, JobState.FAILED, str(exc), exc.code)
         except Exception as exc:
             log.exception("job %s failed", record.id)
-            self._end(record.id, JobState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            self._end(record.id, JobState.FAILED, message, ErrorCode.INTERNAL)
         else:
             try:
                 self.store.set_result(record.id, result)
@@ -148,9 +159,11 @@ class JobManager:
                 return  # cancelled while finishing: the cancellation stands
             self._end(record.id, JobState.SUCCEEDED, None)
 
-    def _end(self, job_id: str, state: JobState, error: str | None) -> None:
+    def _end(
+        self, job_id: str, state: JobState, error: str | None, code: ErrorCode | None = None
+    ) -> None:
         with contextlib.suppress(FailedPreconditionError):  # already ended (cancelled meanwhile)
-            self.store.finish(job_id, state, error)
+            self.store.finish(job_id, state, error, code)
         self.publish(job_id)
 
     def cancel(self, job_id: str) -> JobRecord:
