@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test proto lint bench bench-env models serve triton triton-env clean promtool
+.PHONY: demo test proto lint buf-lint protobuf-runtimes bench bench-env models serve triton triton-env clean promtool
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,8 @@ demo: $(VENV)/.runtime
 	fi
 	$(VENV)/bin/assay demo
 
-## test: install dev tools, promtool and a local Triton, then run every test tier
-test: $(VENV)/.dev promtool triton-env
+## test: install dev tools, promtool and a local Triton, lint the contract, then run every test tier
+test: $(VENV)/.dev promtool triton-env buf-lint protobuf-runtimes
 	$(PY) -m pytest
 
 ## triton-env: the Triton venv (.venv-triton), its Python backend and the CPU test repository
@@ -54,11 +54,41 @@ promtool:
 proto: $(VENV)/.dev
 	PYTHON=$(PY) scripts/gen_proto.sh
 
-## lint: ruff (lint + format check) and mypy on the hand-written code
-lint: $(VENV)/.dev
+## lint: ruff (lint + format check) and mypy on the hand-written code, buf lint on the contract
+lint: $(VENV)/.dev buf-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# buf from npm, pinned, in the gitignored .buf/ (no global install, no BSR access needed).
+BUF_VERSION := 1.75.0
+BUF := .buf/node_modules/.bin/buf
+BUF_STATUS := .buf/include/google/rpc/status.proto
+
+.buf/.installed-$(BUF_VERSION):
+	npm install --silent --no-audit --no-fund --prefix .buf @bufbuild/buf@$(BUF_VERSION)
+	touch $@
+
+# buf.yaml's second module: the Status proto that googleapis-common-protos ships.
+$(BUF_STATUS): $(VENV)/.dev
+	mkdir -p $(@D)
+	$(PY) -c 'import shutil, sys, pathlib, google.rpc.status_pb2 as s; shutil.copy(pathlib.Path(s.__file__).with_name("status.proto"), sys.argv[1])' $@
+
+## buf-lint: buf lint (STANDARD + RPC/service comments; exceptions with reasons in buf.yaml)
+buf-lint: .buf/.installed-$(BUF_VERSION) $(BUF_STATUS)
+	$(BUF) lint
+
+# The other protobuf runtimes the stubs must load on (tests/unit/test_protobuf_majors.py):
+# the floor of the pin and a 7.x release, each with a matching googleapis-common-protos.
+PROTOBUF_RUNTIMES := 6.30.0 7.36.2
+
+.proto-compat/protobuf-%/.complete: | $(PY)
+	rm -rf $(@D)
+	$(PIP) --no-warn-conflicts --target $(@D) protobuf==$* googleapis-common-protos
+	touch $@
+
+## protobuf-runtimes: install those runtimes into the gitignored .proto-compat/
+protobuf-runtimes: $(foreach v,$(PROTOBUF_RUNTIMES),.proto-compat/protobuf-$(v)/.complete)
 
 ## bench: every benchmark; each prints its ratio last
 bench: $(VENV)/.dev triton-env bench-env
@@ -88,4 +118,4 @@ serve: $(VENV)/.runtime
 	$(VENV)/bin/assay serve
 
 clean:
-	rm -rf $(VENV) .venv-triton .venv-bench .triton .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-triton .venv-bench .triton .pytest_cache .ruff_cache .mypy_cache .buf .proto-compat

@@ -71,10 +71,9 @@ async def test_predict_through_triton_equals_onnxruntime(
                         to_array(a.outputs[key]), to_array(b.outputs[key]), atol=1e-4
                     )
                 assert [c.label for c in a.top_k] == [c.label for c in b.top_k]
-            info = await models_pb2_grpc.ModelServiceStub(channel).GetModel(
+            model = await models_pb2_grpc.ModelServiceStub(channel).GetModel(
                 models_pb2.GetModelRequest(model=common_pb2.ModelRef(name="digits_triton"))
             )
-            model = info.model
             assert model.backend == "triton" and model.ready and model.status == ""
             assert list(model.labels) == [str(i) for i in range(10)], "labels come from Triton"
             assert list(model.inputs[0].shape) == [1, 28, 28] and model.max_batch_size == 32
@@ -95,7 +94,7 @@ async def test_concurrent_requests_are_grouped_and_triton_batches(
             info = await models.GetModel(
                 models_pb2.GetModelRequest(model=common_pb2.ModelRef(name="digits_triton"))
             )
-            assert info.model.max_batch_size == 64
+            assert info.max_batch_size == 64
             stub = inference_pb2_grpc.InferenceServiceStub(channel)
             await asyncio.gather(
                 *(stub.Predict(predict_request("digits_triton", 1)) for _ in range(96))

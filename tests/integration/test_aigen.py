@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,11 @@ async def test_fit_calibrates_at_target_fpr_and_holdout_metrics_match_sklearn(
     async with AsyncClient(f"127.0.0.1:{app.port}") as client:
         await fit(client, target_fpr=0.05, holdout_fraction=0.3, seed=2)
         (profile,) = await client.list_detector_profiles("aigen_demo")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = aigen_pb2_grpc.AigenServiceStub(channel)
+            listed = await stub.ListDetectorProfiles(aigen_pb2.ListDetectorProfilesRequest())
+        (message,) = listed.profiles
+        assert 0 < time.time() - message.created_at.ToSeconds() < 600  # a Timestamp of the fit
         table = rows("fit.jsonl")
         labels = np.array([r["label"] == "generated" for r in table], dtype=np.int64)
         probs = await probabilities(client, [AIGEN / r["path"] for r in table])
@@ -175,7 +181,7 @@ async def test_a_jpeg_resave_that_flips_the_verdict_gives_unsure(app: AssayServe
 async def test_evaluate_reports_per_generator_metrics_matching_sklearn(app: AssayServer) -> None:
     async with AsyncClient(f"127.0.0.1:{app.port}") as client:
         await fit(client)
-        job = await client.evaluate_detector(
+        job = await client.evaluate_aigen_detector(
             "aigen_demo", str(AIGEN / "eval.jsonl"), jpeg_qualities=[90, 60], resize_scales=[0.5]
         )
         async for event in client.watch_job(job.id):

@@ -1,18 +1,21 @@
 """Health, reflection, ModelService and the Prometheus endpoint of a real server."""
 
 import asyncio
+import json
 import shutil
 import subprocess
 import urllib.request
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from assay.server.app import AssayServer, create_server
+from assay.server.services.reflection import v1_file
 from assay.v1 import common_pb2, inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
-from tests.conftest import SAMPLES, demo_settings
+from tests.conftest import ROOT, SAMPLES, demo_settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -54,15 +57,81 @@ async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
     assert responses[1].file_descriptor_response.file_descriptor_proto
 
 
+async def test_reflection_v1_answers_like_v1alpha(channel: grpc.aio.Channel) -> None:
+    # A v1 client on the wire: v1 message classes from the v1 descriptor, v1 method path.
+    file = v1_file(descriptor_pool.Default())
+    request_type = message_factory.GetMessageClass(
+        file.message_types_by_name["ServerReflectionRequest"]
+    )
+    response_type = message_factory.GetMessageClass(
+        file.message_types_by_name["ServerReflectionResponse"]
+    )
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=request_type.SerializeToString,
+        response_deserializer=response_type.FromString,
+    )
+
+    async def requests():  # type: ignore[no-untyped-def]
+        yield request_type(list_services="")
+        yield request_type(file_containing_symbol="assay.v1.JobService")
+        yield request_type(file_containing_symbol="grpc.reflection.v1.ServerReflection")
+
+    listed, jobs_file, v1_itself = [r async for r in call(requests())]
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
+            "assay.v1.JobService", "grpc.health.v1.Health"} <= names  # fmt: skip
+    first = descriptor_pb2.FileDescriptorProto.FromString(
+        jobs_file.file_descriptor_response.file_descriptor_proto[0]
+    )
+    assert first.name == "assay/v1/jobs.proto"
+    list_jobs = next(m for m in first.message_type if m.name == "ListJobsRequest")
+    assert {f.name for f in list_jobs.field} >= {"page_size", "page_token"}
+    reflected = descriptor_pb2.FileDescriptorProto.FromString(
+        v1_itself.file_descriptor_response.file_descriptor_proto[0]
+    )
+    assert (reflected.package, reflected.service[0].name) == (
+        "grpc.reflection.v1",
+        "ServerReflection",
+    )
+
+
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+async def test_buf_curl_reflects_and_calls_with_either_protocol(
+    server: AssayServer, protocol: str
+) -> None:
+    """buf curl (Go, connectrpc's reflection client) is an independent client of both."""
+    buf = ROOT / ".buf" / "node_modules" / ".bin" / "buf"
+    if not buf.exists():
+        pytest.skip("buf is not installed: run `make buf-lint`")
+    base = f"http://127.0.0.1:{server.port}"
+    common = [str(buf), "curl", "--protocol", "grpc", "--http2-prior-knowledge"]
+
+    async def run(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            *common, "--reflect-protocol", protocol, *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    services = (await run("--list-services", base)).split()
+    assert "assay.v1.ModelService" in services and "assay.v1.JobService" in services
+    got = json.loads(await run("-d", '{"model": {"name": "digits_cnn"}}',
+                               f"{base}/assay.v1.ModelService/GetModel"))  # fmt: skip
+    assert got["name"] == "digits_cnn" and got["task"] == "MODEL_TASK_CLASSIFIER"
+
+
 async def test_list_and_get_model(channel: grpc.aio.Channel) -> None:
     stub = models_pb2_grpc.ModelServiceStub(channel)
     listed = await stub.ListModels(models_pb2.ListModelsRequest())
     assert [m.name for m in listed.models] == ["digits_cnn"]
-    model = (
-        await stub.GetModel(
-            models_pb2.GetModelRequest(model=common_pb2.ModelRef(name="digits_cnn"))
-        )
-    ).model
+    model = await stub.GetModel(
+        models_pb2.GetModelRequest(model=common_pb2.ModelRef(name="digits_cnn"))
+    )
+    assert isinstance(model, models_pb2.ModelInfo)  # the resource itself, no wrapper
+    assert model == listed.models[0]
     assert (
         model.ready and model.backend == "onnx" and model.task == models_pb2.MODEL_TASK_CLASSIFIER
     )

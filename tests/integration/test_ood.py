@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import grpc
@@ -62,7 +63,10 @@ async def test_fit_then_score_separates_ood_sets_from_held_out_digits(app: Assay
         job = await fit(channel, sample_limit=300)
         assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
         ood = ood_pb2_grpc.OodServiceStub(channel)
+        before = time.time()
         listed = (await ood.ListProfiles(ood_pb2.ListProfilesRequest(model="digits_cnn"))).profiles
+        fitted_at = listed[0].created_at.ToSeconds()
+        assert before - 600 < fitted_at <= before  # set at the fit (a Timestamp, no longer empty)
         assert len(listed) == 1 and {s.scorer for s in listed[0].scorers} == {
             "msp", "max_logit", "energy", "entropy", "mahalanobis", "gaussian", "knn", "vim"}  # fmt: skip
         scorers = [s.scorer for s in listed[0].scorers]
@@ -284,7 +288,7 @@ async def test_evaluate_detectors_ranks_scorers_on_the_callers_data(app: AssaySe
         job = await client.fit_profile("digits_cnn", str(HELDOUT), sample_limit=250, seed=1)
         assert [e async for e in client.watch_job(job.id)][-1].job.state == "succeeded"
         ood_sets = [str(SAMPLES_ROOT / "ood" / name) for name in ("letters", "noise")]
-        job = await client.evaluate_detectors(
+        job = await client.evaluate_ood_scorers(
             "digits_cnn", str(HELDOUT), ood_sets, sample_limit=80, seed=2
         )
         final = [e async for e in client.watch_job(job.id)][-1].job
@@ -326,6 +330,12 @@ async def test_patchcore_anomaly_maps_localise_synthetic_defects(app: AssayServe
         response = await ood.DetectAnomaly(request)
         png = await ood.DetectAnomaly(ood_pb2.DetectAnomalyRequest(
             model=ref(), images=images(defects[:1]), map_format=ood_pb2.ANOMALY_MAP_FORMAT_PNG))  # fmt: skip
+        for no_map in (ood_pb2.ANOMALY_MAP_FORMAT_NONE, ood_pb2.ANOMALY_MAP_FORMAT_UNSPECIFIED):
+            plain = await ood.DetectAnomaly(ood_pb2.DetectAnomalyRequest(
+                model=ref(), images=images(defects[:1]), map_format=no_map))  # fmt: skip
+            (only,) = plain.results  # the default (UNSPECIFIED) is NONE: scores, no map
+            assert not only.HasField("map") and not only.map_png
+            assert only.score == pytest.approx(png.results[0].score)
     scores = np.array([r.score for r in response.results])
     labels = np.r_[np.zeros(len(good)), np.ones(len(defects))]
     image_auroc = roc_auc_score(labels, scores)

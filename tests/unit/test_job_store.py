@@ -14,8 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assay.server.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from assay.server.errors import (
+    ErrorCode,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from assay.server.jobs import JobRecord, JobState, JobStore, SqliteJobStore
+from assay.server.jobs._sqlite import _SCHEMA
 
 
 @pytest.fixture
@@ -231,7 +237,7 @@ def test_wal_mode_and_schema_version(store: SqliteJobStore, db_path: Path) -> No
     raw = sqlite3.connect(db_path)
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
     finally:
         raw.close()
 
@@ -239,9 +245,9 @@ def test_wal_mode_and_schema_version(store: SqliteJobStore, db_path: Path) -> No
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     raw = sqlite3.connect(path)
-    raw.execute("PRAGMA user_version = 2")
+    raw.execute("PRAGMA user_version = 3")
     raw.close()
-    with pytest.raises(FailedPreconditionError, match="schema version 2, newer than version 1"):
+    with pytest.raises(FailedPreconditionError, match="schema version 3, newer than version 2"):
         SqliteJobStore(path)
     raw = sqlite3.connect(path)  # Refused without being touched.
     try:
@@ -339,3 +345,60 @@ def test_crash_keeps_finished_units(db_path: Path) -> None:
         for i in range(5):
             np.testing.assert_array_equal(units[f"unit-{i}"].arrays["scores"], np.full(4, i))
         assert store.start(job_id).attempts == 2  # The resume is counted.
+
+
+def test_a_failed_job_keeps_its_error_code(store: SqliteJobStore) -> None:
+    job = store.create("robustness", {}, 1)
+    failed = store.finish(job.id, JobState.FAILED, "no such label", ErrorCode.INVALID_ARGUMENT)
+    assert (failed.error, failed.error_code) == ("no such label", ErrorCode.INVALID_ARGUMENT)
+    assert store.get(job.id).error_code is ErrorCode.INVALID_ARGUMENT
+    other = store.create("robustness", {}, 1)
+    with pytest.raises(InvalidArgumentError, match="only a FAILED job carries an error code"):
+        store.finish(other.id, JobState.CANCELLED, "stop", ErrorCode.INTERNAL)
+    assert store.finish(other.id, JobState.CANCELLED, "stop").error_code is None
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    raw = sqlite3.connect(path)
+    for statement in _SCHEMA:  # The schema as version 1 wrote it, with one failed job.
+        raw.execute(statement)
+    raw.execute(
+        "INSERT INTO jobs (id, kind, state, spec, created_at, updated_at, done, total, stage, "
+        "error, attempts) VALUES ('old', 'robustness', 'failed', '{}', 1.0, 2.0, 0, 3, '', "
+        "'boom', 1)"
+    )
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    with SqliteJobStore(path) as migrated:
+        old = migrated.get("old")
+        assert (old.state, old.error, old.error_code) == (JobState.FAILED, "boom", None)
+        new = migrated.create("robustness", {}, 1)
+        assert migrated.finish(new.id, JobState.FAILED, "x", ErrorCode.INTERNAL).error_code is (
+            ErrorCode.INTERNAL
+        )
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    finally:
+        raw.close()
+
+
+def test_list_pages_by_created_at_then_id_without_gaps(store: SqliteJobStore) -> None:
+    jobs = [store.create("robustness" if i % 2 else "ood", {}, 1) for i in range(7)]
+    newest_first = sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)
+    pages: list[list[str]] = []
+    before = None
+    while True:
+        page = store.list(limit=3, before=before)
+        if not page:
+            break
+        pages.append([j.id for j in page])
+        before = (page[-1].created_at, page[-1].id)
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [item for page in pages for item in page] == [j.id for j in newest_first]
+    odd = store.list(
+        kind="robustness", limit=10, before=(newest_first[2].created_at, newest_first[2].id)
+    )
+    assert [j.id for j in odd] == [j.id for j in newest_first[3:] if j.kind == "robustness"]

@@ -12,12 +12,13 @@ def test_regenerating_stubs_changes_nothing(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "proto", tmp_path / "proto")
     (tmp_path / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "gen_proto.sh", tmp_path / "scripts" / "gen_proto.sh")
-    subprocess.run(
+    done = subprocess.run(
         ["bash", str(tmp_path / "scripts" / "gen_proto.sh")],
-        check=True,
         env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
         capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, done.stderr  # e.g. not the pinned grpcio-tools
     generated = sorted(p.name for p in (tmp_path / "proto" / "assay" / "v1").glob("*_pb2*"))
     committed = sorted(p.name for p in (ROOT / "proto" / "assay" / "v1").glob("*_pb2*"))
     assert generated == committed and len(committed) == 32

@@ -224,9 +224,9 @@ def evaluate_request(
     resize_scales: Iterable[float] = (),
     sample_limit: int | None = None,
     seed: int = 0,
-) -> aigen_pb2.EvaluateDetectorRequest:
-    """Build an EvaluateDetectorRequest (empty curves = the server's defaults)."""
-    request = aigen_pb2.EvaluateDetectorRequest(
+) -> aigen_pb2.EvaluateAigenDetectorRequest:
+    """Build an EvaluateAigenDetectorRequest (empty curves = the server's defaults)."""
+    request = aigen_pb2.EvaluateAigenDetectorRequest(
         detector=_refs([detector])[0],
         dataset=dataset,
         seed=seed,

@@ -243,7 +243,7 @@ def evaluate(
     report = cli.run_job(
         target,
         "evaluation",
-        lambda client: client.evaluate_detector(
+        lambda client: client.evaluate_aigen_detector(
             detector, cli.dataset(client, data, upload), sample_limit=sample_limit
         ),
         cli.report_of,

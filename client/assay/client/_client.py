@@ -223,17 +223,30 @@ class Client:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
 
+    def _list(
+        self, method: Any, request: Any, field: str, timeout_s: float | None, limit: int = 0
+    ) -> list[Any]:
+        """Every item of a List RPC (at most ``limit`` when > 0), page after page."""
+        items: list[Any] = []
+        while True:
+            response = self._call(method, request, timeout_s)
+            items.extend(getattr(response, field))
+            if not response.next_page_token or 0 < limit <= len(items):
+                return items[:limit] if limit else items
+            request.page_token = response.next_page_token
+
     def list_models(self, *, timeout_s: float | None = None) -> list[ModelInfo]:
         """Every model the server serves."""
-        response = self._call(self._models.ListModels, models_pb2.ListModelsRequest(), timeout_s)
-        return [model_info(m) for m in response.models]
+        request = models_pb2.ListModelsRequest()
+        found = self._list(self._models.ListModels, request, "models", timeout_s)
+        return [model_info(m) for m in found]
 
     def get_model(
         self, name: str, version: str = "", *, timeout_s: float | None = None
     ) -> ModelInfo:
         """One model's description."""
         request = models_pb2.GetModelRequest(model=common_pb2.ModelRef(name=name, version=version))
-        return model_info(self._call(self._models.GetModel, request, timeout_s).model)
+        return model_info(self._call(self._models.GetModel, request, timeout_s))
 
     def predict(
         self,
@@ -306,7 +319,7 @@ class Client:
         )
         return job(self._call(self._ood.FitProfile, request, None))
 
-    def evaluate_detectors(
+    def evaluate_ood_scorers(
         self,
         model: str,
         in_dataset: str,
@@ -317,7 +330,7 @@ class Client:
         seed: int = 0,
     ) -> Job:
         """Start comparing the profile's scorers on in-distribution vs OOD sets (a job)."""
-        request = ood_pb2.EvaluateDetectorsRequest(
+        request = ood_pb2.EvaluateOodScorersRequest(
             model=common_pb2.ModelRef(name=model),
             in_dataset=in_dataset,
             ood_datasets=list(ood_datasets),
@@ -326,7 +339,7 @@ class Client:
         )
         if sample_limit is not None:
             request.sample_limit = sample_limit
-        return job(self._call(self._ood.EvaluateDetectors, request, None))
+        return job(self._call(self._ood.EvaluateOodScorers, request, None))
 
     def detect_anomaly(
         self,
@@ -342,17 +355,16 @@ class Client:
             images=[image_message(i) for i in images],
             map_format=ood_pb2.ANOMALY_MAP_FORMAT_FLOAT16
             if with_maps
-            else ood_pb2.ANOMALY_MAP_FORMAT_UNSPECIFIED,
+            else ood_pb2.ANOMALY_MAP_FORMAT_NONE,
         )
         response = self._call(self._ood.DetectAnomaly, request, timeout_s)
         return [anomaly_result(r) for r in response.results]
 
     def list_profiles(self, model: str = "") -> list[OodProfileInfo]:
         """Stored OOD profiles."""
-        response = self._call(
-            self._ood.ListProfiles, ood_pb2.ListProfilesRequest(model=model), None
-        )
-        return [ood_profile(p) for p in response.profiles]
+        request = ood_pb2.ListProfilesRequest(model=model)
+        found = self._list(self._ood.ListProfiles, request, "profiles", None)
+        return [ood_profile(p) for p in found]
 
     def score_ood(
         self,
@@ -420,7 +432,7 @@ class Client:
         )
         return job(self._call(self._aigen.FitDetector, request, None))
 
-    def evaluate_detector(
+    def evaluate_aigen_detector(
         self,
         detector: str,
         dataset: str,
@@ -439,13 +451,13 @@ class Client:
             sample_limit=sample_limit,
             seed=seed,
         )
-        return job(self._call(self._aigen.EvaluateDetector, request, None))
+        return job(self._call(self._aigen.EvaluateAigenDetector, request, None))
 
     def list_detector_profiles(self, detector: str = "") -> list[DetectorProfileInfo]:
         """Stored detector profiles."""
         request = aigen_pb2.ListDetectorProfilesRequest(detector=detector)
-        response = self._call(self._aigen.ListDetectorProfiles, request, None)
-        return [detector_profile(p) for p in response.profiles]
+        found = self._list(self._aigen.ListDetectorProfiles, request, "profiles", None)
+        return [detector_profile(p) for p in found]
 
     def delete_detector_profile(self, detector: str, version: str = "") -> DetectorProfileInfo:
         """Delete a detector's profile (its verdicts fall back to the 0.5 rule)."""
@@ -469,9 +481,9 @@ class Client:
     def list_jobs(
         self, *, kind: str = "", states: Iterable[str] = (), limit: int = 100
     ) -> list[Job]:
-        """Jobs, newest first."""
-        response = self._call(self._jobs.ListJobs, list_request(kind, states, limit), None)
-        return [job(j) for j in response.jobs]
+        """Jobs, newest first (at most ``limit``; 0 = every job)."""
+        request = list_request(kind, states, limit)
+        return [job(j) for j in self._list(self._jobs.ListJobs, request, "jobs", None, limit)]
 
     def cancel_job(self, job_id: str, *, timeout_s: float | None = None) -> Job:
         """Cancel a live job (finished units are kept)."""
@@ -540,18 +552,30 @@ class AsyncClient:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
 
+    async def _list(
+        self, method: Any, request: Any, field: str, timeout_s: float | None, limit: int = 0
+    ) -> list[Any]:
+        """Every item of a List RPC (at most ``limit`` when > 0), page after page."""
+        items: list[Any] = []
+        while True:
+            response = await self._call(method, request, timeout_s)
+            items.extend(getattr(response, field))
+            if not response.next_page_token or 0 < limit <= len(items):
+                return items[:limit] if limit else items
+            request.page_token = response.next_page_token
+
     async def list_models(self, *, timeout_s: float | None = None) -> list[ModelInfo]:
         """Every model the server serves."""
         request = models_pb2.ListModelsRequest()
-        response = await self._call(self._models.ListModels, request, timeout_s)
-        return [model_info(m) for m in response.models]
+        found = await self._list(self._models.ListModels, request, "models", timeout_s)
+        return [model_info(m) for m in found]
 
     async def get_model(
         self, name: str, version: str = "", *, timeout_s: float | None = None
     ) -> ModelInfo:
         """One model's description."""
         request = models_pb2.GetModelRequest(model=common_pb2.ModelRef(name=name, version=version))
-        return model_info((await self._call(self._models.GetModel, request, timeout_s)).model)
+        return model_info(await self._call(self._models.GetModel, request, timeout_s))
 
     async def predict(
         self,
@@ -620,9 +644,10 @@ class AsyncClient:
     async def list_jobs(
         self, *, kind: str = "", states: Iterable[str] = (), limit: int = 100
     ) -> list[Job]:
-        """Jobs, newest first."""
-        response = await self._call(self._jobs.ListJobs, list_request(kind, states, limit), None)
-        return [job(j) for j in response.jobs]
+        """Jobs, newest first (at most ``limit``; 0 = every job)."""
+        request = list_request(kind, states, limit)
+        found = await self._list(self._jobs.ListJobs, request, "jobs", None, limit)
+        return [job(j) for j in found]
 
     async def cancel_job(self, job_id: str, *, timeout_s: float | None = None) -> Job:
         """Cancel a live job."""
@@ -668,7 +693,7 @@ class AsyncClient:
         )
         return job(await self._call(self._ood.FitProfile, request, None))
 
-    async def evaluate_detectors(
+    async def evaluate_ood_scorers(
         self,
         model: str,
         in_dataset: str,
@@ -678,8 +703,8 @@ class AsyncClient:
         sample_limit: int | None = None,
         seed: int = 0,
     ) -> Job:
-        """Start comparing the profile's scorers (a job); see Client.evaluate_detectors."""
-        request = ood_pb2.EvaluateDetectorsRequest(
+        """Start comparing the profile's scorers (a job); see Client.evaluate_ood_scorers."""
+        request = ood_pb2.EvaluateOodScorersRequest(
             model=common_pb2.ModelRef(name=model),
             in_dataset=in_dataset,
             ood_datasets=list(ood_datasets),
@@ -688,13 +713,13 @@ class AsyncClient:
         )
         if sample_limit is not None:
             request.sample_limit = sample_limit
-        return job(await self._call(self._ood.EvaluateDetectors, request, None))
+        return job(await self._call(self._ood.EvaluateOodScorers, request, None))
 
     async def list_profiles(self, model: str = "") -> list[OodProfileInfo]:
         """Stored OOD profiles."""
         request = ood_pb2.ListProfilesRequest(model=model)
-        response = await self._call(self._ood.ListProfiles, request, None)
-        return [ood_profile(p) for p in response.profiles]
+        found = await self._list(self._ood.ListProfiles, request, "profiles", None)
+        return [ood_profile(p) for p in found]
 
     async def score_ood(
         self,
@@ -762,7 +787,7 @@ class AsyncClient:
         )
         return job(await self._call(self._aigen.FitDetector, request, None))
 
-    async def evaluate_detector(
+    async def evaluate_aigen_detector(
         self,
         detector: str,
         dataset: str,
@@ -781,13 +806,13 @@ class AsyncClient:
             sample_limit=sample_limit,
             seed=seed,
         )
-        return job(await self._call(self._aigen.EvaluateDetector, request, None))
+        return job(await self._call(self._aigen.EvaluateAigenDetector, request, None))
 
     async def list_detector_profiles(self, detector: str = "") -> list[DetectorProfileInfo]:
         """Stored detector profiles."""
         request = aigen_pb2.ListDetectorProfilesRequest(detector=detector)
-        response = await self._call(self._aigen.ListDetectorProfiles, request, None)
-        return [detector_profile(p) for p in response.profiles]
+        found = await self._list(self._aigen.ListDetectorProfiles, request, "profiles", None)
+        return [detector_profile(p) for p in found]
 
     async def delete_detector_profile(
         self, detector: str, version: str = ""

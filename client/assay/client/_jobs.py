@@ -7,7 +7,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from assay.v1 import jobs_pb2, robustness_pb2
+
+MAX_PAGE_SIZE = 1000
+"""The server's largest page (ListJobs and the other List RPCs)."""
 
 _ATTACKS = {
     "square_linf": robustness_pb2.ATTACK_KIND_SQUARE_LINF,
@@ -38,9 +44,15 @@ class Job:
     total: int
     stage: str
     error: str
+    """Why it failed or was cancelled ("" otherwise)."""
     attempts: int
     created_at: float
+    """Seconds since the epoch."""
     updated_at: float
+    error_code: str = ""
+    """The failure's gRPC status code name, e.g. "INVALID_ARGUMENT" (a request the
+    job could not carry out) or "INTERNAL" (a server fault); "CANCELLED" for a
+    cancelled job; "" when the job has no error."""
 
     @property
     def finished(self) -> bool:
@@ -58,8 +70,18 @@ class JobProgress:
     partial: dict[str, Any]
 
 
+def _seconds(timestamp: Timestamp) -> float:
+    return timestamp.seconds + timestamp.nanos / 1e9
+
+
+def _code_name(code: int) -> str:
+    names = {status.value[0]: status.name for status in grpc.StatusCode}
+    return names.get(code, str(code))
+
+
 def job(message: jobs_pb2.Job) -> Job:
     """Job message -> Job."""
+    failed = message.HasField("error")
     return Job(
         id=message.id,
         kind=message.kind,
@@ -67,10 +89,11 @@ def job(message: jobs_pb2.Job) -> Job:
         done=message.done,
         total=message.total,
         stage=message.stage,
-        error=message.error,
+        error=message.error.message,
         attempts=message.attempts,
-        created_at=message.created_at,
-        updated_at=message.updated_at,
+        created_at=_seconds(message.created_at),
+        updated_at=_seconds(message.updated_at),
+        error_code=_code_name(message.error.code) if failed else "",
     )
 
 
@@ -109,9 +132,9 @@ def suite_message(preset: str, overrides: Mapping[str, Any]) -> robustness_pb2.S
 
 
 def list_request(kind: str, states: Iterable[str], limit: int) -> jobs_pb2.ListJobsRequest:
-    """ListJobsRequest from plain values."""
+    """ListJobsRequest for the first page of at most ``limit`` jobs."""
     return jobs_pb2.ListJobsRequest(
         kind=kind,
         states=[jobs_pb2.JobState.Value(f"JOB_STATE_{s.upper()}") for s in states],
-        limit=limit,
+        page_size=min(limit, MAX_PAGE_SIZE),
     )

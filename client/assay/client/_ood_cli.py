@@ -119,7 +119,7 @@ def evaluate(
     report = cli.run_job(
         target,
         "evaluation",
-        lambda client: client.evaluate_detectors(
+        lambda client: client.evaluate_ood_scorers(
             model, str(in_data.resolve()), ood_sets, sample_limit=sample_limit
         ),
         cli.report_of,

@@ -302,7 +302,7 @@ def _demo_aigen(client: Client, data: Path, out: Path) -> None:
     images = [files[i] for i in (0, 30) for files in groups]
     verdicts = client.detect_generated(images, stability=True)
     cli.console.print(_aigen_cli.verdict_table(images, verdicts, stability=True))
-    job = client.evaluate_detector("aigen_demo", str(data / "eval.jsonl"))
+    job = client.evaluate_aigen_detector("aigen_demo", str(data / "eval.jsonl"))
     document = cli.job_report(client, job, "detector evaluation")
     cli.console.print(_aigen_cli.summary_table(document))
     written = cli.write_report(document, out)

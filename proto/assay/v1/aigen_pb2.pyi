@@ -9,6 +9,7 @@ from assay.v1 import common_pb2 as _common_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -432,9 +433,12 @@ class DetectorProfile(_message.Message):
     generated_images: _builtins.int
     spectral: _builtins.bool
     """Whether a spectral real-photo profile was fitted."""
-    created_at: _builtins.float
     @_builtins.property
     def detector(self) -> _common_pb2.ModelRef: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the profile was fitted."""
+
     def __init__(
         self,
         *,
@@ -450,9 +454,9 @@ class DetectorProfile(_message.Message):
         real_images: _builtins.int = ...,
         generated_images: _builtins.int = ...,
         spectral: _builtins.bool = ...,
-        created_at: _builtins.float = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["detector", b"detector"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "detector", b"detector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_fpr", b"calibration_fpr", "created_at", b"created_at", "detector", b"detector", "fingerprint", b"fingerprint", "generated_images", b"generated_images", "holdout_ap", b"holdout_ap", "holdout_auroc", b"holdout_auroc", "holdout_fpr", b"holdout_fpr", "holdout_tpr", b"holdout_tpr", "real_images", b"real_images", "spectral", b"spectral", "target_fpr", b"target_fpr", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
@@ -465,15 +469,28 @@ class ListDetectorProfilesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DETECTOR_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     detector: _builtins.str
+    """Only this detector's profiles (empty = every detector's)."""
+    page_size: _builtins.int
+    """Most profiles to return (0 = 100; above 1000 = 1000; negative =
+    INVALID_ARGUMENT).
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous call, with the same detector; empty for
+    the first page.
+    """
     def __init__(
         self,
         *,
         detector: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detector", b"detector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detector", b"detector", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -484,16 +501,20 @@ class ListDetectorProfilesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROFILES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     @_builtins.property
     def profiles(self) -> _containers.RepeatedCompositeFieldContainer[Global___DetectorProfile]: ...
     def __init__(
         self,
         *,
         profiles: _abc.Iterable[Global___DetectorProfile] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["profiles", b"profiles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "profiles", b"profiles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -520,7 +541,7 @@ class DeleteDetectorProfileRequest(_message.Message):
 Global___DeleteDetectorProfileRequest: _TypeAlias = DeleteDetectorProfileRequest  # noqa: Y015
 
 @_typing.final
-class EvaluateDetectorRequest(_message.Message):
+class EvaluateAigenDetectorRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DETECTOR_FIELD_NUMBER: _builtins.int
@@ -561,4 +582,4 @@ class EvaluateDetectorRequest(_message.Message):
     _WhichOneofArgType__sample_limit: _TypeAlias = _typing.Literal["_sample_limit", b"_sample_limit"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__sample_limit) -> _WhichOneofReturnType__sample_limit | None: ...
 
-Global___EvaluateDetectorRequest: _TypeAlias = EvaluateDetectorRequest  # noqa: Y015
+Global___EvaluateAigenDetectorRequest: _TypeAlias = EvaluateAigenDetectorRequest  # noqa: Y015

@@ -6,7 +6,7 @@ import warnings
 from assay.v1 import aigen_pb2 as assay_dot_v1_dot_aigen__pb2
 from assay.v1 import jobs_pb2 as assay_dot_v1_dot_jobs__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -19,14 +19,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in assay/v1/aigen_pb2_grpc.py depends on'
+        + f' but the generated code in assay/v1/aigen_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class AigenServiceStub:
+class AigenServiceStub(object):
     """Detects AI-generated images with detectors served as models of task
     "aigen_detector" (one output: a logit or probability of "generated").
     """
@@ -57,14 +57,14 @@ class AigenServiceStub:
                 request_serializer=assay_dot_v1_dot_aigen__pb2.DeleteDetectorProfileRequest.SerializeToString,
                 response_deserializer=assay_dot_v1_dot_aigen__pb2.DetectorProfile.FromString,
                 _registered_method=True)
-        self.EvaluateDetector = channel.unary_unary(
-                '/assay.v1.AigenService/EvaluateDetector',
-                request_serializer=assay_dot_v1_dot_aigen__pb2.EvaluateDetectorRequest.SerializeToString,
+        self.EvaluateAigenDetector = channel.unary_unary(
+                '/assay.v1.AigenService/EvaluateAigenDetector',
+                request_serializer=assay_dot_v1_dot_aigen__pb2.EvaluateAigenDetectorRequest.SerializeToString,
                 response_deserializer=assay_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
 
 
-class AigenServiceServicer:
+class AigenServiceServicer(object):
     """Detects AI-generated images with detectors served as models of task
     "aigen_detector" (one output: a logit or probability of "generated").
     """
@@ -92,16 +92,20 @@ class AigenServiceServicer:
         "aigen_profile"): the decision threshold at a target false-positive rate
         on real images, AP/AUROC/FPR/TPR on a held-out split, and the spectral
         real-photo profile. Stored per detector version when the job succeeds.
-        Returns NOT_FOUND / PERMISSION_DENIED for the dataset as FitProfile,
-        INVALID_ARGUMENT for labels other than "real"/"generated", a missing
-        class, bad fractions or a model that is not an aigen_detector.
+        Returns INVALID_ARGUMENT for an empty detector name or dataset, labels
+        other than "real"/"generated", a missing class, bad fractions or a model
+        that is not an aigen_detector; NOT_FOUND for an unknown detector or
+        dataset; PERMISSION_DENIED for a dataset outside the roots.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDetectorProfiles(self, request, context):
-        """Stored detector profiles (all, or one detector's). Returns OK.
+        """Stored detector profiles (all, or one detector's), by detector then
+        version, one page at a time (AIP-158).
+        Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+        malformed or was issued for another detector filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,19 +113,23 @@ class AigenServiceServicer:
 
     def DeleteDetectorProfile(self, request, context):
         """Deletes a detector's profile (empty version: the served version); its
-        verdicts fall back to the raw 0.5 rule. NOT_FOUND when there is none.
+        verdicts fall back to the raw 0.5 rule.
+        Returns INVALID_ARGUMENT for an empty detector name, NOT_FOUND for an
+        unknown detector or when it has no profile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def EvaluateDetector(self, request, context):
-        """Evaluates a detector on a labelled real/generated set, as a job (kind
-        "aigen_evaluation"): AP, AUROC, accuracy at the calibrated threshold and
-        at 0.5, real and generated accuracy, a per-generator breakdown (from the
-        dataset's group column) and robustness curves against JPEG quality and
-        down-scaling, each with a bootstrap interval. Fetch the report with
-        JobService.GetReport (schema "assay.aigen.evaluation/v1").
+    def EvaluateAigenDetector(self, request, context):
+        """Evaluates one AI-generated image detector on a labelled real/generated
+        set, as a job (kind "aigen_evaluation"): AP, AUROC, accuracy at the
+        calibrated threshold and at 0.5, real and generated accuracy, a
+        per-generator breakdown (from the dataset's group column) and robustness
+        curves against JPEG quality and down-scaling, each with a bootstrap
+        interval. Fetch the report with JobService.GetReport (schema
+        "assay.aigen.evaluation/v1"). Not to be confused with
+        OodService.EvaluateOodScorers, which compares OOD scorers.
         Returns as FitDetector for the request's fields.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -151,9 +159,9 @@ def add_AigenServiceServicer_to_server(servicer, server):
                     request_deserializer=assay_dot_v1_dot_aigen__pb2.DeleteDetectorProfileRequest.FromString,
                     response_serializer=assay_dot_v1_dot_aigen__pb2.DetectorProfile.SerializeToString,
             ),
-            'EvaluateDetector': grpc.unary_unary_rpc_method_handler(
-                    servicer.EvaluateDetector,
-                    request_deserializer=assay_dot_v1_dot_aigen__pb2.EvaluateDetectorRequest.FromString,
+            'EvaluateAigenDetector': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateAigenDetector,
+                    request_deserializer=assay_dot_v1_dot_aigen__pb2.EvaluateAigenDetectorRequest.FromString,
                     response_serializer=assay_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
     }
@@ -164,7 +172,7 @@ def add_AigenServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class AigenService:
+class AigenService(object):
     """Detects AI-generated images with detectors served as models of task
     "aigen_detector" (one output: a logit or probability of "generated").
     """
@@ -278,7 +286,7 @@ class AigenService:
             _registered_method=True)
 
     @staticmethod
-    def EvaluateDetector(request,
+    def EvaluateAigenDetector(request,
             target,
             options=(),
             channel_credentials=None,
@@ -291,8 +299,8 @@ class AigenService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/assay.v1.AigenService/EvaluateDetector',
-            assay_dot_v1_dot_aigen__pb2.EvaluateDetectorRequest.SerializeToString,
+            '/assay.v1.AigenService/EvaluateAigenDetector',
+            assay_dot_v1_dot_aigen__pb2.EvaluateAigenDetectorRequest.SerializeToString,
             assay_dot_v1_dot_jobs__pb2.Job.FromString,
             options,
             channel_credentials,

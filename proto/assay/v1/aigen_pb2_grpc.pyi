@@ -57,23 +57,32 @@ class AigenServiceStub:
     "aigen_profile"): the decision threshold at a target false-positive rate
     on real images, AP/AUROC/FPR/TPR on a held-out split, and the spectral
     real-photo profile. Stored per detector version when the job succeeds.
-    Returns NOT_FOUND / PERMISSION_DENIED for the dataset as FitProfile,
-    INVALID_ARGUMENT for labels other than "real"/"generated", a missing
-    class, bad fractions or a model that is not an aigen_detector.
+    Returns INVALID_ARGUMENT for an empty detector name or dataset, labels
+    other than "real"/"generated", a missing class, bad fractions or a model
+    that is not an aigen_detector; NOT_FOUND for an unknown detector or
+    dataset; PERMISSION_DENIED for a dataset outside the roots.
     """
     ListDetectorProfiles: _grpc.UnaryUnaryMultiCallable[_aigen_pb2.ListDetectorProfilesRequest, _aigen_pb2.ListDetectorProfilesResponse]
-    """Stored detector profiles (all, or one detector's). Returns OK."""
+    """Stored detector profiles (all, or one detector's), by detector then
+    version, one page at a time (AIP-158).
+    Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+    malformed or was issued for another detector filter.
+    """
     DeleteDetectorProfile: _grpc.UnaryUnaryMultiCallable[_aigen_pb2.DeleteDetectorProfileRequest, _aigen_pb2.DetectorProfile]
     """Deletes a detector's profile (empty version: the served version); its
-    verdicts fall back to the raw 0.5 rule. NOT_FOUND when there is none.
+    verdicts fall back to the raw 0.5 rule.
+    Returns INVALID_ARGUMENT for an empty detector name, NOT_FOUND for an
+    unknown detector or when it has no profile.
     """
-    EvaluateDetector: _grpc.UnaryUnaryMultiCallable[_aigen_pb2.EvaluateDetectorRequest, _jobs_pb2.Job]
-    """Evaluates a detector on a labelled real/generated set, as a job (kind
-    "aigen_evaluation"): AP, AUROC, accuracy at the calibrated threshold and
-    at 0.5, real and generated accuracy, a per-generator breakdown (from the
-    dataset's group column) and robustness curves against JPEG quality and
-    down-scaling, each with a bootstrap interval. Fetch the report with
-    JobService.GetReport (schema "assay.aigen.evaluation/v1").
+    EvaluateAigenDetector: _grpc.UnaryUnaryMultiCallable[_aigen_pb2.EvaluateAigenDetectorRequest, _jobs_pb2.Job]
+    """Evaluates one AI-generated image detector on a labelled real/generated
+    set, as a job (kind "aigen_evaluation"): AP, AUROC, accuracy at the
+    calibrated threshold and at 0.5, real and generated accuracy, a
+    per-generator breakdown (from the dataset's group column) and robustness
+    curves against JPEG quality and down-scaling, each with a bootstrap
+    interval. Fetch the report with JobService.GetReport (schema
+    "assay.aigen.evaluation/v1"). Not to be confused with
+    OodService.EvaluateOodScorers, which compares OOD scorers.
     Returns as FitDetector for the request's fields.
     """
 
@@ -103,23 +112,32 @@ class AigenServiceAsyncStub(AigenServiceStub):
     "aigen_profile"): the decision threshold at a target false-positive rate
     on real images, AP/AUROC/FPR/TPR on a held-out split, and the spectral
     real-photo profile. Stored per detector version when the job succeeds.
-    Returns NOT_FOUND / PERMISSION_DENIED for the dataset as FitProfile,
-    INVALID_ARGUMENT for labels other than "real"/"generated", a missing
-    class, bad fractions or a model that is not an aigen_detector.
+    Returns INVALID_ARGUMENT for an empty detector name or dataset, labels
+    other than "real"/"generated", a missing class, bad fractions or a model
+    that is not an aigen_detector; NOT_FOUND for an unknown detector or
+    dataset; PERMISSION_DENIED for a dataset outside the roots.
     """
     ListDetectorProfiles: _aio.UnaryUnaryMultiCallable[_aigen_pb2.ListDetectorProfilesRequest, _aigen_pb2.ListDetectorProfilesResponse]  # type: ignore[assignment]
-    """Stored detector profiles (all, or one detector's). Returns OK."""
+    """Stored detector profiles (all, or one detector's), by detector then
+    version, one page at a time (AIP-158).
+    Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+    malformed or was issued for another detector filter.
+    """
     DeleteDetectorProfile: _aio.UnaryUnaryMultiCallable[_aigen_pb2.DeleteDetectorProfileRequest, _aigen_pb2.DetectorProfile]  # type: ignore[assignment]
     """Deletes a detector's profile (empty version: the served version); its
-    verdicts fall back to the raw 0.5 rule. NOT_FOUND when there is none.
+    verdicts fall back to the raw 0.5 rule.
+    Returns INVALID_ARGUMENT for an empty detector name, NOT_FOUND for an
+    unknown detector or when it has no profile.
     """
-    EvaluateDetector: _aio.UnaryUnaryMultiCallable[_aigen_pb2.EvaluateDetectorRequest, _jobs_pb2.Job]  # type: ignore[assignment]
-    """Evaluates a detector on a labelled real/generated set, as a job (kind
-    "aigen_evaluation"): AP, AUROC, accuracy at the calibrated threshold and
-    at 0.5, real and generated accuracy, a per-generator breakdown (from the
-    dataset's group column) and robustness curves against JPEG quality and
-    down-scaling, each with a bootstrap interval. Fetch the report with
-    JobService.GetReport (schema "assay.aigen.evaluation/v1").
+    EvaluateAigenDetector: _aio.UnaryUnaryMultiCallable[_aigen_pb2.EvaluateAigenDetectorRequest, _jobs_pb2.Job]  # type: ignore[assignment]
+    """Evaluates one AI-generated image detector on a labelled real/generated
+    set, as a job (kind "aigen_evaluation"): AP, AUROC, accuracy at the
+    calibrated threshold and at 0.5, real and generated accuracy, a
+    per-generator breakdown (from the dataset's group column) and robustness
+    curves against JPEG quality and down-scaling, each with a bootstrap
+    interval. Fetch the report with JobService.GetReport (schema
+    "assay.aigen.evaluation/v1"). Not to be confused with
+    OodService.EvaluateOodScorers, which compares OOD scorers.
     Returns as FitDetector for the request's fields.
     """
 
@@ -158,9 +176,10 @@ class AigenServiceServicer(metaclass=_abc_1.ABCMeta):
         "aigen_profile"): the decision threshold at a target false-positive rate
         on real images, AP/AUROC/FPR/TPR on a held-out split, and the spectral
         real-photo profile. Stored per detector version when the job succeeds.
-        Returns NOT_FOUND / PERMISSION_DENIED for the dataset as FitProfile,
-        INVALID_ARGUMENT for labels other than "real"/"generated", a missing
-        class, bad fractions or a model that is not an aigen_detector.
+        Returns INVALID_ARGUMENT for an empty detector name or dataset, labels
+        other than "real"/"generated", a missing class, bad fractions or a model
+        that is not an aigen_detector; NOT_FOUND for an unknown detector or
+        dataset; PERMISSION_DENIED for a dataset outside the roots.
         """
 
     @_abc_1.abstractmethod
@@ -169,7 +188,11 @@ class AigenServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _aigen_pb2.ListDetectorProfilesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_aigen_pb2.ListDetectorProfilesResponse, _abc.Awaitable[_aigen_pb2.ListDetectorProfilesResponse]]:
-        """Stored detector profiles (all, or one detector's). Returns OK."""
+        """Stored detector profiles (all, or one detector's), by detector then
+        version, one page at a time (AIP-158).
+        Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+        malformed or was issued for another detector filter.
+        """
 
     @_abc_1.abstractmethod
     def DeleteDetectorProfile(
@@ -178,21 +201,25 @@ class AigenServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_aigen_pb2.DetectorProfile, _abc.Awaitable[_aigen_pb2.DetectorProfile]]:
         """Deletes a detector's profile (empty version: the served version); its
-        verdicts fall back to the raw 0.5 rule. NOT_FOUND when there is none.
+        verdicts fall back to the raw 0.5 rule.
+        Returns INVALID_ARGUMENT for an empty detector name, NOT_FOUND for an
+        unknown detector or when it has no profile.
         """
 
     @_abc_1.abstractmethod
-    def EvaluateDetector(
+    def EvaluateAigenDetector(
         self,
-        request: _aigen_pb2.EvaluateDetectorRequest,
+        request: _aigen_pb2.EvaluateAigenDetectorRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
-        """Evaluates a detector on a labelled real/generated set, as a job (kind
-        "aigen_evaluation"): AP, AUROC, accuracy at the calibrated threshold and
-        at 0.5, real and generated accuracy, a per-generator breakdown (from the
-        dataset's group column) and robustness curves against JPEG quality and
-        down-scaling, each with a bootstrap interval. Fetch the report with
-        JobService.GetReport (schema "assay.aigen.evaluation/v1").
+        """Evaluates one AI-generated image detector on a labelled real/generated
+        set, as a job (kind "aigen_evaluation"): AP, AUROC, accuracy at the
+        calibrated threshold and at 0.5, real and generated accuracy, a
+        per-generator breakdown (from the dataset's group column) and robustness
+        curves against JPEG quality and down-scaling, each with a bootstrap
+        interval. Fetch the report with JobService.GetReport (schema
+        "assay.aigen.evaluation/v1"). Not to be confused with
+        OodService.EvaluateOodScorers, which compares OOD scorers.
         Returns as FitDetector for the request's fields.
         """
 

@@ -5,7 +5,7 @@ import warnings
 
 from assay.v1 import datasets_pb2 as assay_dot_v1_dot_datasets__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in assay/v1/datasets_pb2_grpc.py depends on'
+        + f' but the generated code in assay/v1/datasets_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class DatasetServiceStub:
+class DatasetServiceStub(object):
     """Receives datasets from clients that cannot place them under a dataset root.
     """
 
@@ -42,7 +42,7 @@ class DatasetServiceStub:
                 _registered_method=True)
 
 
-class DatasetServiceServicer:
+class DatasetServiceServicer(object):
     """Receives datasets from clients that cannot place them under a dataset root.
     """
 
@@ -76,7 +76,7 @@ def add_DatasetServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class DatasetService:
+class DatasetService(object):
     """Receives datasets from clients that cannot place them under a dataset root.
     """
 

@@ -8,8 +8,10 @@ evaluation): state, progress stream, cancellation and the final report.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -68,15 +70,27 @@ class Job(_message.Message):
     total: _builtins.int
     stage: _builtins.str
     """What the job is doing now, e.g. "corruption/fog/3"."""
-    error: _builtins.str
-    """Why it failed or was cancelled."""
-    created_at: _builtins.float
-    """Seconds since the epoch."""
-    updated_at: _builtins.float
     attempts: _builtins.int
     """Times the job was started; above 1 after a resume."""
     spec_json: _builtins.str
     """The job's parameters as JSON."""
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Why it failed or was cancelled; unset otherwise. code is the gRPC code
+        the failure would have had as a call: INVALID_ARGUMENT / NOT_FOUND /
+        FAILED_PRECONDITION / PERMISSION_DENIED for a request the job could not
+        carry out (do not retry unchanged), UNAVAILABLE / RESOURCE_EXHAUSTED for
+        a transient cause, INTERNAL for a fault in the server or its backend
+        (the server log has the traceback), UNKNOWN when no code was recorded, CANCELLED for a
+        cancelled job.
+        """
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the job last changed (state, progress or units)."""
+
     def __init__(
         self,
         *,
@@ -86,13 +100,13 @@ class Job(_message.Message):
         done: _builtins.int = ...,
         total: _builtins.int = ...,
         stage: _builtins.str = ...,
-        error: _builtins.str = ...,
-        created_at: _builtins.float = ...,
-        updated_at: _builtins.float = ...,
+        error: _status_pb2.Status | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _builtins.int = ...,
         spec_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "done", b"done", "error", b"error", "id", b"id", "kind", b"kind", "spec_json", b"spec_json", "stage", b"stage", "state", b"state", "total", b"total", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
@@ -159,11 +173,18 @@ class ListJobsRequest(_message.Message):
 
     KIND_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
-    LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """Only this kind (empty = all)."""
-    limit: _builtins.int
-    """At most this many (0 = 100)."""
+    page_size: _builtins.int
+    """Most jobs to return (0 = 100; values above 1000 are treated as 1000;
+    negative = INVALID_ARGUMENT). A page may hold fewer even when more follow.
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous call, with the same kind and states;
+    empty for the first page.
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
         """Only these states (empty = all)."""
@@ -173,11 +194,12 @@ class ListJobsRequest(_message.Message):
         *,
         kind: _builtins.str = ...,
         states: _abc.Iterable[Global___JobState.ValueType] | None = ...,
-        limit: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "limit", b"limit", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -188,16 +210,20 @@ class ListJobsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___Job] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,7 +5,7 @@ import warnings
 
 from assay.v1 import jobs_pb2 as assay_dot_v1_dot_jobs__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in assay/v1/jobs_pb2_grpc.py depends on'
+        + f' but the generated code in assay/v1/jobs_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class JobServiceStub:
+class JobServiceStub(object):
     """Inspects, watches and cancels jobs.
     """
 
@@ -62,19 +62,22 @@ class JobServiceStub:
                 _registered_method=True)
 
 
-class JobServiceServicer:
+class JobServiceServicer(object):
     """Inspects, watches and cancels jobs.
     """
 
     def GetJob(self, request, context):
-        """One job. Returns NOT_FOUND for an unknown id.
+        """One job.
+        Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Jobs, newest first. Returns OK (INVALID_ARGUMENT for a bad filter).
+        """Jobs, newest first (ties broken by id), one page at a time (AIP-158).
+        Returns INVALID_ARGUMENT for an unknown state, a negative page_size, or a
+        page_token that is malformed or was issued for another kind/states filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,7 +85,8 @@ class JobServiceServicer:
 
     def CancelJob(self, request, context):
         """Cancels a live job; finished units are kept. A job that already ended is
-        returned unchanged. Returns NOT_FOUND for an unknown id.
+        returned unchanged.
+        Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,15 +94,18 @@ class JobServiceServicer:
 
     def WatchJob(self, request, context):
         """Streams progress until the job ends; the first event is the current
-        state. Returns NOT_FOUND for an unknown id.
+        state. A job that fails ends the stream normally: read Job.error.
+        Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetReport(self, request, context):
-        """The final report of a SUCCEEDED job. Returns NOT_FOUND for an unknown id,
-        FAILED_PRECONDITION while the job has not succeeded.
+        """The final report of a SUCCEEDED job.
+        Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id (or
+        a succeeded job whose report is missing), FAILED_PRECONDITION while the
+        job has not succeeded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,7 +147,7 @@ def add_JobServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class JobService:
+class JobService(object):
     """Inspects, watches and cancels jobs.
     """
 

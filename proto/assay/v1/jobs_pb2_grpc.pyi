@@ -36,20 +36,29 @@ class JobServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> JobServiceAsyncStub: ...
     GetJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.Job]
-    """One job. Returns NOT_FOUND for an unknown id."""
+    """One job.
+    Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
+    """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]
-    """Jobs, newest first. Returns OK (INVALID_ARGUMENT for a bad filter)."""
+    """Jobs, newest first (ties broken by id), one page at a time (AIP-158).
+    Returns INVALID_ARGUMENT for an unknown state, a negative page_size, or a
+    page_token that is malformed or was issued for another kind/states filter.
+    """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.Job]
     """Cancels a live job; finished units are kept. A job that already ended is
-    returned unchanged. Returns NOT_FOUND for an unknown id.
+    returned unchanged.
+    Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
     """
     WatchJob: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.JobEvent]
     """Streams progress until the job ends; the first event is the current
-    state. Returns NOT_FOUND for an unknown id.
+    state. A job that fails ends the stream normally: read Job.error.
+    Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
     """
     GetReport: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetReportRequest, _jobs_pb2.Report]
-    """The final report of a SUCCEEDED job. Returns NOT_FOUND for an unknown id,
-    FAILED_PRECONDITION while the job has not succeeded.
+    """The final report of a SUCCEEDED job.
+    Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id (or
+    a succeeded job whose report is missing), FAILED_PRECONDITION while the
+    job has not succeeded.
     """
 
 @_typing.type_check_only
@@ -58,20 +67,29 @@ class JobServiceAsyncStub(JobServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
-    """One job. Returns NOT_FOUND for an unknown id."""
+    """One job.
+    Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
+    """
     ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]  # type: ignore[assignment]
-    """Jobs, newest first. Returns OK (INVALID_ARGUMENT for a bad filter)."""
+    """Jobs, newest first (ties broken by id), one page at a time (AIP-158).
+    Returns INVALID_ARGUMENT for an unknown state, a negative page_size, or a
+    page_token that is malformed or was issued for another kind/states filter.
+    """
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     """Cancels a live job; finished units are kept. A job that already ended is
-    returned unchanged. Returns NOT_FOUND for an unknown id.
+    returned unchanged.
+    Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
     """
     WatchJob: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.JobEvent]  # type: ignore[assignment]
     """Streams progress until the job ends; the first event is the current
-    state. Returns NOT_FOUND for an unknown id.
+    state. A job that fails ends the stream normally: read Job.error.
+    Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
     """
     GetReport: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetReportRequest, _jobs_pb2.Report]  # type: ignore[assignment]
-    """The final report of a SUCCEEDED job. Returns NOT_FOUND for an unknown id,
-    FAILED_PRECONDITION while the job has not succeeded.
+    """The final report of a SUCCEEDED job.
+    Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id (or
+    a succeeded job whose report is missing), FAILED_PRECONDITION while the
+    job has not succeeded.
     """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -83,7 +101,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.GetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
-        """One job. Returns NOT_FOUND for an unknown id."""
+        """One job.
+        Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
+        """
 
     @_abc_1.abstractmethod
     def ListJobs(
@@ -91,7 +111,10 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ListJobsResponse, _abc.Awaitable[_jobs_pb2.ListJobsResponse]]:
-        """Jobs, newest first. Returns OK (INVALID_ARGUMENT for a bad filter)."""
+        """Jobs, newest first (ties broken by id), one page at a time (AIP-158).
+        Returns INVALID_ARGUMENT for an unknown state, a negative page_size, or a
+        page_token that is malformed or was issued for another kind/states filter.
+        """
 
     @_abc_1.abstractmethod
     def CancelJob(
@@ -100,7 +123,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
         """Cancels a live job; finished units are kept. A job that already ended is
-        returned unchanged. Returns NOT_FOUND for an unknown id.
+        returned unchanged.
+        Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
         """
 
     @_abc_1.abstractmethod
@@ -110,7 +134,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_jobs_pb2.JobEvent], _abc.AsyncIterator[_jobs_pb2.JobEvent]]:
         """Streams progress until the job ends; the first event is the current
-        state. Returns NOT_FOUND for an unknown id.
+        state. A job that fails ends the stream normally: read Job.error.
+        Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
         """
 
     @_abc_1.abstractmethod
@@ -119,8 +144,10 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.GetReportRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.Report, _abc.Awaitable[_jobs_pb2.Report]]:
-        """The final report of a SUCCEEDED job. Returns NOT_FOUND for an unknown id,
-        FAILED_PRECONDITION while the job has not succeeded.
+        """The final report of a SUCCEEDED job.
+        Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id (or
+        a succeeded job whose report is missing), FAILED_PRECONDITION while the
+        job has not succeeded.
         """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

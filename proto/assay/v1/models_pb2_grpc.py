@@ -5,7 +5,7 @@ import warnings
 
 from assay.v1 import models_pb2 as assay_dot_v1_dot_models__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in assay/v1/models_pb2_grpc.py depends on'
+        + f' but the generated code in assay/v1/models_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class ModelServiceStub:
+class ModelServiceStub(object):
     """Lists and describes the models this server serves.
     """
 
@@ -43,26 +43,28 @@ class ModelServiceStub:
         self.GetModel = channel.unary_unary(
                 '/assay.v1.ModelService/GetModel',
                 request_serializer=assay_dot_v1_dot_models__pb2.GetModelRequest.SerializeToString,
-                response_deserializer=assay_dot_v1_dot_models__pb2.GetModelResponse.FromString,
+                response_deserializer=assay_dot_v1_dot_models__pb2.ModelInfo.FromString,
                 _registered_method=True)
 
 
-class ModelServiceServicer:
+class ModelServiceServicer(object):
     """Lists and describes the models this server serves.
     """
 
     def ListModels(self, request, context):
-        """Lists every registered model, ready or not.
-        Returns OK.
+        """Lists every registered model, ready or not, by name then version, one
+        page at a time (AIP-158).
+        Returns INVALID_ARGUMENT for a negative page_size or a malformed
+        page_token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetModel(self, request, context):
-        """Describes one model.
-        Returns NOT_FOUND when no model has that name (or that version),
-        INVALID_ARGUMENT when the name is empty.
+        """Describes one model (empty version: its default version).
+        Returns INVALID_ARGUMENT when the name is empty, NOT_FOUND when no model
+        has that name (or that version).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -79,7 +81,7 @@ def add_ModelServiceServicer_to_server(servicer, server):
             'GetModel': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModel,
                     request_deserializer=assay_dot_v1_dot_models__pb2.GetModelRequest.FromString,
-                    response_serializer=assay_dot_v1_dot_models__pb2.GetModelResponse.SerializeToString,
+                    response_serializer=assay_dot_v1_dot_models__pb2.ModelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,7 +91,7 @@ def add_ModelServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class ModelService:
+class ModelService(object):
     """Lists and describes the models this server serves.
     """
 
@@ -136,7 +138,7 @@ class ModelService:
             target,
             '/assay.v1.ModelService/GetModel',
             assay_dot_v1_dot_models__pb2.GetModelRequest.SerializeToString,
-            assay_dot_v1_dot_models__pb2.GetModelResponse.FromString,
+            assay_dot_v1_dot_models__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,13 +34,15 @@ class ModelServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ModelServiceAsyncStub: ...
     ListModels: _grpc.UnaryUnaryMultiCallable[_models_pb2.ListModelsRequest, _models_pb2.ListModelsResponse]
-    """Lists every registered model, ready or not.
-    Returns OK.
+    """Lists every registered model, ready or not, by name then version, one
+    page at a time (AIP-158).
+    Returns INVALID_ARGUMENT for a negative page_size or a malformed
+    page_token.
     """
-    GetModel: _grpc.UnaryUnaryMultiCallable[_models_pb2.GetModelRequest, _models_pb2.GetModelResponse]
-    """Describes one model.
-    Returns NOT_FOUND when no model has that name (or that version),
-    INVALID_ARGUMENT when the name is empty.
+    GetModel: _grpc.UnaryUnaryMultiCallable[_models_pb2.GetModelRequest, _models_pb2.ModelInfo]
+    """Describes one model (empty version: its default version).
+    Returns INVALID_ARGUMENT when the name is empty, NOT_FOUND when no model
+    has that name (or that version).
     """
 
 @_typing.type_check_only
@@ -49,13 +51,15 @@ class ModelServiceAsyncStub(ModelServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListModels: _aio.UnaryUnaryMultiCallable[_models_pb2.ListModelsRequest, _models_pb2.ListModelsResponse]  # type: ignore[assignment]
-    """Lists every registered model, ready or not.
-    Returns OK.
+    """Lists every registered model, ready or not, by name then version, one
+    page at a time (AIP-158).
+    Returns INVALID_ARGUMENT for a negative page_size or a malformed
+    page_token.
     """
-    GetModel: _aio.UnaryUnaryMultiCallable[_models_pb2.GetModelRequest, _models_pb2.GetModelResponse]  # type: ignore[assignment]
-    """Describes one model.
-    Returns NOT_FOUND when no model has that name (or that version),
-    INVALID_ARGUMENT when the name is empty.
+    GetModel: _aio.UnaryUnaryMultiCallable[_models_pb2.GetModelRequest, _models_pb2.ModelInfo]  # type: ignore[assignment]
+    """Describes one model (empty version: its default version).
+    Returns INVALID_ARGUMENT when the name is empty, NOT_FOUND when no model
+    has that name (or that version).
     """
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -67,8 +71,10 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _models_pb2.ListModelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_models_pb2.ListModelsResponse, _abc.Awaitable[_models_pb2.ListModelsResponse]]:
-        """Lists every registered model, ready or not.
-        Returns OK.
+        """Lists every registered model, ready or not, by name then version, one
+        page at a time (AIP-158).
+        Returns INVALID_ARGUMENT for a negative page_size or a malformed
+        page_token.
         """
 
     @_abc_1.abstractmethod
@@ -76,10 +82,10 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _models_pb2.GetModelRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_models_pb2.GetModelResponse, _abc.Awaitable[_models_pb2.GetModelResponse]]:
-        """Describes one model.
-        Returns NOT_FOUND when no model has that name (or that version),
-        INVALID_ARGUMENT when the name is empty.
+    ) -> _typing.Union[_models_pb2.ModelInfo, _abc.Awaitable[_models_pb2.ModelInfo]]:
+        """Describes one model (empty version: its default version).
+        Returns INVALID_ARGUMENT when the name is empty, NOT_FOUND when no model
+        has that name (or that version).
         """
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

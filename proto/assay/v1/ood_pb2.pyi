@@ -7,6 +7,7 @@ from assay.v1 import common_pb2 as _common_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -27,20 +28,29 @@ class _AnomalyMapFormat:
 class _AnomalyMapFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AnomalyMapFormat.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ANOMALY_MAP_FORMAT_UNSPECIFIED: _AnomalyMapFormat.ValueType  # 0
-    """no map"""
+    """The server's default, which is ANOMALY_MAP_FORMAT_NONE (maps cost a
+    resize per image and bytes on the wire); set a format to get one.
+    """
     ANOMALY_MAP_FORMAT_FLOAT16: _AnomalyMapFormat.ValueType  # 1
     """float16 tensor H x W of patch distances (same units as the score)."""
     ANOMALY_MAP_FORMAT_PNG: _AnomalyMapFormat.ValueType  # 2
     """8-bit greyscale PNG: 128 = the image threshold, 255 = twice it or more."""
+    ANOMALY_MAP_FORMAT_NONE: _AnomalyMapFormat.ValueType  # 3
+    """Scores and verdicts only."""
 
-class AnomalyMapFormat(_AnomalyMapFormat, metaclass=_AnomalyMapFormatEnumTypeWrapper): ...
+class AnomalyMapFormat(_AnomalyMapFormat, metaclass=_AnomalyMapFormatEnumTypeWrapper):
+    """Whether and how DetectAnomaly returns each image's anomaly map."""
 
 ANOMALY_MAP_FORMAT_UNSPECIFIED: AnomalyMapFormat.ValueType  # 0
-"""no map"""
+"""The server's default, which is ANOMALY_MAP_FORMAT_NONE (maps cost a
+resize per image and bytes on the wire); set a format to get one.
+"""
 ANOMALY_MAP_FORMAT_FLOAT16: AnomalyMapFormat.ValueType  # 1
 """float16 tensor H x W of patch distances (same units as the score)."""
 ANOMALY_MAP_FORMAT_PNG: AnomalyMapFormat.ValueType  # 2
 """8-bit greyscale PNG: 128 = the image threshold, 255 = twice it or more."""
+ANOMALY_MAP_FORMAT_NONE: AnomalyMapFormat.ValueType  # 3
+"""Scores and verdicts only."""
 Global___AnomalyMapFormat: _TypeAlias = AnomalyMapFormat  # noqa: Y015
 
 @_typing.final
@@ -113,8 +123,11 @@ class AnomalyResult(_message.Message):
     is_anomalous: _builtins.bool
     holdout_tail: _builtins.float
     map_png: _builtins.bytes
+    """Set for ANOMALY_MAP_FORMAT_PNG."""
     @_builtins.property
-    def map(self) -> _common_pb2.Tensor: ...
+    def map(self) -> _common_pb2.Tensor:
+        """Set for ANOMALY_MAP_FORMAT_FLOAT16."""
+
     def __init__(
         self,
         *,
@@ -159,7 +172,7 @@ class DetectAnomalyResponse(_message.Message):
 Global___DetectAnomalyResponse: _TypeAlias = DetectAnomalyResponse  # noqa: Y015
 
 @_typing.final
-class EvaluateDetectorsRequest(_message.Message):
+class EvaluateOodScorersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
@@ -200,7 +213,7 @@ class EvaluateDetectorsRequest(_message.Message):
     _WhichOneofArgType__sample_limit: _TypeAlias = _typing.Literal["_sample_limit", b"_sample_limit"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__sample_limit) -> _WhichOneofReturnType__sample_limit | None: ...
 
-Global___EvaluateDetectorsRequest: _TypeAlias = EvaluateDetectorsRequest  # noqa: Y015
+Global___EvaluateOodScorersRequest: _TypeAlias = EvaluateOodScorersRequest  # noqa: Y015
 
 @_typing.final
 class FitProfileRequest(_message.Message):
@@ -288,17 +301,18 @@ class OodProfile(_message.Message):
     SCORERS_FIELD_NUMBER: _builtins.int
     DEFAULT_SCORER_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
-    REFERENCE_IMAGES_FIELD_NUMBER: _builtins.int
     fingerprint: _builtins.str
     target_tpr: _builtins.float
     default_scorer: _builtins.str
     """The scorer Predict signals and ScoreOOD use by default."""
-    created_at: _builtins.float
-    reference_images: _builtins.int
     @_builtins.property
     def model(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
     def scorers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScorerThreshold]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the profile was fitted."""
+
     def __init__(
         self,
         *,
@@ -307,12 +321,11 @@ class OodProfile(_message.Message):
         target_tpr: _builtins.float = ...,
         scorers: _abc.Iterable[Global___ScorerThreshold] | None = ...,
         default_scorer: _builtins.str = ...,
-        created_at: _builtins.float = ...,
-        reference_images: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "default_scorer", b"default_scorer", "fingerprint", b"fingerprint", "model", b"model", "reference_images", b"reference_images", "scorers", b"scorers", "target_tpr", b"target_tpr"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "default_scorer", b"default_scorer", "fingerprint", b"fingerprint", "model", b"model", "scorers", b"scorers", "target_tpr", b"target_tpr"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -323,15 +336,28 @@ class ListProfilesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     model: _builtins.str
+    """Only this model's profiles (empty = every model's)."""
+    page_size: _builtins.int
+    """Most profiles to return (0 = 100; above 1000 = 1000; negative =
+    INVALID_ARGUMENT).
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous call, with the same model; empty for the
+    first page.
+    """
     def __init__(
         self,
         *,
         model: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,16 +368,20 @@ class ListProfilesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROFILES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
     @_builtins.property
     def profiles(self) -> _containers.RepeatedCompositeFieldContainer[Global___OodProfile]: ...
     def __init__(
         self,
         *,
         profiles: _abc.Iterable[Global___OodProfile] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["profiles", b"profiles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "profiles", b"profiles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,7 +6,7 @@ import warnings
 from assay.v1 import jobs_pb2 as assay_dot_v1_dot_jobs__pb2
 from assay.v1 import ood_pb2 as assay_dot_v1_dot_ood__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -19,14 +19,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in assay/v1/ood_pb2_grpc.py depends on'
+        + f' but the generated code in assay/v1/ood_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class OodServiceStub:
+class OodServiceStub(object):
     """Fits OOD profiles on in-distribution data and scores images against them.
     """
 
@@ -56,9 +56,9 @@ class OodServiceStub:
                 request_serializer=assay_dot_v1_dot_ood__pb2.ScoreOODRequest.SerializeToString,
                 response_deserializer=assay_dot_v1_dot_ood__pb2.ScoreOODResponse.FromString,
                 _registered_method=True)
-        self.EvaluateDetectors = channel.unary_unary(
-                '/assay.v1.OodService/EvaluateDetectors',
-                request_serializer=assay_dot_v1_dot_ood__pb2.EvaluateDetectorsRequest.SerializeToString,
+        self.EvaluateOodScorers = channel.unary_unary(
+                '/assay.v1.OodService/EvaluateOodScorers',
+                request_serializer=assay_dot_v1_dot_ood__pb2.EvaluateOodScorersRequest.SerializeToString,
                 response_deserializer=assay_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
         self.DetectAnomaly = channel.unary_unary(
@@ -73,54 +73,66 @@ class OodServiceStub:
                 _registered_method=True)
 
 
-class OodServiceServicer:
+class OodServiceServicer(object):
     """Fits OOD profiles on in-distribution data and scores images against them.
     """
 
     def FitProfile(self, request, context):
         """Fits a profile for a model on a reference dataset, as a job (kind
         "ood_profile"); the profile is stored when the job succeeds.
-        Returns NOT_FOUND for an unknown model or dataset, PERMISSION_DENIED for a
-        dataset outside the roots, INVALID_ARGUMENT for an unknown scorer, a bad
-        target_tpr/holdout_fraction or too few images, FAILED_PRECONDITION for a
-        scorer the model cannot feed (e.g. "knn" without a features output).
+        Returns INVALID_ARGUMENT for an empty model name or dataset, an unknown
+        scorer, a bad target_tpr/holdout_fraction or fewer than 3 images;
+        NOT_FOUND for an unknown model or dataset; PERMISSION_DENIED for a
+        dataset outside the roots; FAILED_PRECONDITION for a scorer the model
+        cannot feed (e.g. "knn" without a features output). Images that cannot
+        be decoded fail the job (Job.error INVALID_ARGUMENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListProfiles(self, request, context):
-        """Profiles stored for models (all, or one model's). Returns OK.
+        """Profiles stored for models (all, or one model's), by model then version,
+        one page at a time (AIP-158).
+        Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+        malformed or was issued for another model filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteProfile(self, request, context):
-        """Deletes a model's profile. Returns NOT_FOUND when it has none.
+        """Deletes a model's profile (empty version: the served version).
+        Returns NOT_FOUND for an unknown model or when it has no profile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ScoreOOD(self, request, context):
-        """Scores images with the model's profile. Returns NOT_FOUND for an unknown
-        model, FAILED_PRECONDITION when the model has no profile or the profile
-        was fitted on another model version, INVALID_ARGUMENT for bad images or
-        an unknown scorer, UNAVAILABLE when the backend is not ready.
+        """Scores images with the model's profile.
+        Returns INVALID_ARGUMENT for an empty model name, bad images or an
+        unknown scorer; NOT_FOUND for an unknown model; FAILED_PRECONDITION when
+        the model has no profile or the profile was fitted on another model
+        version; RESOURCE_EXHAUSTED for an image over the pixel limit or a full
+        queue; UNAVAILABLE when the backend is not ready.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def EvaluateDetectors(self, request, context):
-        """Compares the profile's scorers on the caller's data, as a job (kind
-        "ood_evaluation"): per scorer and OOD set AUROC, AUPR-In, AUPR-Out,
-        FPR@95%TPR and detection accuracy with bootstrap intervals, a ranking, a
-        recommended default scorer and contamination warnings; fetch it with
-        JobService.GetReport (schema "assay.ood.evaluation/v1").
-        Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
-        OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
+    def EvaluateOodScorers(self, request, context):
+        """Compares the profile's OOD scorers (msp, energy, knn, ...) on the
+        caller's data, as a job (kind "ood_evaluation"): per scorer and OOD set
+        AUROC, AUPR-In, AUPR-Out, FPR@95%TPR and detection accuracy with
+        bootstrap intervals, a ranking, a recommended default scorer and
+        contamination warnings; fetch it with JobService.GetReport (schema
+        "assay.ood.evaluation/v1"). Not to be confused with
+        AigenService.EvaluateAigenDetector, which evaluates one AI-generated
+        image detector.
+        Returns INVALID_ARGUMENT for an empty model name or in_dataset, no OOD
+        sets or an unknown scorer; FAILED_PRECONDITION without a profile;
+        NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,8 +143,10 @@ class OodServiceServicer:
         scorer (fit it with FitProfile scorers: ["patchcore"] on normal images of
         a model with a feature_map output): per image score, verdict and,
         optionally, an anomaly map at the model's input size.
-        Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
-        for bad images, NOT_FOUND for an unknown model.
+        Returns INVALID_ARGUMENT for an empty model name or bad images,
+        NOT_FOUND for an unknown model, FAILED_PRECONDITION without a PatchCore
+        profile, RESOURCE_EXHAUSTED for an image over the pixel limit,
+        UNAVAILABLE when the backend is not ready.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,7 +157,8 @@ class OodServiceServicer:
         (kind "anomaly_evaluation"): image AUROC, and with masks pixel AUROC,
         AUPRO (FPR <= 0.3) and per-image AUPIMO scores. Fetch the report with
         JobService.GetReport (schema "assay.anomaly.evaluation/v1").
-        Returns FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
+        Returns INVALID_ARGUMENT for an empty model name or dataset,
+        FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
         PERMISSION_DENIED / INVALID_ARGUMENT for the folder as FitProfile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -173,9 +188,9 @@ def add_OodServiceServicer_to_server(servicer, server):
                     request_deserializer=assay_dot_v1_dot_ood__pb2.ScoreOODRequest.FromString,
                     response_serializer=assay_dot_v1_dot_ood__pb2.ScoreOODResponse.SerializeToString,
             ),
-            'EvaluateDetectors': grpc.unary_unary_rpc_method_handler(
-                    servicer.EvaluateDetectors,
-                    request_deserializer=assay_dot_v1_dot_ood__pb2.EvaluateDetectorsRequest.FromString,
+            'EvaluateOodScorers': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateOodScorers,
+                    request_deserializer=assay_dot_v1_dot_ood__pb2.EvaluateOodScorersRequest.FromString,
                     response_serializer=assay_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
             'DetectAnomaly': grpc.unary_unary_rpc_method_handler(
@@ -196,7 +211,7 @@ def add_OodServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class OodService:
+class OodService(object):
     """Fits OOD profiles on in-distribution data and scores images against them.
     """
 
@@ -309,7 +324,7 @@ class OodService:
             _registered_method=True)
 
     @staticmethod
-    def EvaluateDetectors(request,
+    def EvaluateOodScorers(request,
             target,
             options=(),
             channel_credentials=None,
@@ -322,8 +337,8 @@ class OodService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/assay.v1.OodService/EvaluateDetectors',
-            assay_dot_v1_dot_ood__pb2.EvaluateDetectorsRequest.SerializeToString,
+            '/assay.v1.OodService/EvaluateOodScorers',
+            assay_dot_v1_dot_ood__pb2.EvaluateOodScorersRequest.SerializeToString,
             assay_dot_v1_dot_jobs__pb2.Job.FromString,
             options,
             channel_credentials,

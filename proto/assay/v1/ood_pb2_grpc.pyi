@@ -37,44 +37,61 @@ class OodServiceStub:
     FitProfile: _grpc.UnaryUnaryMultiCallable[_ood_pb2.FitProfileRequest, _jobs_pb2.Job]
     """Fits a profile for a model on a reference dataset, as a job (kind
     "ood_profile"); the profile is stored when the job succeeds.
-    Returns NOT_FOUND for an unknown model or dataset, PERMISSION_DENIED for a
-    dataset outside the roots, INVALID_ARGUMENT for an unknown scorer, a bad
-    target_tpr/holdout_fraction or too few images, FAILED_PRECONDITION for a
-    scorer the model cannot feed (e.g. "knn" without a features output).
+    Returns INVALID_ARGUMENT for an empty model name or dataset, an unknown
+    scorer, a bad target_tpr/holdout_fraction or fewer than 3 images;
+    NOT_FOUND for an unknown model or dataset; PERMISSION_DENIED for a
+    dataset outside the roots; FAILED_PRECONDITION for a scorer the model
+    cannot feed (e.g. "knn" without a features output). Images that cannot
+    be decoded fail the job (Job.error INVALID_ARGUMENT).
     """
     ListProfiles: _grpc.UnaryUnaryMultiCallable[_ood_pb2.ListProfilesRequest, _ood_pb2.ListProfilesResponse]
-    """Profiles stored for models (all, or one model's). Returns OK."""
-    DeleteProfile: _grpc.UnaryUnaryMultiCallable[_ood_pb2.DeleteProfileRequest, _ood_pb2.OodProfile]
-    """Deletes a model's profile. Returns NOT_FOUND when it has none."""
-    ScoreOOD: _grpc.UnaryUnaryMultiCallable[_ood_pb2.ScoreOODRequest, _ood_pb2.ScoreOODResponse]
-    """Scores images with the model's profile. Returns NOT_FOUND for an unknown
-    model, FAILED_PRECONDITION when the model has no profile or the profile
-    was fitted on another model version, INVALID_ARGUMENT for bad images or
-    an unknown scorer, UNAVAILABLE when the backend is not ready.
+    """Profiles stored for models (all, or one model's), by model then version,
+    one page at a time (AIP-158).
+    Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+    malformed or was issued for another model filter.
     """
-    EvaluateDetectors: _grpc.UnaryUnaryMultiCallable[_ood_pb2.EvaluateDetectorsRequest, _jobs_pb2.Job]
-    """Compares the profile's scorers on the caller's data, as a job (kind
-    "ood_evaluation"): per scorer and OOD set AUROC, AUPR-In, AUPR-Out,
-    FPR@95%TPR and detection accuracy with bootstrap intervals, a ranking, a
-    recommended default scorer and contamination warnings; fetch it with
-    JobService.GetReport (schema "assay.ood.evaluation/v1").
-    Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
-    OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
+    DeleteProfile: _grpc.UnaryUnaryMultiCallable[_ood_pb2.DeleteProfileRequest, _ood_pb2.OodProfile]
+    """Deletes a model's profile (empty version: the served version).
+    Returns NOT_FOUND for an unknown model or when it has no profile.
+    """
+    ScoreOOD: _grpc.UnaryUnaryMultiCallable[_ood_pb2.ScoreOODRequest, _ood_pb2.ScoreOODResponse]
+    """Scores images with the model's profile.
+    Returns INVALID_ARGUMENT for an empty model name, bad images or an
+    unknown scorer; NOT_FOUND for an unknown model; FAILED_PRECONDITION when
+    the model has no profile or the profile was fitted on another model
+    version; RESOURCE_EXHAUSTED for an image over the pixel limit or a full
+    queue; UNAVAILABLE when the backend is not ready.
+    """
+    EvaluateOodScorers: _grpc.UnaryUnaryMultiCallable[_ood_pb2.EvaluateOodScorersRequest, _jobs_pb2.Job]
+    """Compares the profile's OOD scorers (msp, energy, knn, ...) on the
+    caller's data, as a job (kind "ood_evaluation"): per scorer and OOD set
+    AUROC, AUPR-In, AUPR-Out, FPR@95%TPR and detection accuracy with
+    bootstrap intervals, a ranking, a recommended default scorer and
+    contamination warnings; fetch it with JobService.GetReport (schema
+    "assay.ood.evaluation/v1"). Not to be confused with
+    AigenService.EvaluateAigenDetector, which evaluates one AI-generated
+    image detector.
+    Returns INVALID_ARGUMENT for an empty model name or in_dataset, no OOD
+    sets or an unknown scorer; FAILED_PRECONDITION without a profile;
+    NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
     """
     DetectAnomaly: _grpc.UnaryUnaryMultiCallable[_ood_pb2.DetectAnomalyRequest, _ood_pb2.DetectAnomalyResponse]
     """Anomaly detection with localisation from the profile's "patchcore"
     scorer (fit it with FitProfile scorers: ["patchcore"] on normal images of
     a model with a feature_map output): per image score, verdict and,
     optionally, an anomaly map at the model's input size.
-    Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
-    for bad images, NOT_FOUND for an unknown model.
+    Returns INVALID_ARGUMENT for an empty model name or bad images,
+    NOT_FOUND for an unknown model, FAILED_PRECONDITION without a PatchCore
+    profile, RESOURCE_EXHAUSTED for an image over the pixel limit,
+    UNAVAILABLE when the backend is not ready.
     """
     EvaluateAnomaly: _grpc.UnaryUnaryMultiCallable[_ood_pb2.EvaluateAnomalyRequest, _jobs_pb2.Job]
     """Evaluates the PatchCore memory on an MVTec-style test folder, as a job
     (kind "anomaly_evaluation"): image AUROC, and with masks pixel AUROC,
     AUPRO (FPR <= 0.3) and per-image AUPIMO scores. Fetch the report with
     JobService.GetReport (schema "assay.anomaly.evaluation/v1").
-    Returns FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
+    Returns INVALID_ARGUMENT for an empty model name or dataset,
+    FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
     PERMISSION_DENIED / INVALID_ARGUMENT for the folder as FitProfile.
     """
 
@@ -86,44 +103,61 @@ class OodServiceAsyncStub(OodServiceStub):
     FitProfile: _aio.UnaryUnaryMultiCallable[_ood_pb2.FitProfileRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     """Fits a profile for a model on a reference dataset, as a job (kind
     "ood_profile"); the profile is stored when the job succeeds.
-    Returns NOT_FOUND for an unknown model or dataset, PERMISSION_DENIED for a
-    dataset outside the roots, INVALID_ARGUMENT for an unknown scorer, a bad
-    target_tpr/holdout_fraction or too few images, FAILED_PRECONDITION for a
-    scorer the model cannot feed (e.g. "knn" without a features output).
+    Returns INVALID_ARGUMENT for an empty model name or dataset, an unknown
+    scorer, a bad target_tpr/holdout_fraction or fewer than 3 images;
+    NOT_FOUND for an unknown model or dataset; PERMISSION_DENIED for a
+    dataset outside the roots; FAILED_PRECONDITION for a scorer the model
+    cannot feed (e.g. "knn" without a features output). Images that cannot
+    be decoded fail the job (Job.error INVALID_ARGUMENT).
     """
     ListProfiles: _aio.UnaryUnaryMultiCallable[_ood_pb2.ListProfilesRequest, _ood_pb2.ListProfilesResponse]  # type: ignore[assignment]
-    """Profiles stored for models (all, or one model's). Returns OK."""
-    DeleteProfile: _aio.UnaryUnaryMultiCallable[_ood_pb2.DeleteProfileRequest, _ood_pb2.OodProfile]  # type: ignore[assignment]
-    """Deletes a model's profile. Returns NOT_FOUND when it has none."""
-    ScoreOOD: _aio.UnaryUnaryMultiCallable[_ood_pb2.ScoreOODRequest, _ood_pb2.ScoreOODResponse]  # type: ignore[assignment]
-    """Scores images with the model's profile. Returns NOT_FOUND for an unknown
-    model, FAILED_PRECONDITION when the model has no profile or the profile
-    was fitted on another model version, INVALID_ARGUMENT for bad images or
-    an unknown scorer, UNAVAILABLE when the backend is not ready.
+    """Profiles stored for models (all, or one model's), by model then version,
+    one page at a time (AIP-158).
+    Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+    malformed or was issued for another model filter.
     """
-    EvaluateDetectors: _aio.UnaryUnaryMultiCallable[_ood_pb2.EvaluateDetectorsRequest, _jobs_pb2.Job]  # type: ignore[assignment]
-    """Compares the profile's scorers on the caller's data, as a job (kind
-    "ood_evaluation"): per scorer and OOD set AUROC, AUPR-In, AUPR-Out,
-    FPR@95%TPR and detection accuracy with bootstrap intervals, a ranking, a
-    recommended default scorer and contamination warnings; fetch it with
-    JobService.GetReport (schema "assay.ood.evaluation/v1").
-    Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
-    OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
+    DeleteProfile: _aio.UnaryUnaryMultiCallable[_ood_pb2.DeleteProfileRequest, _ood_pb2.OodProfile]  # type: ignore[assignment]
+    """Deletes a model's profile (empty version: the served version).
+    Returns NOT_FOUND for an unknown model or when it has no profile.
+    """
+    ScoreOOD: _aio.UnaryUnaryMultiCallable[_ood_pb2.ScoreOODRequest, _ood_pb2.ScoreOODResponse]  # type: ignore[assignment]
+    """Scores images with the model's profile.
+    Returns INVALID_ARGUMENT for an empty model name, bad images or an
+    unknown scorer; NOT_FOUND for an unknown model; FAILED_PRECONDITION when
+    the model has no profile or the profile was fitted on another model
+    version; RESOURCE_EXHAUSTED for an image over the pixel limit or a full
+    queue; UNAVAILABLE when the backend is not ready.
+    """
+    EvaluateOodScorers: _aio.UnaryUnaryMultiCallable[_ood_pb2.EvaluateOodScorersRequest, _jobs_pb2.Job]  # type: ignore[assignment]
+    """Compares the profile's OOD scorers (msp, energy, knn, ...) on the
+    caller's data, as a job (kind "ood_evaluation"): per scorer and OOD set
+    AUROC, AUPR-In, AUPR-Out, FPR@95%TPR and detection accuracy with
+    bootstrap intervals, a ranking, a recommended default scorer and
+    contamination warnings; fetch it with JobService.GetReport (schema
+    "assay.ood.evaluation/v1"). Not to be confused with
+    AigenService.EvaluateAigenDetector, which evaluates one AI-generated
+    image detector.
+    Returns INVALID_ARGUMENT for an empty model name or in_dataset, no OOD
+    sets or an unknown scorer; FAILED_PRECONDITION without a profile;
+    NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
     """
     DetectAnomaly: _aio.UnaryUnaryMultiCallable[_ood_pb2.DetectAnomalyRequest, _ood_pb2.DetectAnomalyResponse]  # type: ignore[assignment]
     """Anomaly detection with localisation from the profile's "patchcore"
     scorer (fit it with FitProfile scorers: ["patchcore"] on normal images of
     a model with a feature_map output): per image score, verdict and,
     optionally, an anomaly map at the model's input size.
-    Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
-    for bad images, NOT_FOUND for an unknown model.
+    Returns INVALID_ARGUMENT for an empty model name or bad images,
+    NOT_FOUND for an unknown model, FAILED_PRECONDITION without a PatchCore
+    profile, RESOURCE_EXHAUSTED for an image over the pixel limit,
+    UNAVAILABLE when the backend is not ready.
     """
     EvaluateAnomaly: _aio.UnaryUnaryMultiCallable[_ood_pb2.EvaluateAnomalyRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     """Evaluates the PatchCore memory on an MVTec-style test folder, as a job
     (kind "anomaly_evaluation"): image AUROC, and with masks pixel AUROC,
     AUPRO (FPR <= 0.3) and per-image AUPIMO scores. Fetch the report with
     JobService.GetReport (schema "assay.anomaly.evaluation/v1").
-    Returns FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
+    Returns INVALID_ARGUMENT for an empty model name or dataset,
+    FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
     PERMISSION_DENIED / INVALID_ARGUMENT for the folder as FitProfile.
     """
 
@@ -138,10 +172,12 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
         """Fits a profile for a model on a reference dataset, as a job (kind
         "ood_profile"); the profile is stored when the job succeeds.
-        Returns NOT_FOUND for an unknown model or dataset, PERMISSION_DENIED for a
-        dataset outside the roots, INVALID_ARGUMENT for an unknown scorer, a bad
-        target_tpr/holdout_fraction or too few images, FAILED_PRECONDITION for a
-        scorer the model cannot feed (e.g. "knn" without a features output).
+        Returns INVALID_ARGUMENT for an empty model name or dataset, an unknown
+        scorer, a bad target_tpr/holdout_fraction or fewer than 3 images;
+        NOT_FOUND for an unknown model or dataset; PERMISSION_DENIED for a
+        dataset outside the roots; FAILED_PRECONDITION for a scorer the model
+        cannot feed (e.g. "knn" without a features output). Images that cannot
+        be decoded fail the job (Job.error INVALID_ARGUMENT).
         """
 
     @_abc_1.abstractmethod
@@ -150,7 +186,11 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ood_pb2.ListProfilesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ood_pb2.ListProfilesResponse, _abc.Awaitable[_ood_pb2.ListProfilesResponse]]:
-        """Profiles stored for models (all, or one model's). Returns OK."""
+        """Profiles stored for models (all, or one model's), by model then version,
+        one page at a time (AIP-158).
+        Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+        malformed or was issued for another model filter.
+        """
 
     @_abc_1.abstractmethod
     def DeleteProfile(
@@ -158,7 +198,9 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ood_pb2.DeleteProfileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ood_pb2.OodProfile, _abc.Awaitable[_ood_pb2.OodProfile]]:
-        """Deletes a model's profile. Returns NOT_FOUND when it has none."""
+        """Deletes a model's profile (empty version: the served version).
+        Returns NOT_FOUND for an unknown model or when it has no profile.
+        """
 
     @_abc_1.abstractmethod
     def ScoreOOD(
@@ -166,25 +208,31 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ood_pb2.ScoreOODRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ood_pb2.ScoreOODResponse, _abc.Awaitable[_ood_pb2.ScoreOODResponse]]:
-        """Scores images with the model's profile. Returns NOT_FOUND for an unknown
-        model, FAILED_PRECONDITION when the model has no profile or the profile
-        was fitted on another model version, INVALID_ARGUMENT for bad images or
-        an unknown scorer, UNAVAILABLE when the backend is not ready.
+        """Scores images with the model's profile.
+        Returns INVALID_ARGUMENT for an empty model name, bad images or an
+        unknown scorer; NOT_FOUND for an unknown model; FAILED_PRECONDITION when
+        the model has no profile or the profile was fitted on another model
+        version; RESOURCE_EXHAUSTED for an image over the pixel limit or a full
+        queue; UNAVAILABLE when the backend is not ready.
         """
 
     @_abc_1.abstractmethod
-    def EvaluateDetectors(
+    def EvaluateOodScorers(
         self,
-        request: _ood_pb2.EvaluateDetectorsRequest,
+        request: _ood_pb2.EvaluateOodScorersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
-        """Compares the profile's scorers on the caller's data, as a job (kind
-        "ood_evaluation"): per scorer and OOD set AUROC, AUPR-In, AUPR-Out,
-        FPR@95%TPR and detection accuracy with bootstrap intervals, a ranking, a
-        recommended default scorer and contamination warnings; fetch it with
-        JobService.GetReport (schema "assay.ood.evaluation/v1").
-        Returns FAILED_PRECONDITION without a profile, INVALID_ARGUMENT without
-        OOD sets, NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
+        """Compares the profile's OOD scorers (msp, energy, knn, ...) on the
+        caller's data, as a job (kind "ood_evaluation"): per scorer and OOD set
+        AUROC, AUPR-In, AUPR-Out, FPR@95%TPR and detection accuracy with
+        bootstrap intervals, a ranking, a recommended default scorer and
+        contamination warnings; fetch it with JobService.GetReport (schema
+        "assay.ood.evaluation/v1"). Not to be confused with
+        AigenService.EvaluateAigenDetector, which evaluates one AI-generated
+        image detector.
+        Returns INVALID_ARGUMENT for an empty model name or in_dataset, no OOD
+        sets or an unknown scorer; FAILED_PRECONDITION without a profile;
+        NOT_FOUND / PERMISSION_DENIED for datasets as FitProfile.
         """
 
     @_abc_1.abstractmethod
@@ -197,8 +245,10 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         scorer (fit it with FitProfile scorers: ["patchcore"] on normal images of
         a model with a feature_map output): per image score, verdict and,
         optionally, an anomaly map at the model's input size.
-        Returns FAILED_PRECONDITION without a PatchCore profile, INVALID_ARGUMENT
-        for bad images, NOT_FOUND for an unknown model.
+        Returns INVALID_ARGUMENT for an empty model name or bad images,
+        NOT_FOUND for an unknown model, FAILED_PRECONDITION without a PatchCore
+        profile, RESOURCE_EXHAUSTED for an image over the pixel limit,
+        UNAVAILABLE when the backend is not ready.
         """
 
     @_abc_1.abstractmethod
@@ -211,7 +261,8 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         (kind "anomaly_evaluation"): image AUROC, and with masks pixel AUROC,
         AUPRO (FPR <= 0.3) and per-image AUPIMO scores. Fetch the report with
         JobService.GetReport (schema "assay.anomaly.evaluation/v1").
-        Returns FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
+        Returns INVALID_ARGUMENT for an empty model name or dataset,
+        FAILED_PRECONDITION without a PatchCore profile, NOT_FOUND /
         PERMISSION_DENIED / INVALID_ARGUMENT for the folder as FitProfile.
         """
 

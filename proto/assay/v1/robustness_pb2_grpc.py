@@ -6,7 +6,7 @@ import warnings
 from assay.v1 import jobs_pb2 as assay_dot_v1_dot_jobs__pb2
 from assay.v1 import robustness_pb2 as assay_dot_v1_dot_robustness__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -19,14 +19,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in assay/v1/robustness_pb2_grpc.py depends on'
+        + f' but the generated code in assay/v1/robustness_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class RobustnessServiceStub:
+class RobustnessServiceStub(object):
     """Starts robustness evaluations.
     """
 
@@ -48,7 +48,7 @@ class RobustnessServiceStub:
                 _registered_method=True)
 
 
-class RobustnessServiceServicer:
+class RobustnessServiceServicer(object):
     """Starts robustness evaluations.
     """
 
@@ -96,7 +96,7 @@ def add_RobustnessServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class RobustnessService:
+class RobustnessService(object):
     """Starts robustness evaluations.
     """
 

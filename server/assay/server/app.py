@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from assay.server.aigen.detection import AigenDetectors
@@ -45,6 +44,7 @@ from assay.server.services.interceptors import ErrorMappingInterceptor, MetricsI
 from assay.server.services.jobs import JobServicer
 from assay.server.services.models import ModelServicer
 from assay.server.services.ood import OodServicer
+from assay.server.services.reflection import enable_reflection
 from assay.server.services.robustness import RobustnessServicer
 from assay.server.settings import Settings
 from assay.v1 import (
@@ -238,13 +238,8 @@ async def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICES, *(model_health_name(m.name) for m in registry.all())):
         await health_servicer.set(name, _NOT_SERVING)
-    reflection.enable_server_reflection(
-        (
-            *SERVICES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        server, (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     )
     port = server.add_insecure_port(f"{settings.grpc.host}:{settings.grpc.port}")
     if port == 0:

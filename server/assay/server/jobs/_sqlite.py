@@ -9,16 +9,18 @@ import json
 import sqlite3
 from pathlib import Path
 
-from assay.server.errors import FailedPreconditionError, NotFoundError
+from assay.server.errors import ErrorCode, FailedPreconditionError, NotFoundError
 from assay.server.jobs.records import JobRecord, JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Schema version this code writes, kept in SQLite's ``user_version``."""
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a write waits for another process's write before failing."""
 
-JOB_COLUMNS = "id, kind, state, spec, created_at, updated_at, done, total, stage, error, attempts"
+JOB_COLUMNS = (
+    "id, kind, state, spec, created_at, updated_at, done, total, stage, error, attempts, error_code"
+)
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -46,6 +48,12 @@ _SCHEMA = (
         job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
         json TEXT NOT NULL)""",
 )
+"""Version 1 of the schema; later versions are _MIGRATIONS applied on top."""
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # The status code of a failed job's error (ErrorCode value), NULL before.
+    2: ("ALTER TABLE jobs ADD COLUMN error_code TEXT",),
+}
 
 
 def open_database(path: Path) -> sqlite3.Connection:
@@ -88,9 +96,14 @@ def _configure(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("BEGIN IMMEDIATE")  # Two processes opening a new file at once: one creates.
     try:
-        if _check_version(conn, path) < SCHEMA_VERSION:
+        version = _check_version(conn, path)
+        if version < 1:
             for statement in _SCHEMA:
                 conn.execute(statement)
+        for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -128,7 +141,14 @@ def to_record(row: sqlite3.Row) -> JobRecord:
         stage=row["stage"],
         error=row["error"],
         attempts=row["attempts"],
+        error_code=_error_code(row["error_code"]),
     )
+
+
+def _error_code(value: str | None) -> ErrorCode | None:
+    """The stored code; None for none, or one a newer server wrote that this one lacks."""
+    known = {code.value: code for code in ErrorCode}
+    return None if value is None else known.get(value)
 
 
 def get_job(conn: sqlite3.Connection, job_id: str) -> JobRecord:

@@ -24,7 +24,12 @@ from typing import Any, Generic, Protocol
 import numpy as np
 from pydantic import ValidationError
 
-from assay.server.errors import AssayError, FailedPreconditionError, InvalidArgumentError
+from assay.server.errors import (
+    AssayError,
+    ErrorCode,
+    FailedPreconditionError,
+    InvalidArgumentError,
+)
 from assay.server.jobs.records import JobRecord, JobState, Unit
 from assay.server.jobs.specs import JobSpec, SpecT, describe, parse_spec
 from assay.server.jobs.store import JobStore
@@ -156,7 +161,12 @@ class JobManager:
         """The record's spec, validated; None (and the job FAILED) when it cannot run."""
         job_kind = self._kinds.get(record.kind)
         if job_kind is None:
-            self._end(record.id, JobState.FAILED, f"unknown job kind {record.kind!r}")
+            self._end(
+                record.id,
+                JobState.FAILED,
+                f"unknown job kind {record.kind!r}",
+                ErrorCode.FAILED_PRECONDITION,
+            )
             return None
         try:
             spec: JobSpec = job_kind.spec_type.model_validate(record.spec)
@@ -167,6 +177,7 @@ class JobManager:
                 JobState.FAILED,
                 f"the stored spec of this {record.kind} job is no longer valid for this server "
                 f"version ({describe(exc)}); start the job again",
+                ErrorCode.FAILED_PRECONDITION,
             )
             return None
         return spec
@@ -194,10 +205,11 @@ class JobManager:
                 self.publish(record.id)
             raise  # server shutdown: stays RUNNING, resumed at next start
         except AssayError as exc:
-            self._end(record.id, JobState.FAILED, str(exc))
+            self._end(record.id, JobState.FAILED, str(exc), exc.code)
         except Exception as exc:
             log.exception("job %s failed", record.id)
-            self._end(record.id, JobState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            self._end(record.id, JobState.FAILED, message, ErrorCode.INTERNAL)
         else:
             try:
                 self.store.set_result(record.id, result)
@@ -205,9 +217,11 @@ class JobManager:
                 return  # cancelled while finishing: the cancellation stands
             self._end(record.id, JobState.SUCCEEDED, None)
 
-    def _end(self, job_id: str, state: JobState, error: str | None) -> None:
+    def _end(
+        self, job_id: str, state: JobState, error: str | None, code: ErrorCode | None = None
+    ) -> None:
         with contextlib.suppress(FailedPreconditionError):  # already ended (cancelled meanwhile)
-            self.store.finish(job_id, state, error)
+            self.store.finish(job_id, state, error, code)
         self.publish(job_id)
 
     def cancel(self, job_id: str) -> JobRecord:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy.typing as npt
 
+from assay.server.errors import ErrorCode
+
 
 class JobState(enum.StrEnum):
     """Where a job is in its life.
@@ -53,6 +55,9 @@ class JobRecord:
         stage: Short human-readable description of what the job is doing.
         error: Why the job failed or was cancelled; None otherwise.
         attempts: How many times the job was started; above 1 after a resume.
+        error_code: The status code of the error that failed the job (the
+            domain error's code, INTERNAL for an unexpected one); None when
+            the job did not fail or the store predates error codes.
     """
 
     id: str
@@ -66,6 +71,7 @@ class JobRecord:
     stage: str
     error: str | None
     attempts: int
+    error_code: ErrorCode | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy.typing as npt
 
-from assay.server.errors import FailedPreconditionError, InvalidArgumentError
+from assay.server.errors import ErrorCode, FailedPreconditionError, InvalidArgumentError
 from assay.server.jobs._codec import dump_json, pack_arrays, unpack_arrays
 from assay.server.jobs._sqlite import (
     JOB_COLUMNS,
@@ -61,8 +61,14 @@ class JobStore(Protocol):
         kind: str | None = None,
         states: Iterable[JobState] | None = None,
         limit: int = 100,
+        before: tuple[float, str] | None = None,
     ) -> builtins.list[JobRecord]:
-        """Returns up to ``limit`` jobs, newest first, optionally filtered."""
+        """Returns up to ``limit`` jobs, newest first, optionally filtered.
+
+        Jobs are ordered by (created_at, id), both descending; ``before`` is
+        the (created_at, id) of the last job of the previous page, so a
+        caller pages through the list without gaps or repeats.
+        """
         ...
 
     def start(self, job_id: str) -> JobRecord:
@@ -73,8 +79,14 @@ class JobStore(Protocol):
         """Records how far a live job has got."""
         ...
 
-    def finish(self, job_id: str, state: JobState, error: str | None = None) -> JobRecord:
-        """Moves a live job to a terminal state, for good."""
+    def finish(
+        self,
+        job_id: str,
+        state: JobState,
+        error: str | None = None,
+        error_code: ErrorCode | None = None,
+    ) -> JobRecord:
+        """Moves a live job to a terminal state, for good (a FAILED one with its error's code)."""
         ...
 
     def put_unit(
@@ -183,7 +195,8 @@ class SqliteJobStore:
         job_id, now = uuid.uuid4().hex, time.time()
         with self._write() as conn:
             conn.execute(
-                f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 0, ?, '', NULL, 0)",
+                f"INSERT INTO jobs ({JOB_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, '', NULL, 0, NULL)",
                 (job_id, kind, JobState.PENDING.value, spec_json, now, now, total),
             )
             return get_job(conn, job_id)
@@ -198,6 +211,7 @@ class SqliteJobStore:
         kind: str | None = None,
         states: Iterable[JobState] | None = None,
         limit: int = 100,
+        before: tuple[float, str] | None = None,
     ) -> builtins.list[JobRecord]:
         """See JobStore.list; an empty ``states`` matches nothing."""
         if limit < 1:
@@ -210,9 +224,12 @@ class SqliteJobStore:
             wanted = [JobState(state).value for state in states]
             where.append(f"state IN ({', '.join('?' * len(wanted))})" if wanted else "0")
             params.extend(wanted)
+        if before is not None:
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params.extend((before[0], before[0], before[1]))
         sql = (
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
-            "ORDER BY created_at DESC, rowid DESC LIMIT ?"
+            "ORDER BY created_at DESC, id DESC LIMIT ?"
         )
         with self._read() as conn:
             return [to_record(row) for row in conn.execute(sql, (*params, limit))]
@@ -239,18 +256,27 @@ class SqliteJobStore:
             )
             return get_job(conn, job_id)
 
-    def finish(self, job_id: str, state: JobState, error: str | None = None) -> JobRecord:
+    def finish(
+        self,
+        job_id: str,
+        state: JobState,
+        error: str | None = None,
+        error_code: ErrorCode | None = None,
+    ) -> JobRecord:
         """See JobStore.finish; ``error`` says why a job FAILED or was CANCELLED."""
         state = JobState(state)
         if not state.terminal:
             raise InvalidArgumentError(f"a job can only finish in a terminal state, not {state}")
         if state is JobState.SUCCEEDED and error is not None:
             raise InvalidArgumentError("a job that SUCCEEDED cannot carry an error")
+        if error_code is not None and state is not JobState.FAILED:
+            raise InvalidArgumentError(f"only a FAILED job carries an error code, not {state}")
+        code = None if error_code is None else ErrorCode(error_code).value
         with self._write() as conn:
             get_live_job(conn, job_id, f"moved to {state}")
             conn.execute(
-                "UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE id = ?",
-                (state.value, error, time.time(), job_id),
+                "UPDATE jobs SET state = ?, error = ?, error_code = ?, updated_at = ? WHERE id = ?",
+                (state.value, error, code, time.time(), job_id),
             )
             return get_job(conn, job_id)
 

@@ -14,6 +14,7 @@ from assay.server.jobs.specs import build_spec
 from assay.server.services.aigen_converters import profile_to_proto, verdict_to_proto
 from assay.server.services.converters import image_to_domain
 from assay.server.services.jobs import job_to_proto
+from assay.server.services.pagination import page_request, paginate
 from assay.v1 import aigen_pb2, aigen_pb2_grpc, common_pb2, jobs_pb2
 
 
@@ -74,10 +75,19 @@ class AigenServicer(aigen_pb2_grpc.AigenServiceServicer):
     async def ListDetectorProfiles(
         self, request: aigen_pb2.ListDetectorProfilesRequest, context: grpc.aio.ServicerContext
     ) -> aigen_pb2.ListDetectorProfilesResponse:
-        """Stored detector profiles."""
-        profiles = self._detectors.store.all(request.detector or None)
+        """Stored detector profiles by detector then version, one page at a time."""
+        page = page_request(
+            request.page_size,
+            request.page_token,
+            {"rpc": "ListDetectorProfiles", "detector": request.detector},
+        )
+        profiles, token = paginate(
+            self._detectors.store.all(request.detector or None),
+            lambda p: (p.detector, p.version),
+            page,
+        )
         return aigen_pb2.ListDetectorProfilesResponse(
-            profiles=[profile_to_proto(p) for p in profiles]
+            profiles=[profile_to_proto(p) for p in profiles], next_page_token=token
         )
 
     async def DeleteDetectorProfile(
@@ -90,10 +100,10 @@ class AigenServicer(aigen_pb2_grpc.AigenServiceServicer):
             self._detectors.delete(request.detector.name, request.detector.version)
         )
 
-    async def EvaluateDetector(
-        self, request: aigen_pb2.EvaluateDetectorRequest, context: grpc.aio.ServicerContext
+    async def EvaluateAigenDetector(
+        self, request: aigen_pb2.EvaluateAigenDetectorRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.Job:
-        """Start a detector evaluation."""
+        """Start an AI-generated image detector evaluation."""
         if not request.detector.name or not request.dataset:
             raise InvalidArgumentError("detector.name and dataset are required")
         spec = build_spec(

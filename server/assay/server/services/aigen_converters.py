@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from assay.server.aigen.detection import ImageVerdict
 from assay.server.aigen.profiles import DetectorProfile
+from assay.server.services.timestamps import timestamp
 from assay.v1 import aigen_pb2, common_pb2
 
 VERDICTS = {
@@ -84,5 +85,5 @@ def profile_to_proto(profile: DetectorProfile) -> aigen_pb2.DetectorProfile:
         real_images=profile.real_images,
         generated_images=profile.generated_images,
         spectral=profile.spectral is not None,
-        created_at=profile.created_at,
+        created_at=timestamp(profile.created_at),
     )

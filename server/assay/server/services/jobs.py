@@ -6,10 +6,18 @@ import json
 from collections.abc import AsyncIterator
 
 import grpc
+from google.rpc import status_pb2
 
-from assay.server.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from assay.server.errors import (
+    ErrorCode,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from assay.server.jobs.manager import JobEvent, JobManager
 from assay.server.jobs.records import JobRecord, JobState
+from assay.server.services.pagination import check_key_types, page_request
+from assay.server.services.timestamps import timestamp
 from assay.v1 import jobs_pb2, jobs_pb2_grpc
 
 _STATES = {
@@ -22,6 +30,25 @@ _STATES = {
 _FROM_PROTO = {value: state for state, value in _STATES.items()}
 
 
+def status_code(code: ErrorCode) -> int:
+    """ErrorCode -> the google.rpc.Code number gRPC uses for it."""
+    value: int = grpc.StatusCode[code.name].value[0]
+    return value
+
+
+def error_status(record: JobRecord) -> status_pb2.Status | None:
+    """Why the job failed or was cancelled, as a google.rpc.Status; None otherwise."""
+    if record.state is JobState.CANCELLED:
+        code = grpc.StatusCode.CANCELLED.value[0]
+    elif record.state is JobState.FAILED:
+        # No recorded code: a store from before codes were kept.
+        unknown = grpc.StatusCode.UNKNOWN.value[0]
+        code = unknown if record.error_code is None else status_code(record.error_code)
+    else:
+        return None
+    return status_pb2.Status(code=code, message=record.error or "")
+
+
 def job_to_proto(record: JobRecord) -> jobs_pb2.Job:
     """JobRecord -> Job."""
     return jobs_pb2.Job(
@@ -31,9 +58,9 @@ def job_to_proto(record: JobRecord) -> jobs_pb2.Job:
         done=record.done,
         total=record.total,
         stage=record.stage,
-        error=record.error or "",
-        created_at=record.created_at,
-        updated_at=record.updated_at,
+        error=error_status(record),
+        created_at=timestamp(record.created_at),
+        updated_at=timestamp(record.updated_at),
         attempts=record.attempts,
         spec_json=json.dumps(record.spec, sort_keys=True),
     )
@@ -72,16 +99,31 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.ListJobsResponse:
-        """Jobs, newest first."""
+        """Jobs, newest first, one page at a time."""
         unknown = [s for s in request.states if s not in _FROM_PROTO]
         if unknown:
             raise InvalidArgumentError(f"unknown job states {unknown}")
+        states = sorted({_FROM_PROTO[s] for s in request.states})
+        page = page_request(
+            request.page_size,
+            request.page_token,
+            {"rpc": "ListJobs", "kind": request.kind, "states": [s.value for s in states]},
+        )
+        before = None
+        if page.after is not None:
+            created_at, job_id = check_key_types(page.after, (int, float), str)
+            before = (float(created_at), str(job_id))
         records = self._manager.store.list(
             kind=request.kind or None,
-            states=[_FROM_PROTO[s] for s in request.states] or None,
-            limit=request.limit or 100,
+            states=states or None,
+            limit=page.size + 1,
+            before=before,
         )
-        return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(r) for r in records])
+        response = jobs_pb2.ListJobsResponse(jobs=[job_to_proto(r) for r in records[: page.size]])
+        if len(records) > page.size:
+            last = records[page.size - 1]
+            response.next_page_token = page.token_after((last.created_at, last.id))
+        return response
 
     async def CancelJob(
         self, request: jobs_pb2.CancelJobRequest, context: grpc.aio.ServicerContext

@@ -7,6 +7,7 @@ import grpc
 from assay.server.errors import InvalidArgumentError
 from assay.server.models.registry import ModelRegistry
 from assay.server.services.converters import model_to_proto
+from assay.server.services.pagination import page_request, paginate
 from assay.v1 import models_pb2, models_pb2_grpc
 
 
@@ -19,16 +20,17 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> models_pb2.ListModelsResponse:
-        """Every registered model."""
+        """Registered models by name then version, one page at a time."""
+        page = page_request(request.page_size, request.page_token, {"rpc": "ListModels"})
+        models, token = paginate(self._registry.all(), lambda m: (m.name, m.config.version), page)
         return models_pb2.ListModelsResponse(
-            models=[model_to_proto(m) for m in self._registry.all()]
+            models=[model_to_proto(m) for m in models], next_page_token=token
         )
 
     async def GetModel(
         self, request: models_pb2.GetModelRequest, context: grpc.aio.ServicerContext
-    ) -> models_pb2.GetModelResponse:
+    ) -> models_pb2.ModelInfo:
         """One model by name and optional version."""
         if not request.model.name:
             raise InvalidArgumentError("model.name is empty; name the model to describe")
-        model = self._registry.get(request.model.name, request.model.version)
-        return models_pb2.GetModelResponse(model=model_to_proto(model))
+        return model_to_proto(self._registry.get(request.model.name, request.model.version))

@@ -19,6 +19,8 @@ from assay.server.ood.service import OodProfiles
 from assay.server.ood.specs import AnomalyEvaluationSpec, OodEvaluationSpec, OodProfileSpec
 from assay.server.services.converters import image_to_domain, ood_score
 from assay.server.services.jobs import job_to_proto
+from assay.server.services.pagination import page_request, paginate
+from assay.server.services.timestamps import timestamp_from_iso
 from assay.v1 import common_pb2, jobs_pb2, ood_pb2, ood_pb2_grpc
 from assay.v1.tensor_codec import from_array
 
@@ -46,8 +48,23 @@ def profile_to_proto(profile: ModelProfile) -> ood_pb2.OodProfile:
             for name, e in profile.scorers.items()
         ],
         default_scorer=default_scorer(profile),
-        reference_images=0,
+        created_at=timestamp_from_iso(profile.created_at),
     )
+
+
+_MAP_FORMATS: dict[int, int] = {
+    ood_pb2.ANOMALY_MAP_FORMAT_UNSPECIFIED: ood_pb2.ANOMALY_MAP_FORMAT_NONE,  # the default
+    ood_pb2.ANOMALY_MAP_FORMAT_NONE: ood_pb2.ANOMALY_MAP_FORMAT_NONE,
+    ood_pb2.ANOMALY_MAP_FORMAT_FLOAT16: ood_pb2.ANOMALY_MAP_FORMAT_FLOAT16,
+    ood_pb2.ANOMALY_MAP_FORMAT_PNG: ood_pb2.ANOMALY_MAP_FORMAT_PNG,
+}
+
+
+def map_format(value: int) -> int:
+    """The requested AnomalyMapFormat with UNSPECIFIED resolved to the default (NONE)."""
+    if value not in _MAP_FORMATS:
+        raise InvalidArgumentError(f"unknown map_format {value}")
+    return _MAP_FORMATS[value]
 
 
 class OodServicer(ood_pb2_grpc.OodServiceServicer):
@@ -76,10 +93,10 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
         )
         return job_to_proto(await self._jobs.start(OodProfiles.kind, spec))
 
-    async def EvaluateDetectors(
-        self, request: ood_pb2.EvaluateDetectorsRequest, context: grpc.aio.ServicerContext
+    async def EvaluateOodScorers(
+        self, request: ood_pb2.EvaluateOodScorersRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.Job:
-        """Start a detector comparison job."""
+        """Start a job comparing the profile's OOD scorers."""
         if not request.model.name or not request.in_dataset:
             raise InvalidArgumentError("model.name and in_dataset are required")
         spec = build_spec(
@@ -101,9 +118,10 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
         if not request.model.name:
             raise InvalidArgumentError("model.name is empty; name the model to score with")
         images = [image_to_domain(image, i) for i, image in enumerate(request.images)]
-        wants_map = request.map_format != ood_pb2.ANOMALY_MAP_FORMAT_UNSPECIFIED
+        fmt = map_format(request.map_format)
+        with_maps = fmt != ood_pb2.ANOMALY_MAP_FORMAT_NONE
         model, results = await self._profiles.detect_anomaly(
-            request.model.name, request.model.version, images, wants_map
+            request.model.name, request.model.version, images, with_maps
         )
         response = ood_pb2.DetectAnomalyResponse(
             model=common_pb2.ModelRef(name=model.name, version=model.config.version)
@@ -116,7 +134,7 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
                 is_anomalous=result.is_anomalous,
                 holdout_tail=result.holdout_tail,
             )
-            if result.map is not None and request.map_format == ood_pb2.ANOMALY_MAP_FORMAT_FLOAT16:
+            if result.map is not None and fmt == ood_pb2.ANOMALY_MAP_FORMAT_FLOAT16:
                 item.map.CopyFrom(from_array(result.map.astype(np.float16)))
             elif result.map is not None:
                 item.map_png = heat_png(result.map, result.threshold)
@@ -139,9 +157,18 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
     async def ListProfiles(
         self, request: ood_pb2.ListProfilesRequest, context: grpc.aio.ServicerContext
     ) -> ood_pb2.ListProfilesResponse:
-        """Stored profiles."""
-        found = self._profiles.store.all(request.model or None)
-        return ood_pb2.ListProfilesResponse(profiles=[profile_to_proto(p) for p in found])
+        """Stored profiles by model then version, one page at a time."""
+        page = page_request(
+            request.page_size, request.page_token, {"rpc": "ListProfiles", "model": request.model}
+        )
+        found, token = paginate(
+            self._profiles.store.all(request.model or None),
+            lambda p: (p.model_name, p.model_version),
+            page,
+        )
+        return ood_pb2.ListProfilesResponse(
+            profiles=[profile_to_proto(p) for p in found], next_page_token=token
+        )
 
     async def DeleteProfile(
         self, request: ood_pb2.DeleteProfileRequest, context: grpc.aio.ServicerContext
