@@ -304,6 +304,39 @@ def test_pgd_one_full_step_is_fgsm_and_batching_is_invisible(
         fgsm(model, images, labels, epsilon=0.1, preprocess=preprocess, batch_size=65)
 
 
+@pytest.mark.parametrize(
+    ("images", "labels", "epsilon", "message"),
+    [
+        (np.zeros((2, 0, 4, 1)), np.zeros(2, int), 0.1, "non-empty N x H x W x C"),
+        (np.zeros((2, 4, 4, 1), int), np.zeros(2, int), 0.1, "float in"),
+        (np.full((2, 4, 4, 1), 1.5), np.zeros(2, int), 0.1, "finite and in"),
+        (np.zeros((2, 4, 4, 1)), np.zeros(3, int), 0.1, "labels must be 2 integers"),
+        (np.zeros((2, 4, 4, 1)), np.zeros(2, int), float("inf"), "epsilon must be finite"),
+    ],
+)
+async def test_every_attack_refuses_the_same_batches_alike(
+    cnn: tuple[Any, Callable[[Any], Any], np.ndarray, np.ndarray],
+    images: np.ndarray,
+    labels: np.ndarray,
+    epsilon: float,
+    message: str,
+) -> None:
+    """Square and FGSM/PGD share one input contract (zero-size images included)."""
+    model, preprocess = cnn[:2]
+    rng = np.random.default_rng(0)
+    with pytest.raises(InvalidArgumentError, match=message):
+        await square_attack(
+            _never, images, labels, norm="linf", epsilon=epsilon, max_queries=3, rng=rng
+        )
+    with pytest.raises(InvalidArgumentError, match=message):
+        fgsm(model, images, labels, epsilon=epsilon, preprocess=preprocess)
+    with pytest.raises(InvalidArgumentError, match=message):
+        pgd(
+            model, images, labels, norm="l2", epsilon=epsilon, steps=1, step_size=0.1,
+            preprocess=preprocess,
+        )  # fmt: skip
+
+
 def test_pgd_on_torchscript_copy(
     cnn: tuple[Any, Callable[[Any], Any], np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:

@@ -102,3 +102,32 @@ def test_bad_manifest_names_file_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_manifests(tmp_path)
     assert "assay.yaml" in str(info.value) and "input.height" in str(info.value)
+
+
+def test_backend_settings_reach_the_backends_name_for_name() -> None:
+    """loading passes settings.onnx / settings.triton through by field name; a renamed field fails here."""
+    import dataclasses
+    import inspect
+
+    from assay.server.models import loading
+    from assay.server.models.onnx_backend import OnnxBackend
+    from assay.server.models.triton_backend import TritonOptions
+    from assay.server.settings import OnnxSettings, TritonSettings
+
+    assert set(OnnxSettings.model_fields) <= set(inspect.signature(OnnxBackend).parameters)
+    options = {f.name for f in dataclasses.fields(TritonOptions)}
+    assert set(TritonSettings.model_fields) <= options
+
+    settings = load_settings(
+        triton={"url": "default:1", "request_timeout_s": 7.0, "keepalive_time_s": 3.0}
+    )
+    entry = {**ENTRY, "backend": "triton", "triton": {"model": "remote"}}
+    built = loading._triton_backend(ModelConfig.model_validate(entry), settings).options
+    assert (built.url, built.model, built.outputs) == ("default:1", "remote", ("y",))
+    assert (built.request_timeout_s, built.keepalive_time_s) == (7.0, 3.0)
+    assert built.connect_timeout_s == settings.triton.connect_timeout_s
+    entry["triton"] = {"url": "other:2"}
+    assert (
+        loading._triton_backend(ModelConfig.model_validate(entry), settings).options.url
+        == "other:2"
+    )

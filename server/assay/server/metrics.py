@@ -7,6 +7,7 @@ model, backend, gRPC service/method/code.
 
 from __future__ import annotations
 
+import functools
 import threading
 from wsgiref.simple_server import WSGIServer
 
@@ -37,6 +38,7 @@ AIGEN_SCORE_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 _RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+_MODEL = ("model",)
 
 
 class ServerMetrics:
@@ -44,107 +46,83 @@ class ServerMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.rpc_started = Counter(
-            "grpc_server_started_total",
-            "RPCs started on the server.",
-            _RPC_LABELS,
-            registry=registry,
+        # Every series goes to the injected registry, never the global default one.
+        counter = functools.partial(Counter, registry=registry)
+        gauge = functools.partial(Gauge, registry=registry)
+        histogram = functools.partial(Histogram, registry=registry)
+        # Durations (base unit: seconds) all share one bucket layout.
+        timer = functools.partial(histogram, buckets=LATENCY_BUCKETS_S)
+        self.rpc_started = counter(
+            "grpc_server_started_total", "RPCs started on the server.", _RPC_LABELS
         )
-        self.rpc_handled = Counter(
+        self.rpc_handled = counter(
             "grpc_server_handled_total",
             "RPCs completed on the server, regardless of success.",
             (*_RPC_LABELS, "grpc_code"),
-            registry=registry,
         )
-        self.rpc_seconds = Histogram(
+        self.rpc_seconds = timer(
             "grpc_server_handling_seconds",
             "Response latency of RPCs handled by the server, in seconds.",
             _RPC_LABELS,
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
         )
-        self.msg_received = Counter(
+        self.msg_received = counter(
             "grpc_server_msg_received_total",
             "RPC stream messages received on the server.",
             _RPC_LABELS,
-            registry=registry,
         )
-        self.msg_sent = Counter(
-            "grpc_server_msg_sent_total",
-            "RPC stream messages sent by the server.",
-            _RPC_LABELS,
-            registry=registry,
+        self.msg_sent = counter(
+            "grpc_server_msg_sent_total", "RPC stream messages sent by the server.", _RPC_LABELS
         )
-        self.batch_size = Histogram(
+        self.batch_size = histogram(
             "assay_batch_size",
             "Rows (images) per batch sent to the backend.",
-            ("model",),
+            _MODEL,
             buckets=BATCH_BUCKETS,
-            registry=registry,
         )
-        self.queue_depth = Gauge(
-            "assay_batch_queue_depth",
-            "Images waiting in a model's batching queue.",
-            ("model",),
-            registry=registry,
+        self.queue_depth = gauge(
+            "assay_batch_queue_depth", "Images waiting in a model's batching queue.", _MODEL
         )
-        self.inference_seconds = Histogram(
+        self.inference_seconds = timer(
             "assay_backend_inference_seconds",
             "Backend time per batch, in seconds.",
             ("model", "backend"),
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
         )
-        self.preprocess_seconds = Histogram(
+        self.preprocess_seconds = timer(
             "assay_preprocess_seconds",
             "Decode + resize + normalise time per request, in seconds.",
-            ("model",),
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
+            _MODEL,
         )
-        self.images = Counter(
-            "assay_predicted_images_total",
-            "Images predicted successfully.",
-            ("model",),
-            registry=registry,
+        self.images = counter(
+            "assay_predicted_images_total", "Images predicted successfully.", _MODEL
         )
-        self.ood_tail = Histogram(
+        self.ood_tail = histogram(
             "assay_ood_score",
             "OOD score of served images as the share of the profile's in-distribution holdout "
             "scoring at least as high (0 = beyond every holdout image).",
-            ("model", "scorer"), buckets=OOD_TAIL_BUCKETS, registry=registry,
+            ("model", "scorer"), buckets=OOD_TAIL_BUCKETS,
         )  # fmt: skip
-        self.ood_flagged = Counter(
+        self.ood_flagged = counter(
             "assay_ood_flagged_total", "Served images flagged out-of-distribution.",
-            ("model", "scorer"), registry=registry,
+            ("model", "scorer"),
         )  # fmt: skip
-        self.anomaly_flagged = Counter(
-            "assay_anomaly_flagged_total", "Images flagged anomalous (PatchCore).",
-            ("model",), registry=registry,
-        )  # fmt: skip
-        self.aigen_score = Histogram(
+        self.anomaly_flagged = counter(
+            "assay_anomaly_flagged_total", "Images flagged anomalous (PatchCore).", _MODEL
+        )
+        self.aigen_score = histogram(
             "assay_aigen_score",
             "Pooled probability that a scored image is AI-generated, per detector.",
-            ("detector",), buckets=AIGEN_SCORE_BUCKETS, registry=registry,
+            ("detector",), buckets=AIGEN_SCORE_BUCKETS,
         )  # fmt: skip
-        self.aigen_verdicts = Counter(
+        self.aigen_verdicts = counter(
             "assay_aigen_verdict_total",
             "Verdicts on scored images (GENERATED, REAL, UNSURE), per detector; "
             'several detectors together count as detector="ensemble".',
-            ("detector", "verdict"), registry=registry,
-        )  # fmt: skip
-        self.model_ready = Gauge(
-            "assay_model_ready",
-            "1 when the model's backend can serve, else 0.",
-            ("model",),
-            registry=registry,
+            ("detector", "verdict"),
         )
-        build = Gauge(
-            "assay_build_info",
-            "assay version (value is always 1).",
-            ("version",),
-            registry=registry,
+        self.model_ready = gauge(
+            "assay_model_ready", "1 when the model's backend can serve, else 0.", _MODEL
         )
+        build = gauge("assay_build_info", "assay version (value is always 1).", ("version",))
         build.labels(version=__version__).set(1)
 
 

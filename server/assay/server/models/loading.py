@@ -65,32 +65,21 @@ def _onnx_backend(config: ModelConfig, settings: Settings) -> OnnxBackend:
     assert config.path is not None  # checked by ModelConfig
     if not config.path.is_file():
         raise ConfigError(f"model {config.name!r}: path {config.path} does not exist")
-    onnx = settings.onnx
-    return OnnxBackend(
-        config.path,
-        intra_op_threads=onnx.intra_op_threads,
-        inter_op_threads=onnx.inter_op_threads,
-        session_workers=onnx.session_workers,
-        allow_spinning=onnx.allow_spinning,
-        providers=onnx.providers,
-    )
+    # OnnxSettings' fields are OnnxBackend's keyword arguments, name for name.
+    return OnnxBackend(config.path, **settings.onnx.model_dump())
 
 
 def _triton_backend(config: ModelConfig, settings: Settings) -> TritonBackend:
-    triton = settings.triton
+    # TritonSettings' connection fields are TritonOptions' fields, name for name;
+    # only the endpoint may be overridden per model.
+    connection = settings.triton.model_dump(exclude={"url"})
     return TritonBackend(
         TritonOptions(
-            url=config.triton.url or triton.url,
+            url=config.triton.url or settings.triton.url,
             model=config.triton.model or config.name,
             version=config.triton.version,
             outputs=tuple(dict.fromkeys(config.outputs.values())),
-            max_message_mb=triton.max_message_mb,
-            request_timeout_s=triton.request_timeout_s,
-            connect_timeout_s=triton.connect_timeout_s,
-            reconnect_initial_s=triton.reconnect_initial_s,
-            reconnect_max_s=triton.reconnect_max_s,
-            keepalive_time_s=triton.keepalive_time_s,
-            keepalive_timeout_s=triton.keepalive_timeout_s,
+            **connection,
         )
     )
 

@@ -57,6 +57,19 @@ def all_finite(array: np.ndarray) -> bool:
     )
 
 
+def _float_array(
+    values: npt.ArrayLike, name: str, dtype: type[np.floating[Any]], ndim: int, shape: str
+) -> np.ndarray:
+    """``values`` as a ``dtype`` array of rank ``ndim`` (``shape`` names it in errors)."""
+    try:
+        array = np.asarray(values, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be a {shape} array, got shape {array.shape}")
+    return array
+
+
 def as_matrix(
     values: npt.ArrayLike,
     name: str,
@@ -80,12 +93,7 @@ def as_matrix(
     Raises:
         ValueError: On wrong rank, column count, too few rows or non-finite values.
     """
-    try:
-        array = np.asarray(values, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array: {exc}") from None
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (N x D) array, got shape {array.shape}")
+    array = _float_array(values, name, dtype, 2, "2-D (N x D)")
     if cols is not None and array.shape[1] != cols:
         raise ValueError(f"{name} must have {cols} columns, got shape {array.shape}")
     if array.shape[1] == 0:
@@ -102,12 +110,7 @@ def as_matrix(
 
 def as_vector(values: npt.ArrayLike, name: str, *, size: int | None = None) -> FloatArray:
     """A finite 1-D float64 array (of the given size, if any), else ValueError."""
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array: {exc}") from None
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {array.shape}")
+    array: FloatArray = _float_array(values, name, np.float64, 1, "1-D")
     if size is not None and array.shape[0] != size:
         raise ValueError(f"{name} must have {size} entries, got {array.shape[0]}")
     if not np.isfinite(array).all():

@@ -36,16 +36,14 @@ import numpy as np
 import numpy.typing as npt
 
 from assay.server.ood._common import (
-    PROFILE_VERSION,
     ROW_CHUNK,
     FittedProfile,
     FloatArray,
     IntArray,
     JsonDict,
-    array_field,
     as_matrix,
-    check_meta,
 )
+from assay.server.ood._stored import ArrayLayout, StoredArrays, profile_meta
 from assay.server.ood.covariance import ledoit_wolf, precision_from_covariance
 from assay.server.ood.knn import DEFAULT_K, KNNProfile, fit_knn, knn_score
 from assay.server.ood.patchcore import PatchMemory
@@ -89,7 +87,7 @@ def _min_sq_mahalanobis(x: FloatArray, means: FloatArray, precision: FloatArray)
 
 
 @dataclass(frozen=True, eq=False)
-class MahalanobisProfile:
+class MahalanobisProfile(StoredArrays):
     """Class means and a shared shrunk covariance (Lee et al., 2018).
 
     Attributes:
@@ -101,6 +99,13 @@ class MahalanobisProfile:
     """
 
     KIND: ClassVar[str] = "mahalanobis"
+    LAYOUT: ClassVar[ArrayLayout] = {
+        "classes": (1, np.int64),
+        "means": (2, np.float64),
+        "covariance": (2, np.float64),
+        "precision": (2, np.float64),
+        "shrinkage": (0, np.float64),
+    }
     classes: IntArray
     means: FloatArray
     covariance: FloatArray
@@ -112,35 +117,17 @@ class MahalanobisProfile:
         """Feature dimension D."""
         return int(self.means.shape[1])
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """``classes``, ``means``, ``covariance``, ``precision``, ``shrinkage`` (0-d)."""
-        return {
-            "classes": self.classes,
-            "means": self.means,
-            "covariance": self.covariance,
-            "precision": self.precision,
-            "shrinkage": np.asarray(self.shrinkage, dtype=np.float64),
-        }
-
     def meta(self) -> JsonDict:
         """Kind, version, feature dimension and number of classes."""
-        return {
-            "kind": self.KIND,
-            "version": PROFILE_VERSION,
-            "dim": self.dim,
-            "n_classes": int(self.classes.shape[0]),
-        }
+        return profile_meta(self.KIND, dim=self.dim, n_classes=int(self.classes.shape[0]))
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Self:
         """Rebuild from `to_arrays` / `meta` output; ValueError if inconsistent."""
-        check_meta(meta, cls.KIND)
-        classes = array_field(arrays, "classes", cls.KIND, ndim=1, dtype=np.int64)
-        means = array_field(arrays, "means", cls.KIND, ndim=2, dtype=np.float64)
+        stored = cls.read_arrays(arrays, meta)
+        classes, means = stored["classes"], stored["means"]
+        cov, precision = stored["covariance"], stored["precision"]
         dim = means.shape[1]
-        cov = array_field(arrays, "covariance", cls.KIND, ndim=2, dtype=np.float64)
-        precision = array_field(arrays, "precision", cls.KIND, ndim=2, dtype=np.float64)
-        shrinkage = array_field(arrays, "shrinkage", cls.KIND, ndim=0, dtype=np.float64)
         if (
             classes.shape[0] != means.shape[0]
             or cov.shape != (dim, dim)
@@ -150,13 +137,12 @@ class MahalanobisProfile:
                 f"{cls.KIND} profile arrays disagree: classes {classes.shape}, means "
                 f"{means.shape}, covariance {cov.shape}, precision {precision.shape}"
             )
-        if meta.get("dim") != dim:
-            raise ValueError(f"{cls.KIND} meta dim {meta.get('dim')!r} != array dim {dim}")
-        return cls(classes, means, cov, precision, float(shrinkage))
+        cls.check_meta_dim(meta, dim)
+        return cls(classes, means, cov, precision, float(stored["shrinkage"]))
 
 
 @dataclass(frozen=True, eq=False)
-class GaussianProfile:
+class GaussianProfile(StoredArrays):
     """One Gaussian over all reference features (Rippel et al., 2020).
 
     Attributes:
@@ -167,6 +153,12 @@ class GaussianProfile:
     """
 
     KIND: ClassVar[str] = "gaussian"
+    LAYOUT: ClassVar[ArrayLayout] = {
+        "mean": (1, np.float64),
+        "covariance": (2, np.float64),
+        "precision": (2, np.float64),
+        "shrinkage": (0, np.float64),
+    }
     mean: FloatArray
     covariance: FloatArray
     precision: FloatArray
@@ -177,36 +169,23 @@ class GaussianProfile:
         """Feature dimension D."""
         return int(self.mean.shape[0])
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """``mean``, ``covariance``, ``precision``, ``shrinkage`` (0-d)."""
-        return {
-            "mean": self.mean,
-            "covariance": self.covariance,
-            "precision": self.precision,
-            "shrinkage": np.asarray(self.shrinkage, dtype=np.float64),
-        }
-
     def meta(self) -> JsonDict:
         """Kind, version and feature dimension."""
-        return {"kind": self.KIND, "version": PROFILE_VERSION, "dim": self.dim}
+        return profile_meta(self.KIND, dim=self.dim)
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Self:
         """Rebuild from `to_arrays` / `meta` output; ValueError if inconsistent."""
-        check_meta(meta, cls.KIND)
-        mean = array_field(arrays, "mean", cls.KIND, ndim=1, dtype=np.float64)
+        stored = cls.read_arrays(arrays, meta)
+        mean, cov, precision = stored["mean"], stored["covariance"], stored["precision"]
         dim = mean.shape[0]
-        cov = array_field(arrays, "covariance", cls.KIND, ndim=2, dtype=np.float64)
-        precision = array_field(arrays, "precision", cls.KIND, ndim=2, dtype=np.float64)
-        shrinkage = array_field(arrays, "shrinkage", cls.KIND, ndim=0, dtype=np.float64)
         if cov.shape != (dim, dim) or precision.shape != (dim, dim):
             raise ValueError(
                 f"{cls.KIND} profile arrays disagree: mean {mean.shape}, covariance "
                 f"{cov.shape}, precision {precision.shape}"
             )
-        if meta.get("dim") != dim:
-            raise ValueError(f"{cls.KIND} meta dim {meta.get('dim')!r} != array dim {dim}")
-        return cls(mean, cov, precision, float(shrinkage))
+        cls.check_meta_dim(meta, dim)
+        return cls(mean, cov, precision, float(stored["shrinkage"]))
 
 
 def fit_mahalanobis(features: npt.ArrayLike, labels: npt.ArrayLike) -> MahalanobisProfile:

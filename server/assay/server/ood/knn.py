@@ -34,16 +34,14 @@ import numpy as np
 import numpy.typing as npt
 
 from assay.server.ood._common import (
-    PROFILE_VERSION,
     ROW_CHUNK,
     Float32Array,
     FloatArray,
     JsonDict,
-    array_field,
     as_matrix,
-    check_meta,
     positive_int,
 )
+from assay.server.ood._stored import ArrayLayout, StoredArrays, profile_meta
 
 __all__ = [
     "DEFAULT_BANK_CHUNK",
@@ -75,7 +73,7 @@ def l2_normalise(features: Float32Array) -> Float32Array:
 
 
 @dataclass(frozen=True, eq=False)
-class KNNProfile:
+class KNNProfile(StoredArrays):
     """A bank of normalised reference features and k.
 
     Attributes:
@@ -84,6 +82,7 @@ class KNNProfile:
     """
 
     KIND: ClassVar[str] = "knn"
+    LAYOUT: ClassVar[ArrayLayout] = {"bank": (2, np.float32)}
     bank: Float32Array
     k: int
 
@@ -92,30 +91,18 @@ class KNNProfile:
         """Feature dimension D."""
         return int(self.bank.shape[1])
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """``bank`` (float32)."""
-        return {"bank": self.bank}
-
     def meta(self) -> JsonDict:
         """Kind, version, dimension, bank size and k."""
-        return {
-            "kind": self.KIND,
-            "version": PROFILE_VERSION,
-            "dim": self.dim,
-            "bank_size": int(self.bank.shape[0]),
-            "k": self.k,
-        }
+        return profile_meta(self.KIND, dim=self.dim, bank_size=int(self.bank.shape[0]), k=self.k)
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Self:
         """Rebuild from `to_arrays` / `meta` output; ValueError if inconsistent."""
-        check_meta(meta, cls.KIND)
-        bank = array_field(arrays, "bank", cls.KIND, ndim=2, dtype=np.float32)
+        bank = cls.read_arrays(arrays, meta)["bank"]
         k = positive_int(meta.get("k"), "knn meta k")
         if k > bank.shape[0]:
             raise ValueError(f"knn meta k={k} exceeds the bank size {bank.shape[0]}")
-        if meta.get("dim") != bank.shape[1]:
-            raise ValueError(f"knn meta dim {meta.get('dim')!r} != bank dim {bank.shape[1]}")
+        cls.check_meta_dim(meta, bank.shape[1], "bank")
         return cls(bank, k)
 
 

@@ -36,10 +36,9 @@ from assay.server.ood._common import (
     FloatArray,
     JsonDict,
     all_finite,
-    array_field,
-    check_meta,
     positive_int,
 )
+from assay.server.ood._stored import ArrayLayout, StoredArrays, profile_meta
 
 __all__ = ["PatchMemory", "anomaly_map", "fit_patch_memory", "score_patches"]
 
@@ -151,7 +150,7 @@ def _coreset_size(fraction: float, count: int) -> int:
 
 
 @dataclass(frozen=True, eq=False)
-class PatchMemory:
+class PatchMemory(StoredArrays):
     """A fitted PatchCore memory bank (the coreset's aggregated patch features).
 
     Attributes:
@@ -164,6 +163,7 @@ class PatchMemory:
     """
 
     KIND: ClassVar[str] = "patchcore"
+    LAYOUT: ClassVar[ArrayLayout] = {"bank": (2, np.float32)}
 
     bank: Float32Array
     patches: int
@@ -194,29 +194,23 @@ class PatchMemory:
         """Coreset size K."""
         return int(self.bank.shape[0])
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The numeric state: ``{"bank": K x C float32}``."""
-        return {"bank": self.bank}
-
     def meta(self) -> JsonDict:
         """JSON-able description (kind, version and every setting)."""
-        return {
-            "kind": self.KIND,
-            "version": 1,
-            "channels": self.channels,
-            "coreset_size": self.size,
-            "patches": int(self.patches),
-            "coreset_fraction": float(self.coreset_fraction),
-            "neighbourhood": int(self.neighbourhood),
-            "seed": int(self.seed),
-            "projection_dim": int(self.projection_dim),
-        }
+        return profile_meta(
+            self.KIND,
+            channels=self.channels,
+            coreset_size=self.size,
+            patches=int(self.patches),
+            coreset_fraction=float(self.coreset_fraction),
+            neighbourhood=int(self.neighbourhood),
+            seed=int(self.seed),
+            projection_dim=int(self.projection_dim),
+        )
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Self:
         """Rebuild a memory from :meth:`to_arrays` and :meth:`meta` output (bit-exact)."""
-        check_meta(meta, cls.KIND)
-        bank = array_field(arrays, "bank", cls.KIND, ndim=2, dtype=np.float32)
+        bank = cls.read_arrays(arrays, meta)["bank"]
         expected = (meta.get("coreset_size"), meta.get("channels"))
         if bank.shape != expected:
             raise ValueError(f"patchcore bank has shape {bank.shape}, meta says {expected}")

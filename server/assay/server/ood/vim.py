@@ -35,16 +35,14 @@ import numpy as np
 import numpy.typing as npt
 
 from assay.server.ood._common import (
-    PROFILE_VERSION,
     FloatArray,
     JsonDict,
-    array_field,
     as_matrix,
     as_vector,
-    check_meta,
     logsumexp_rows,
     positive_int,
 )
+from assay.server.ood._stored import ArrayLayout, StoredArrays, profile_meta
 
 __all__ = ["ViMProfile", "default_principal_dim", "fit_vim", "vim_score"]
 
@@ -59,7 +57,7 @@ def default_principal_dim(dim: int) -> int:
 
 
 @dataclass(frozen=True, eq=False)
-class ViMProfile:
+class ViMProfile(StoredArrays):
     """Classifier head, origin, residual basis and alpha (Wang et al., 2022).
 
     Attributes:
@@ -71,6 +69,13 @@ class ViMProfile:
     """
 
     KIND: ClassVar[str] = "vim"
+    LAYOUT: ClassVar[ArrayLayout] = {
+        "weight": (2, np.float64),
+        "bias": (1, np.float64),
+        "origin": (1, np.float64),
+        "residual_basis": (2, np.float64),
+        "alpha": (0, np.float64),
+    }
     weight: FloatArray
     bias: FloatArray
     origin: FloatArray
@@ -87,35 +92,21 @@ class ViMProfile:
         """Principal-space dimension D_p."""
         return self.dim - int(self.residual_basis.shape[1])
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """``weight``, ``bias``, ``origin``, ``residual_basis``, ``alpha`` (0-d)."""
-        return {
-            "weight": self.weight,
-            "bias": self.bias,
-            "origin": self.origin,
-            "residual_basis": self.residual_basis,
-            "alpha": np.asarray(self.alpha, dtype=np.float64),
-        }
-
     def meta(self) -> JsonDict:
         """Kind, version, feature dimension, classes and principal dimension."""
-        return {
-            "kind": self.KIND,
-            "version": PROFILE_VERSION,
-            "dim": self.dim,
-            "n_classes": int(self.weight.shape[0]),
-            "principal_dim": self.principal_dim,
-        }
+        return profile_meta(
+            self.KIND,
+            dim=self.dim,
+            n_classes=int(self.weight.shape[0]),
+            principal_dim=self.principal_dim,
+        )
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Self:
         """Rebuild from `to_arrays` / `meta` output; ValueError if inconsistent."""
-        check_meta(meta, cls.KIND)
-        weight = array_field(arrays, "weight", cls.KIND, ndim=2, dtype=np.float64)
-        bias = array_field(arrays, "bias", cls.KIND, ndim=1, dtype=np.float64)
-        origin = array_field(arrays, "origin", cls.KIND, ndim=1, dtype=np.float64)
-        basis = array_field(arrays, "residual_basis", cls.KIND, ndim=2, dtype=np.float64)
-        alpha = array_field(arrays, "alpha", cls.KIND, ndim=0, dtype=np.float64)
+        stored = cls.read_arrays(arrays, meta)
+        weight, bias, origin = stored["weight"], stored["bias"], stored["origin"]
+        basis = stored["residual_basis"]
         k, d = weight.shape
         if bias.shape != (k,) or origin.shape != (d,) or basis.shape[0] != d:
             raise ValueError(
@@ -124,7 +115,7 @@ class ViMProfile:
             )
         if meta.get("dim") != d or meta.get("principal_dim") != d - basis.shape[1]:
             raise ValueError(f"{cls.KIND} meta {dict(meta)!r} disagrees with the arrays")
-        return cls(weight, bias, origin, basis, float(alpha))
+        return cls(weight, bias, origin, basis, float(stored["alpha"]))
 
 
 def _head(weight: npt.ArrayLike, bias: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:

@@ -59,14 +59,27 @@ def translate(image: np.ndarray, frames: int, rng: np.random.Generator) -> np.nd
     return out
 
 
-def _warp_sequence(image: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
+def _random_sign(rng: np.random.Generator) -> float:
+    """+1 or -1 with equal probability: which way a sequence drifts."""
+    return 1.0 if rng.random() < 0.5 else -1.0
+
+
+def _centred_warps(
+    image: np.ndarray, frames: int, degrees_per_frame: float, zoom_per_frame: float
+) -> np.ndarray:
+    """Frame t rotated by t·degrees and zoomed by 1 + t·zoom about the centre, border reflected."""
     height, width = image.shape[:2]
+    centre = ((width - 1) / 2, (height - 1) / 2)
     return np.stack(
         [
             cv2.warpAffine(
-                image, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+                image,
+                cv2.getRotationMatrix2D(centre, degrees_per_frame * t, 1.0 + zoom_per_frame * t),
+                (width, height),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REFLECT_101,
             )
-            for m in matrices
+            for t in range(frames)
         ]
     )
 
@@ -74,29 +87,19 @@ def _warp_sequence(image: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
 @_register("rotate")
 def rotate(image: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
     """Rotation about the centre in 0.5-degree steps, clockwise or not at random."""
-    height, width = image.shape[:2]
-    sign = 1.0 if rng.random() < 0.5 else -1.0
-    centre = ((width - 1) / 2, (height - 1) / 2)
-    return _warp_sequence(
-        image, [cv2.getRotationMatrix2D(centre, sign * 0.5 * t, 1.0) for t in range(frames)]
-    )
+    return _centred_warps(image, frames, _random_sign(rng) * 0.5, 0.0)
 
 
 @_register("scale")
 def scale(image: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
     """Zoom about the centre by 1 % per frame, in or out at random."""
-    height, width = image.shape[:2]
-    step = 0.01 if rng.random() < 0.5 else -0.01
-    centre = ((width - 1) / 2, (height - 1) / 2)
-    return _warp_sequence(
-        image, [cv2.getRotationMatrix2D(centre, 0.0, 1.0 + step * t) for t in range(frames)]
-    )
+    return _centred_warps(image, frames, 0.0, _random_sign(rng) * 0.01)
 
 
 @_register("brightness")
 def brightness(image: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
     """HSV value shifted by 1 % of full scale per frame, up or down at random."""
-    step = 0.01 if rng.random() < 0.5 else -0.01
+    step = _random_sign(rng) * 0.01
     hsv = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)
     out = np.empty((frames, *image.shape), np.uint8)
     for t in range(frames):

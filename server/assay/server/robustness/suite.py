@@ -8,6 +8,7 @@ limit and the seed that makes every generated image reproducible.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -52,6 +53,14 @@ class AttackSpec(BaseModel):
         return self
 
 
+def _known_names(names: tuple[str, ...], known: Collection[str], what: str) -> tuple[str, ...]:
+    """`names` without repeats (first occurrence kept), or ValueError listing the unknown ones."""
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {', '.join(sorted(known))}")
+    return tuple(dict.fromkeys(names))
+
+
 class SuiteSpec(BaseModel):
     """A robustness suite."""
 
@@ -73,10 +82,7 @@ class SuiteSpec(BaseModel):
     @field_validator("corruptions")
     @classmethod
     def _known_corruptions(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [n for n in names if n not in REGISTRY]
-        if unknown:
-            raise ValueError(f"unknown corruptions {unknown}; known: {', '.join(sorted(REGISTRY))}")
-        return tuple(dict.fromkeys(names))
+        return _known_names(names, REGISTRY, "corruptions")
 
     @field_validator("severities")
     @classmethod
@@ -89,12 +95,7 @@ class SuiteSpec(BaseModel):
     @field_validator("perturbations")
     @classmethod
     def _known_perturbations(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [n for n in names if n not in PERTURBATIONS]
-        if unknown:
-            raise ValueError(
-                f"unknown perturbations {unknown}; known: {', '.join(sorted(PERTURBATIONS))}"
-            )
-        return tuple(dict.fromkeys(names))
+        return _known_names(names, PERTURBATIONS, "perturbations")
 
     def units(self) -> list[str]:
         """The unit keys of this suite, in execution order (clean first)."""

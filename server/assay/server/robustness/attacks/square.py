@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from assay.server.errors import BackendError, InvalidArgumentError
+from assay.server.robustness.attacks._inputs import Norm, validate_batch
 from assay.server.robustness.attacks._square_sampling import (
     init_l2,
     init_linf,
@@ -36,7 +36,6 @@ from assay.server.robustness.attacks._square_sampling import (
 
 Score = Callable[[np.ndarray], Awaitable[np.ndarray]]
 """Async scorer: float32 M x H x W x C images in [0, 1] -> M x K logits."""
-Norm = Literal["linf", "l2"]
 
 DEFAULT_P_INIT: dict[str, float] = {"linf": 0.05, "l2": 0.1}
 """The paper's initial fraction of pixels changed per square."""
@@ -108,27 +107,12 @@ class SquareResult:
 def _validate(
     images: np.ndarray, labels: np.ndarray, norm: str, epsilon: float, max_queries: int, p: float
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    if images.ndim != 4 or images.shape[0] == 0 or min(images.shape[1:]) == 0:
-        raise InvalidArgumentError(
-            f"images must be a non-empty N x H x W x C array, got {images.shape}"
-        )
-    if not np.issubdtype(images.dtype, np.floating):
-        raise InvalidArgumentError(f"images must be float in [0, 1], got dtype {images.dtype}")
-    if not np.isfinite(images).all() or images.min() < 0.0 or images.max() > 1.0:
-        raise InvalidArgumentError("images must be finite and in [0, 1]")
-    if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
-        raise InvalidArgumentError(f"labels must be {images.shape[0]} integers, got {labels.shape}")
-    if norm not in DEFAULT_P_INIT:
-        raise InvalidArgumentError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise InvalidArgumentError(f"epsilon must be finite and > 0, got {epsilon}")
+    x, y = validate_batch(images, labels, norm, epsilon)
     if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
         raise InvalidArgumentError(f"max_queries must be an integer >= 1, got {max_queries!r}")
     if not 0.0 < p <= 1.0:
         raise InvalidArgumentError(f"p_init must be in (0, 1], got {p}")
-    return images.astype(np.float32), labels.astype(np.int64)
+    return x, y
 
 
 async def _margins(

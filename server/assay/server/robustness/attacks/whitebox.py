@@ -25,14 +25,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from assay.server.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from assay.server.robustness.attacks._inputs import Norm, validate_batch
 
-Norm = Literal["linf", "l2"]
 Preprocess = Callable[[Any], Any]
 """Maps the N x H x W x C [0, 1] torch tensor to the model's input (e.g. normalise + NCHW)."""
 MAX_BATCH = 64
@@ -100,28 +100,6 @@ def load_torchscript(path: Path) -> Any:
     return model
 
 
-def _validate(
-    images: np.ndarray, labels: np.ndarray, norm: str, epsilon: float
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise InvalidArgumentError(
-            f"images must be a non-empty N x H x W x C array, got {images.shape}"
-        )
-    if not np.issubdtype(images.dtype, np.floating):
-        raise InvalidArgumentError(f"images must be float in [0, 1], got dtype {images.dtype}")
-    if not np.isfinite(images).all() or images.min() < 0.0 or images.max() > 1.0:
-        raise InvalidArgumentError("images must be finite and in [0, 1]")
-    if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
-        raise InvalidArgumentError(f"labels must be {images.shape[0]} integers, got {labels.shape}")
-    if norm not in ("linf", "l2"):
-        raise InvalidArgumentError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    if not (np.isfinite(epsilon) and epsilon > 0):
-        raise InvalidArgumentError(f"epsilon must be finite and > 0, got {epsilon}")
-    return images.astype(np.float32), labels.astype(np.int64)
-
-
 def _per_image_norm(torch: Any, t: Any, norm: Norm) -> Any:
     """L∞ or L2 norm of each image of an N x ... tensor, shaped N x 1 x 1 x 1."""
     flat = t.flatten(1)
@@ -168,24 +146,36 @@ def _random_start(torch: Any, x: Any, norm: Norm, epsilon: float, gen: Any) -> A
     return (x + noise.to(x.device)).clamp(0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class _Ascent:
+    """Projected gradient ascent: `steps` steps of size `step` from x (or a seeded random start)."""
+
+    norm: Norm
+    epsilon: float
+    step: float
+    steps: int
+    start_seed: int | None
+    """Seed of the uniform start in the ε-ball; None starts at x itself."""
+
+
 def _run(
     model: Any,
     images: np.ndarray,
     labels: np.ndarray,
+    ascent: _Ascent,
     *,
-    norm: Norm,
-    epsilon: float,
     preprocess: Preprocess,
-    attack: Callable[[Any, Any, Any], Any],
     batch_size: int,
 ) -> WhiteBoxResult:
-    """Shared driver: validate, batch, attack each batch, score clean and adversarial."""
+    """Shared driver: validate, batch, run the ascent on each batch, score clean and adversarial."""
     torch = _torch()
-    x_all, y_all = _validate(images, labels, norm, epsilon)
+    norm, epsilon = ascent.norm, ascent.epsilon
+    x_all, y_all = validate_batch(images, labels, norm, epsilon)
     if not 1 <= batch_size <= MAX_BATCH:
         raise InvalidArgumentError(f"batch_size must be in [1, {MAX_BATCH}], got {batch_size}")
     model.eval()
     device = next(iter(model.parameters()), torch.zeros(0)).device
+    gen = None if ascent.start_seed is None else torch.Generator().manual_seed(ascent.start_seed)
     adv_out = np.empty_like(x_all)
     clean_correct = np.empty(len(x_all), dtype=bool)
     adv_correct = np.empty(len(x_all), dtype=bool)
@@ -193,7 +183,11 @@ def _run(
         part = slice(start, start + batch_size)
         x = torch.from_numpy(x_all[part]).to(device)
         y = torch.from_numpy(y_all[part]).to(device)
-        adv = attack(torch, x, y)
+        adv = x.clone() if gen is None else _random_start(torch, x, norm, epsilon, gen)
+        for _ in range(ascent.steps):
+            grad = _gradient(torch, model, preprocess, adv, y)
+            adv = _project(torch, x, adv + ascent.step * _step(torch, grad, norm), norm, epsilon)
+            adv = adv.detach()
         with torch.no_grad():
             clean_pred = model(preprocess(x)).argmax(dim=1)
             adv_pred = model(preprocess(adv)).argmax(dim=1)
@@ -233,15 +227,9 @@ def fgsm(
         FailedPreconditionError: torch is not installed.
         InvalidArgumentError: Bad shapes, pixel range, norm or ε.
     """
-
-    def attack(torch: Any, x: Any, y: Any) -> Any:
-        grad = _gradient(torch, model, preprocess, x, y)
-        return _project(torch, x, x + epsilon * _step(torch, grad, norm), norm, epsilon).detach()
-
-    return _run(
-        model, images, labels, norm=norm, epsilon=epsilon, preprocess=preprocess,
-        attack=attack, batch_size=batch_size,
-    )  # fmt: skip
+    # FGSM is a single PGD step of size ε taken from x itself (no random start).
+    ascent = _Ascent(norm, epsilon, step=epsilon, steps=1, start_seed=None)
+    return _run(model, images, labels, ascent, preprocess=preprocess, batch_size=batch_size)
 
 
 def pgd(
@@ -284,18 +272,5 @@ def pgd(
     alpha = 2.5 * epsilon / steps if step_size is None else step_size
     if not (np.isfinite(alpha) and alpha > 0):
         raise InvalidArgumentError(f"step_size must be finite and > 0, got {step_size}")
-    generator: list[Any] = []
-
-    def attack(torch: Any, x: Any, y: Any) -> Any:
-        if not generator:
-            generator.append(torch.Generator().manual_seed(seed))
-        adv = _random_start(torch, x, norm, epsilon, generator[0]) if random_start else x.clone()
-        for _ in range(steps):
-            grad = _gradient(torch, model, preprocess, adv, y)
-            adv = _project(torch, x, adv + alpha * _step(torch, grad, norm), norm, epsilon).detach()
-        return adv
-
-    return _run(
-        model, images, labels, norm=norm, epsilon=epsilon, preprocess=preprocess,
-        attack=attack, batch_size=batch_size,
-    )  # fmt: skip
+    ascent = _Ascent(norm, epsilon, alpha, steps, start_seed=seed if random_start else None)
+    return _run(model, images, labels, ascent, preprocess=preprocess, batch_size=batch_size)

@@ -22,6 +22,13 @@ import numpy as np
 from assay.server.errors import InvalidArgumentError
 
 CorruptionFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+"""Every corruption's contract, stated once here rather than in each function.
+
+`fn(image, severity, rng)`: image is uint8 H x W x 3 RGB (`corrupt` converts
+other channel counts), severity is 1..5 and `rng` is the only source of
+randomness (deterministic corruptions ignore it); returns a uint8 image of the
+input's shape.
+"""
 
 REFERENCE_SIZE = 224
 """ImageNet-C's image size; spatial parameters are defined for it."""
@@ -126,3 +133,8 @@ def corrupt(
 def clip_uint8(values: np.ndarray) -> np.ndarray:
     """Float image in [0, 255] scale -> uint8, rounding half to even like np.rint."""
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def to_unit_float(image: np.ndarray) -> np.ndarray:
+    """uint8 image -> float32 in [0, 1]; one spelling keeps the families bit-identical."""
+    return image.astype(np.float32) * np.float32(1 / 255)

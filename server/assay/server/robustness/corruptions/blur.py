@@ -103,13 +103,7 @@ def defocus_blur(image: np.ndarray, severity: int, rng: np.random.Generator) -> 
     ``r * s`` anti-aliased by a gaussian of sigma ``a * s``, with
     ``(r, a) = DEFOCUS_BLUR_RADIUS_ALIAS[severity - 1]`` and ``s = size_scale(image)``.
 
-    Args:
-        image: uint8 H x W x 3 RGB image.
-        severity: 1..5.
-        rng: unused (deterministic corruption).
-
-    Returns:
-        The blurred uint8 image, same shape.
+    Deterministic: `rng` is not used.
     """
     radius, alias = DEFOCUS_BLUR_RADIUS_ALIAS[severity - 1]
     scale = size_scale(image)
@@ -177,14 +171,6 @@ def glass_blur(image: np.ndarray, severity: int, rng: np.random.Generator) -> np
     ``d * s`` (see `glass_sources`), and ``G`` again, with
     ``(g, d, n) = GLASS_BLUR_SIGMA_DELTA_ITERATIONS[severity - 1]`` and
     ``s = size_scale(image)``.
-
-    Args:
-        image: uint8 H x W x 3 RGB image.
-        severity: 1..5.
-        rng: source of all randomness.
-
-    Returns:
-        The blurred uint8 image, same shape.
     """
     sigma, delta, iterations = GLASS_BLUR_SIGMA_DELTA_ITERATIONS[severity - 1]
     scale = size_scale(image)
@@ -203,14 +189,6 @@ def motion_blur(image: np.ndarray, severity: int, rng: np.random.Generator) -> n
     ``w(t) ~ exp(-t^2 / (2 sigma^2))`` normalised, ``u`` a unit vector at an
     angle drawn uniformly from [-45, 45) degrees, edges replicated,
     ``(r, sigma) = MOTION_BLUR_RADIUS_SIGMA[severity - 1]`` and ``s = size_scale(image)``.
-
-    Args:
-        image: uint8 H x W x 3 RGB image.
-        severity: 1..5.
-        rng: source of all randomness (the angle).
-
-    Returns:
-        The blurred uint8 image, same shape.
     """
     radius, sigma = MOTION_BLUR_RADIUS_SIGMA[severity - 1]
     angle = float(rng.uniform(-45.0, 45.0))
@@ -229,13 +207,7 @@ def zoom_blur(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.
     about its centre (bilinear, edges replicated) for the ``n`` factors
     ``z = numpy.arange(*ZOOM_BLUR_FACTOR_RANGES[severity - 1])``.
 
-    Args:
-        image: uint8 H x W x 3 RGB image.
-        severity: 1..5.
-        rng: unused (deterministic corruption).
-
-    Returns:
-        The blurred uint8 image, same shape.
+    Deterministic: `rng` is not used.
     """
     factors = np.arange(*ZOOM_BLUR_FACTOR_RANGES[severity - 1])
     height, width = image.shape[:2]
@@ -257,12 +229,6 @@ def gaussian_blur(image: np.ndarray, severity: int, rng: np.random.Generator) ->
     ``out = x * G_sigma`` with ``sigma = GAUSSIAN_BLUR_SIGMA[severity - 1] * s``,
     ``s = size_scale(image)``, kernel truncated at 4 sigma, edges replicated.
 
-    Args:
-        image: uint8 H x W x 3 RGB image.
-        severity: 1..5.
-        rng: unused (deterministic corruption).
-
-    Returns:
-        The blurred uint8 image, same shape.
+    Deterministic: `rng` is not used.
     """
     return clip_uint8(_gaussian(image, GAUSSIAN_BLUR_SIGMA[severity - 1] * size_scale(image)))

@@ -14,7 +14,12 @@ import cv2
 import numpy as np
 
 from assay.server.robustness.corruptions import textures
-from assay.server.robustness.corruptions.base import clip_uint8, register, size_scale
+from assay.server.robustness.corruptions.base import (
+    clip_uint8,
+    register,
+    size_scale,
+    to_unit_float,
+)
 
 BRIGHTNESS_DELTA = (0.1, 0.2, 0.3, 0.4, 0.5)
 """Added to HSV value (in [0, 1]) per severity."""
@@ -38,7 +43,7 @@ SATURATE_PARAMS = ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))
 
 def _hsv_adjust(image: np.ndarray, channel: int, scale: float, offset: float) -> np.ndarray:
     """Set HSV channel `channel` (1 = S, 2 = V; in [0, 1]) to clip(scale v + offset, 0, 1)."""
-    hsv = cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2HSV)
+    hsv = cv2.cvtColor(to_unit_float(image), cv2.COLOR_RGB2HSV)
     plane = hsv[:, :, channel]
     np.clip(plane * np.float32(scale) + np.float32(offset), 0, 1, out=plane)
     return clip_uint8(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255)
@@ -50,13 +55,7 @@ def brightness(image: np.ndarray, severity: int, rng: np.random.Generator) -> np
 
     (Hendrycks & Dietterich, 2019, ImageNet-C.)
 
-    Args:
-        image: uint8 H x W x 3 RGB.
-        severity: 1..5.
-        rng: Unused (deterministic corruption).
-
-    Returns:
-        uint8 image of the input's shape.
+    Deterministic: `rng` is not used.
     """
     return _hsv_adjust(image, 2, 1.0, BRIGHTNESS_DELTA[severity - 1])
 
@@ -67,13 +66,7 @@ def saturate(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
 
     (Hendrycks & Dietterich, 2019, ImageNet-C.)
 
-    Args:
-        image: uint8 H x W x 3 RGB.
-        severity: 1..5.
-        rng: Unused (deterministic corruption).
-
-    Returns:
-        uint8 image of the input's shape.
+    Deterministic: `rng` is not used.
     """
     scale, offset = SATURATE_PARAMS[severity - 1]
     return _hsv_adjust(image, 1, scale, offset)
@@ -86,13 +79,7 @@ def contrast(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
     The mean is each channel's over the whole image. (Hendrycks & Dietterich,
     2019, ImageNet-C.)
 
-    Args:
-        image: uint8 H x W x 3 RGB.
-        severity: 1..5.
-        rng: Unused (deterministic corruption).
-
-    Returns:
-        uint8 image of the input's shape.
+    Deterministic: `rng` is not used.
     """
     factor = CONTRAST_FACTOR[severity - 1]
     means = np.asarray(cv2.mean(image)[:3], np.float32)
@@ -110,13 +97,7 @@ def pixelate(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
     (blocks cannot shrink below 1 / f pixels without vanishing).
     (Hendrycks & Dietterich, 2019, ImageNet-C.)
 
-    Args:
-        image: uint8 H x W x 3 RGB.
-        severity: 1..5.
-        rng: Unused (deterministic corruption).
-
-    Returns:
-        uint8 image of the input's shape.
+    Deterministic: `rng` is not used.
     """
     factor = PIXELATE_FACTOR[severity - 1] / max(size_scale(image), 1.0)
     height, width = image.shape[:2]
@@ -133,13 +114,7 @@ def jpeg_compression(image: np.ndarray, severity: int, rng: np.random.Generator)
 
     (Hendrycks & Dietterich, 2019, ImageNet-C.)
 
-    Args:
-        image: uint8 H x W x 3 RGB.
-        severity: 1..5.
-        rng: Unused (deterministic corruption).
-
-    Returns:
-        uint8 image of the input's shape.
+    Deterministic: `rng` is not used.
     """
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY[severity - 1]])
@@ -185,14 +160,6 @@ def elastic_transform(image: np.ndarray, severity: int, rng: np.random.Generator
     borders, in one `cv2.remap` (ImageNet-C resamples twice). The field is drawn
     on the reference grid and scaled to the image, as is j.
     (Hendrycks & Dietterich, 2019, ImageNet-C.)
-
-    Args:
-        image: uint8 H x W x 3 RGB.
-        severity: 1..5.
-        rng: Source of all randomness.
-
-    Returns:
-        uint8 image of the input's shape.
     """
     alpha, sigma, jitter = ELASTIC_PARAMS[severity - 1]
     height, width = image.shape[:2]

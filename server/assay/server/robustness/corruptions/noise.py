@@ -59,14 +59,6 @@ def gaussian_noise(image: np.ndarray, severity: int, rng: np.random.Generator) -
 
     ``out = clip(x + n)`` with ``n ~ N(0, sigma^2)`` drawn independently per
     pixel and channel, ``x`` in [0, 1] and ``sigma = GAUSSIAN_NOISE_SIGMA[severity - 1]``.
-
-    Args:
-        image: uint8 H x W x 3 RGB image.
-        severity: 1..5.
-        rng: source of all randomness.
-
-    Returns:
-        The noisy uint8 image, same shape.
     """
     sigma = GAUSSIAN_NOISE_SIGMA[severity - 1] * 255.0
     noise = rng.standard_normal(image.shape, dtype=np.float32)
@@ -84,14 +76,6 @@ def shot_noise(image: np.ndarray, severity: int, rng: np.random.Generator) -> np
     Counts are drawn exactly by inverting each uint8 level's Poisson CDF with
     one uniform per value (tables cached per severity), about twice as fast as
     ``Generator.poisson`` on per-pixel rates.
-
-    Args:
-        image: uint8 H x W x 3 RGB image.
-        severity: 1..5.
-        rng: source of all randomness.
-
-    Returns:
-        The noisy uint8 image, same shape.
     """
     photons = SHOT_NOISE_PHOTONS[severity - 1]
     cdf, guide, counts = _poisson_tables(photons)
@@ -116,14 +100,6 @@ def impulse_noise(image: np.ndarray, severity: int, rng: np.random.Generator) ->
     Each channel value independently becomes 255 (salt) with probability
     ``a / 2``, 0 (pepper) with probability ``a / 2`` and is kept otherwise,
     with ``a = IMPULSE_NOISE_AMOUNT[severity - 1]``.
-
-    Args:
-        image: uint8 H x W x 3 RGB image.
-        severity: 1..5.
-        rng: source of all randomness.
-
-    Returns:
-        The noisy uint8 image, same shape.
     """
     amount = IMPULSE_NOISE_AMOUNT[severity - 1]
     draw = rng.random(image.shape, dtype=np.float32)
@@ -139,14 +115,6 @@ def speckle_noise(image: np.ndarray, severity: int, rng: np.random.Generator) ->
 
     ``out = clip(x + x * n)`` with ``n ~ N(0, sigma^2)`` drawn independently per
     pixel and channel and ``sigma = SPECKLE_NOISE_SIGMA[severity - 1]``.
-
-    Args:
-        image: uint8 H x W x 3 RGB image.
-        severity: 1..5.
-        rng: source of all randomness.
-
-    Returns:
-        The noisy uint8 image, same shape.
     """
     sigma = SPECKLE_NOISE_SIGMA[severity - 1]
     factor = rng.standard_normal(image.shape, dtype=np.float32)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from assay.server.robustness.corruptions import textures
-from assay.server.robustness.corruptions.base import clip_uint8, register
+from assay.server.robustness.corruptions.base import clip_uint8, register, to_unit_float
 
 SNOW_PARAMS = (
     (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
@@ -46,10 +46,6 @@ MUD_RGB = np.array((63, 42, 20), np.float32) / 255
 _EMBOSS = np.array(((-2, -1, 0), (-1, 1, 1), (0, 1, 2)), np.float32)
 
 
-def _as_float(image: np.ndarray) -> np.ndarray:
-    return image.astype(np.float32) * np.float32(1 / 255)
-
-
 @register("snow", "weather")
 def snow(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Falling snow over a brightened, washed-out scene.
@@ -61,14 +57,6 @@ def snow(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
     from U(-135, -45) degrees; then
     out = clip(w x + (1 - w) max(x, 1.5 gray(x) + 0.5) + f + rot180(f), 0, 1).
     (Hendrycks & Dietterich, 2019, ImageNet-C.)
-
-    Args:
-        image: uint8 H x W x 3 RGB.
-        severity: 1..5.
-        rng: Source of all randomness.
-
-    Returns:
-        uint8 image of the input's shape.
     """
     mean, std, zoom, threshold, radius, sigma, weight = SNOW_PARAMS[severity - 1]
     height, width = image.shape[:2]
@@ -81,7 +69,7 @@ def snow(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
     flakes = np.rint(flakes * 255) * np.float32(1 / 255)
     flakes = textures.resample(flakes + flakes[::-1, ::-1], height, width)
 
-    x = _as_float(image)
+    x = to_unit_float(image)
     gray = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[:, :, None]
     washed = np.maximum(x, gray * np.float32(1.5) + np.float32(0.5))
     out = x * np.float32(weight) + washed * np.float32(1 - weight) + flakes[:, :, None]
@@ -96,14 +84,6 @@ def frost(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndar
     F a greyish-white (slightly blue) frost texture in [0, 255]. ImageNet-C
     crops F from six frost photographs; here F is `textures.frost_texture`,
     drawn from `rng`. (Hendrycks & Dietterich, 2019, ImageNet-C.)
-
-    Args:
-        image: uint8 H x W x 3 RGB.
-        severity: 1..5.
-        rng: Source of all randomness.
-
-    Returns:
-        uint8 image of the input's shape.
     """
     image_weight, frost_weight = FROST_PARAMS[severity - 1]
     height, width = image.shape[:2]
@@ -123,14 +103,6 @@ def fog(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarra
     out = clip((x + c P) m / (m + c), 0, 1), P the diamond-square plasma
     fractal (amplitude decay d) generated at the power of two covering the
     reference grid and cropped to it. (Hendrycks & Dietterich, 2019, ImageNet-C.)
-
-    Args:
-        image: uint8 H x W x 3 RGB.
-        severity: 1..5.
-        rng: Source of all randomness.
-
-    Returns:
-        uint8 image of the input's shape.
     """
     strength, decay = FOG_PARAMS[severity - 1]
     height, width = image.shape[:2]
@@ -156,14 +128,6 @@ def spatter(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
     Mud: m = Gaussian(sigma=k) of [L > t], zeroed below 0.8:
     out = clip(x (1 - m) + m rgb(63, 42, 20), 0, 1).
     (Hendrycks & Dietterich, 2019, ImageNet-C.)
-
-    Args:
-        image: uint8 H x W x 3 RGB.
-        severity: 1..5.
-        rng: Source of all randomness.
-
-    Returns:
-        uint8 image of the input's shape.
     """
     mean, std, sigma, threshold, strength, mud = SPATTER_PARAMS[severity - 1]
     height, width = image.shape[:2]
@@ -173,7 +137,7 @@ def spatter(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
         liquid * np.float32(std) + np.float32(mean), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE
     )
     liquid[liquid < threshold] = 0
-    x = _as_float(image)
+    x = to_unit_float(image)
     if mud:
         mask = cv2.GaussianBlur(
             (liquid > threshold).astype(np.float32),
