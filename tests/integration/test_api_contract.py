@@ -20,6 +20,7 @@ from assay.client._jobs import job as to_job
 from assay.server.app import AssayServer, create_server
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext, JobManager
+from assay.server.jobs.specs import JobSpec
 from assay.server.jobs.store import SqliteJobStore
 from assay.server.services.interceptors import ErrorMappingInterceptor
 from assay.server.services.jobs import JobServicer
@@ -36,21 +37,27 @@ from assay.v1 import (
 from tests.conftest import demo_settings
 
 
+class _EmptySpec(JobSpec):
+    """Toy kinds take no fields."""
+
+
 class _Finishes:
-    def prepare(self, spec: dict[str, Any]) -> int:
+    spec_type = _EmptySpec
+
+    def prepare(self, spec: _EmptySpec) -> int:
         return 1
 
-    async def run(self, context: JobContext) -> dict[str, Any]:
-        return {"schema": "test/v1"}
+    async def run(self, context: JobContext[_EmptySpec]) -> dict[str, Any]:
+        return {"finished": True}
 
 
 class _RefusesItsInput(_Finishes):
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[_EmptySpec]) -> dict[str, Any]:
         raise InvalidArgumentError("label 'x' is not one of the model's labels")
 
 
 class _Crashes(_Finishes):
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[_EmptySpec]) -> dict[str, Any]:
         raise RuntimeError("disk on fire")
 
 
