@@ -181,7 +181,8 @@ def test_cli_anomaly_evaluate_and_ood_delete_profile(server: AssayServer, tmp_pa
     assert written.schema == "assay.anomaly.evaluation/v1"
     shown = re.search(r"image AUROC\W+([0-9.]+)", evaluated.output)
     assert shown is not None and shown.group(1) == f"{written['image_auroc']:.3f}"
-    assert f"{len(GOOD)} good, {len(DEFECTS)} defective" in " ".join(evaluated.output.split())
+    counts = re.search(r"images \(good, defective\)\W+(\d+), (\d+)", evaluated.output)
+    assert counts is not None and counts.groups() == (str(len(GOOD)), str(len(DEFECTS)))
 
     deleted = runner.invoke(cli_app, ["ood", "delete-profile", MODEL, *where])
     assert deleted.exit_code == 0, deleted.output

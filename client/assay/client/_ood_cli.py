@@ -230,8 +230,8 @@ def anomaly_detect(
 def _anomaly_table(report: Mapping[str, Any]) -> Table:
     dataset = report["dataset"]
     defective = sum(dataset["defect"].values())
-    title = f"anomaly detection by {report['model']['name']} ({dataset['good']} good, "
-    shown = cli.table(title + f"{defective} defective images)", ("metric", "value"), ("value",))
+    title = f"anomaly detection by {report['model']['name']}"
+    shown = cli.table(title, ("metric", "value"), right=("value",))
     pimo = list((report.get("aupimo") or {}).values())
     rows = [
         ("image AUROC", report["image_auroc"]),
@@ -239,6 +239,7 @@ def _anomaly_table(report: Mapping[str, Any]) -> Table:
         ("AUPRO (FPR <= 0.3)", report["aupro"]),
         (f"mean AUPIMO ({len(pimo)} images)", sum(pimo) / len(pimo) if pimo else None),
     ]
+    shown.add_row("images (good, defective)", f"{dataset['good']}, {defective}")
     for name, value in rows:
         shown.add_row(name, "n/a (no masks)" if value is None else f"{value:.3f}")
     return shown
