@@ -7,9 +7,11 @@ from assay.client._errors import from_rpc_error
 
 def test_public_surface_is_exactly_the_intended_names() -> None:
     assert set(sdk.__all__) == {
+        "AigenVerdict",
         "AnomalyResult",
         "AssayClientError",
         "AsyncClient",
+        "AsyncJob",
         "CancelledError",
         "Classification",
         "Client",
@@ -21,7 +23,13 @@ def test_public_surface_is_exactly_the_intended_names() -> None:
         "GeneratedVerdict",
         "InvalidArgumentError",
         "Job",
+        "JobCancelledError",
+        "JobError",
+        "JobFailedError",
+        "JobInfo",
         "JobProgress",
+        "JobState",
+        "JobTimeoutError",
         "ModelInfo",
         "NotFoundError",
         "OodProfileInfo",
@@ -29,6 +37,7 @@ def test_public_surface_is_exactly_the_intended_names() -> None:
         "PermissionDeniedError",
         "Prediction",
         "Preprocessing",
+        "Report",
         "ResourceExhaustedError",
         "ServerError",
         "SpectralEvidence",
@@ -39,6 +48,7 @@ def test_public_surface_is_exactly_the_intended_names() -> None:
     }
     for name in sdk.__all__:
         assert getattr(sdk, name) is not None
+    assert len(sdk.__all__) == len(set(sdk.__all__))
 
 
 class FakeRpcError(grpc.RpcError):

@@ -1,12 +1,20 @@
-"""AI-generated image detection in the SDK: typed results and request builders."""
+"""AI-generated image detection in the SDK: typed results and their parsers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 
-from assay.client._convert import ImageLike, image_message
-from assay.v1 import aigen_pb2, common_pb2
+from assay.v1 import aigen_pb2
+
+
+class AigenVerdict(StrEnum):
+    """The answer for one image; a str, so `verdict == "generated"` holds for GENERATED."""
+
+    UNSPECIFIED = "unspecified"
+    GENERATED = "generated"
+    REAL = "real"
+    UNSURE = "unsure"
 
 
 @dataclass(frozen=True)
@@ -66,10 +74,10 @@ class SpectralEvidence:
 
 @dataclass(frozen=True)
 class GeneratedVerdict:
-    """The answer for one image: "generated", "real" or "unsure"."""
+    """The answer for one image: generated, real or unsure (when re-encoding flips it)."""
 
     id: str
-    verdict: str
+    verdict: AigenVerdict
     probability: float
     log_odds: float
     detectors: list[DetectorScore]
@@ -103,7 +111,8 @@ class DetectorProfileInfo:
 
 def generated_verdict(message: aigen_pb2.GeneratedResult) -> GeneratedVerdict:
     """GeneratedResult -> GeneratedVerdict."""
-    name = aigen_pb2.AigenVerdict.Name(message.verdict).removeprefix("AIGEN_VERDICT_").lower()
+    known = message.verdict in aigen_pb2.AigenVerdict.values()
+    name = aigen_pb2.AigenVerdict.Name(message.verdict) if known else "AIGEN_VERDICT_UNSPECIFIED"
     stability = None
     if message.HasField("stability"):
         s = message.stability
@@ -120,7 +129,7 @@ def generated_verdict(message: aigen_pb2.GeneratedResult) -> GeneratedVerdict:
         )
     return GeneratedVerdict(
         id=message.id,
-        verdict=name,
+        verdict=AigenVerdict(name.removeprefix("AIGEN_VERDICT_").lower()),
         probability=message.probability,
         log_odds=message.log_odds,
         detectors=[
@@ -143,96 +152,10 @@ def generated_verdict(message: aigen_pb2.GeneratedResult) -> GeneratedVerdict:
 
 
 def detector_profile(message: aigen_pb2.DetectorProfile) -> DetectorProfileInfo:
-    """DetectorProfile message -> DetectorProfileInfo."""
+    """DetectorProfile message -> DetectorProfileInfo (fields after `version` share names)."""
+    named = [f.name for f in fields(DetectorProfileInfo)][2:]
     return DetectorProfileInfo(
-        detector=message.detector.name,
-        version=message.detector.version,
-        threshold=message.threshold,
-        target_fpr=message.target_fpr,
-        calibration_fpr=message.calibration_fpr,
-        holdout_fpr=message.holdout_fpr,
-        holdout_tpr=message.holdout_tpr,
-        holdout_ap=message.holdout_ap,
-        holdout_auroc=message.holdout_auroc,
-        real_images=message.real_images,
-        generated_images=message.generated_images,
-        spectral=message.spectral,
+        message.detector.name,
+        message.detector.version,
+        **{name: getattr(message, name) for name in named},
     )
-
-
-def _refs(detectors: Iterable[str]) -> list[common_pb2.ModelRef]:
-    """Detector names ("name" or "name:version") -> ModelRefs."""
-    refs = []
-    for item in detectors:
-        name, _, version = item.partition(":")
-        refs.append(common_pb2.ModelRef(name=name, version=version))
-    return refs
-
-
-def detect_request(
-    images: Iterable[ImageLike],
-    *,
-    detectors: Iterable[str] = (),
-    stability: bool = False,
-    max_flip_fraction: float | None = None,
-    explain: bool = False,
-    ids: Sequence[str] | None = None,
-) -> aigen_pb2.DetectGeneratedRequest:
-    """Build a DetectGeneratedRequest; detectors are "name" or "name:version"."""
-    items = list(images)
-    id_list = list(ids) if ids is not None else [""] * len(items)
-    if len(id_list) != len(items):
-        raise ValueError(f"{len(id_list)} ids for {len(items)} images")
-    request = aigen_pb2.DetectGeneratedRequest(
-        images=[image_message(i, n) for i, n in zip(items, id_list, strict=True)],
-        detectors=_refs(detectors),
-        stability=stability,
-        explain=explain,
-    )
-    if max_flip_fraction is not None:
-        request.max_flip_fraction = max_flip_fraction
-    return request
-
-
-def fit_request(
-    detector: str,
-    dataset: str,
-    *,
-    target_fpr: float = 0.05,
-    holdout_fraction: float = 0.3,
-    sample_limit: int | None = None,
-    seed: int = 0,
-) -> aigen_pb2.FitDetectorRequest:
-    """Build a FitDetectorRequest."""
-    request = aigen_pb2.FitDetectorRequest(
-        detector=_refs([detector])[0],
-        dataset=dataset,
-        target_fpr=target_fpr,
-        holdout_fraction=holdout_fraction,
-        seed=seed,
-    )
-    if sample_limit is not None:
-        request.sample_limit = sample_limit
-    return request
-
-
-def evaluate_request(
-    detector: str,
-    dataset: str,
-    *,
-    jpeg_qualities: Iterable[int] = (),
-    resize_scales: Iterable[float] = (),
-    sample_limit: int | None = None,
-    seed: int = 0,
-) -> aigen_pb2.EvaluateAigenDetectorRequest:
-    """Build an EvaluateAigenDetectorRequest (empty curves = the server's defaults)."""
-    request = aigen_pb2.EvaluateAigenDetectorRequest(
-        detector=_refs([detector])[0],
-        dataset=dataset,
-        seed=seed,
-        jpeg_qualities=list(jpeg_qualities),
-        resize_scales=list(resize_scales),
-    )
-    if sample_limit is not None:
-        request.sample_limit = sample_limit
-    return request

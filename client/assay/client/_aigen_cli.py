@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from rich.table import Table
 from assay.client import _cli_common as cli
 from assay.client._aigen import DetectorProfileInfo, GeneratedVerdict
 from assay.client._client import Client
-from assay.client._jobs import Job
+from assay.client._jobs import Job, JobInfo
 
 app = typer.Typer(no_args_is_help=True, help="AI-generated image detection.")
 Detectors = Annotated[
@@ -72,7 +73,7 @@ def profile_table(profiles: list[DetectorProfileInfo]) -> Table:
     return shown
 
 
-def summary_table(report: dict[str, Any]) -> Table:
+def summary_table(report: Mapping[str, Any]) -> Table:
     """Overall and per-generator figures of an evaluation report."""
     calibration = report.get("calibration") or {}
     source = calibration.get("source")
@@ -117,7 +118,7 @@ def summary_table(report: dict[str, Any]) -> Table:
     return shown
 
 
-def robustness_table(report: dict[str, Any]) -> Table:
+def robustness_table(report: Mapping[str, Any]) -> Table:
     """AP and calibrated accuracy under JPEG re-saves and down-scaling."""
     shown = cli.table("robustness (all generators)", ("transform", "AP", "accuracy"))
     overall = report["overall"]
@@ -221,7 +222,7 @@ def fit(
             sample_limit=sample_limit,
         )
 
-    def fitted(client: Client, job: Job) -> list[DetectorProfileInfo]:
+    def fitted(client: Client, job: JobInfo) -> list[DetectorProfileInfo]:
         return client.list_detector_profiles(detector.partition(":")[0])
 
     cli.console.print(profile_table(cli.run_job(target, "fit", start, fitted)))

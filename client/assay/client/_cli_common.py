@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TextIO, TypeVar
@@ -29,9 +29,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from assay.client import _html
-from assay.client._client import DEFAULT_TARGET, Client
+from assay.client._channel import DEFAULT_TARGET
+from assay.client._client import Client
 from assay.client._errors import AssayClientError
-from assay.client._jobs import Job
+from assay.client._jobs import JobInfo, JobState
+from assay.client._report import Report
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -119,7 +121,7 @@ def table(title: str, columns: Sequence[str], right: Sequence[str] = ()) -> Tabl
     return found
 
 
-def _watch(client: Client, job: Job) -> Job:
+def _watch(client: Client, job: JobInfo) -> JobInfo:
     """Show a progress bar fed by WatchJob until the job ends; return its final state."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
@@ -138,7 +140,7 @@ def _watch(client: Client, job: Job) -> Job:
     return job
 
 
-def follow_job(client: Client, job: Job, what: str) -> Job:
+def follow_job(client: Client, job: JobInfo, what: str) -> JobInfo:
     """Follow a job to its end with a progress bar; the succeeded job, else exit.
 
     Ctrl-C cancels the job on the server (finished units are kept) and exits 130;
@@ -150,18 +152,18 @@ def follow_job(client: Client, job: Job, what: str) -> Job:
         client.cancel_job(job.id)
         err_console.print(f"cancelled {what} (job {job.id}; finished units are kept)")
         raise typer.Exit(code=130) from None
-    if job.state != "succeeded":
+    if job.state is not JobState.SUCCEEDED:
         err_console.print(f"[red]{what} {job.state}[/red]: {escape(str(job.error))}")
         raise typer.Exit(code=1)
     return job
 
 
-def job_report(client: Client, job: Job, what: str) -> dict[str, Any]:
+def job_report(client: Client, job: JobInfo, what: str) -> Report:
     """Follow a job (see `follow_job`) and return its report."""
     return client.get_report(follow_job(client, job, what).id)
 
 
-def report_of(client: Client, job: Job) -> dict[str, Any]:
+def report_of(client: Client, job: JobInfo) -> Report:
     """The report of a finished job (the usual `result` of `run_job`)."""
     return client.get_report(job.id)
 
@@ -169,8 +171,8 @@ def report_of(client: Client, job: Job) -> dict[str, Any]:
 def run_job(
     target: str,
     what: str,
-    start: Callable[[Client], Job],
-    result: Callable[[Client, Job], T],
+    start: Callable[[Client], JobInfo],
+    result: Callable[[Client, JobInfo], T],
 ) -> T:
     """One job command: connect, `start` the job, follow it to success, return `result`.
 
@@ -187,7 +189,7 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning[/yellow] {escape(message)}")
 
 
-def write_report(report: dict[str, Any], out: Path | None) -> Path | None:
+def write_report(report: Mapping[str, Any], out: Path | None) -> Path | None:
     """Write a report: JSON for a .json path, else its HTML page (chosen by its schema).
 
     Without matplotlib (the ``report`` extra), or for a schema no page renders,
@@ -203,6 +205,6 @@ def write_report(report: dict[str, Any], out: Path | None) -> Path | None:
             err_console.print(escape(f"{exc}; writing JSON instead"))
             out = out.with_suffix(".json")
     if out.suffix == ".json":
-        out.write_text(json.dumps(report, indent=2, sort_keys=True))
+        out.write_text(json.dumps(dict(report), indent=2, sort_keys=True))
     err_console.print(escape(f"report written to {out}"))
     return out

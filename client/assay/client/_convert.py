@@ -1,24 +1,15 @@
-"""Proto messages <-> SDK types, and user images -> Image messages."""
+"""Proto messages -> SDK types, and user images -> Image messages."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from assay.client._types import (
-    AnomalyResult,
-    Classification,
-    ModelInfo,
-    OodProfileInfo,
-    OodScore,
-    Prediction,
-    Preprocessing,
-    TensorSpec,
-)
+from assay.client import _types as t
+from assay.client._aigen import generated_verdict
 from assay.v1 import common_pb2, inference_pb2, models_pb2, ood_pb2
 from assay.v1.tensor_codec import DTYPES, from_array, to_array
 
@@ -57,57 +48,32 @@ def image_message(image: ImageLike, image_id: str = "") -> common_pb2.Image:
     )
 
 
-def predict_request(
-    model: str,
-    images: Iterable[ImageLike],
-    *,
-    version: str = "",
-    top_k: int = 0,
-    outputs: Iterable[str] = (),
-    ids: Iterable[str] | None = None,
-    signals: Iterable[str] = (),
-) -> inference_pb2.PredictRequest:
-    """Build a PredictRequest."""
-    images = list(images)
-    id_list = list(ids) if ids is not None else [""] * len(images)
-    if len(id_list) != len(images):
-        raise ValueError(f"{len(id_list)} ids for {len(images)} images")
-    return inference_pb2.PredictRequest(
-        model=common_pb2.ModelRef(name=model, version=version),
-        images=[image_message(img, i) for img, i in zip(images, id_list, strict=True)],
-        top_k=top_k,
-        outputs=list(outputs),
-        signals=list(signals),
-    )
-
-
-def predictions(response: inference_pb2.PredictResponse) -> list[Prediction]:
+def predictions(response: inference_pb2.PredictResponse) -> list[t.Prediction]:
     """PredictResponse -> predictions in request order."""
-    from assay.client._aigen import generated_verdict  # _aigen builds on this module
-
     return [
-        Prediction(
+        t.Prediction(
             id=result.id,
-            top_k=[Classification(c.index, c.label, c.probability) for c in result.top_k],
-            outputs={key: to_array(t) for key, t in result.outputs.items()},
+            top_k=[t.Classification(c.index, c.label, c.probability) for c in result.top_k],
+            outputs={key: to_array(tensor) for key, tensor in result.outputs.items()},
             ood=[ood_score(o) for o in result.ood],
             aigen=generated_verdict(result.aigen) if result.HasField("aigen") else None,
+            anomaly=[ood_score(a) for a in result.anomaly],
         )
         for result in response.results
     ]
 
 
-def ood_score(message: ood_pb2.OodScore) -> OodScore:
+def ood_score(message: ood_pb2.OodScore) -> t.OodScore:
     """OodScore message -> OodScore."""
-    return OodScore(
+    return t.OodScore(
         message.scorer, message.score, message.threshold, message.is_ood, message.holdout_tail
     )
 
 
-def anomaly_result(message: ood_pb2.AnomalyResult) -> AnomalyResult:
+def anomaly_result(message: ood_pb2.AnomalyResult) -> t.AnomalyResult:
     """AnomalyResult message -> AnomalyResult."""
     heat = to_array(message.map).astype(np.float32) if message.HasField("map") else None
-    return AnomalyResult(
+    return t.AnomalyResult(
         message.id,
         message.score,
         message.threshold,
@@ -117,9 +83,9 @@ def anomaly_result(message: ood_pb2.AnomalyResult) -> AnomalyResult:
     )
 
 
-def ood_profile(message: ood_pb2.OodProfile) -> OodProfileInfo:
+def ood_profile(message: ood_pb2.OodProfile) -> t.OodProfileInfo:
     """OodProfile message -> OodProfileInfo."""
-    return OodProfileInfo(
+    return t.OodProfileInfo(
         model=message.model.name,
         version=message.model.version,
         default_scorer=message.default_scorer,
@@ -128,18 +94,18 @@ def ood_profile(message: ood_pb2.OodProfile) -> OodProfileInfo:
     )
 
 
-def _spec(spec: models_pb2.TensorSpec) -> TensorSpec:
+def _spec(spec: models_pb2.TensorSpec) -> t.TensorSpec:
     dtype = DTYPES.get(spec.dtype)
-    return TensorSpec(
+    return t.TensorSpec(
         spec.name, dtype.name if dtype is not None else "unknown", tuple(spec.shape), spec.role
     )
 
 
-def model_info(info: models_pb2.ModelInfo) -> ModelInfo:
+def model_info(info: models_pb2.ModelInfo) -> t.ModelInfo:
     """ModelInfo message -> ModelInfo dataclass."""
     p = info.preprocessing
     dtype = DTYPES.get(p.dtype)
-    return ModelInfo(
+    return t.ModelInfo(
         name=info.name,
         version=info.version,
         task=_enum_name(models_pb2.ModelTask, info.task, "MODEL_TASK_"),
@@ -148,7 +114,7 @@ def model_info(info: models_pb2.ModelInfo) -> ModelInfo:
         inputs=tuple(_spec(s) for s in info.inputs),
         outputs=tuple(_spec(s) for s in info.outputs),
         labels=tuple(info.labels),
-        preprocessing=Preprocessing(
+        preprocessing=t.Preprocessing(
             height=p.height,
             width=p.width,
             resize=_enum_name(models_pb2.ResizePolicy, p.resize, "RESIZE_POLICY_"),

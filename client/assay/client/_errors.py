@@ -9,12 +9,26 @@ AssayClientError
 ├── FailedPreconditionError   FAILED_PRECONDITION
 ├── PermissionDeniedError     PERMISSION_DENIED, UNAUTHENTICATED
 ├── CancelledError            CANCELLED
-└── ServerError               INTERNAL, UNKNOWN and anything else
+├── ServerError               INTERNAL, UNKNOWN and anything else
+└── JobError                  a job did not succeed (`Job.wait`); `job` is its last state
+    ├── JobFailedError        the job failed: `code`/`details` are its google.rpc.Status
+    ├── JobCancelledError     the job was cancelled (CANCELLED)
+    └── JobTimeoutError       `wait`'s timeout passed (DEADLINE_EXCEEDED); the job runs on
+
+A `JobError` is about the job, not the call that raised it: a job that failed
+with INVALID_ARGUMENT raises `JobFailedError` (code INVALID_ARGUMENT), never
+`InvalidArgumentError`, so `except InvalidArgumentError` keeps meaning "this
+request was wrong".
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import grpc
+
+if TYPE_CHECKING:
+    from assay.client._jobs import JobInfo
 
 
 class AssayClientError(Exception):
@@ -60,6 +74,29 @@ class CancelledError(AssayClientError):
 
 class ServerError(AssayClientError):
     """The server failed; details are in its log."""
+
+
+class JobError(AssayClientError):
+    """A job did not succeed (or not within the wait); `job` is its last known state."""
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, job_id: str, job: JobInfo | None
+    ) -> None:
+        super().__init__(code, details)
+        self.job_id = job_id
+        self.job = job
+
+
+class JobFailedError(JobError):
+    """The job failed; `code` and `details` are its error (a google.rpc.Status)."""
+
+
+class JobCancelledError(JobError):
+    """The job was cancelled (finished units are kept on the server)."""
+
+
+class JobTimeoutError(JobError):
+    """The wait's timeout passed before the job ended; the job keeps running."""
 
 
 _BY_CODE: dict[grpc.StatusCode, type[AssayClientError]] = {

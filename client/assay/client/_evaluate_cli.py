@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +29,7 @@ def _fmt(estimate: dict[str, Any] | None, percent: bool = True) -> str:
     return text
 
 
-def summary_table(report: dict[str, Any]) -> Table:
+def summary_table(report: Mapping[str, Any]) -> Table:
     """The headline numbers of a robustness report, with 95 % intervals."""
     title = f"robustness of {report['model']['name']} ({report['dataset']['images']} images)"
     found = cli.table(title, ("metric", "value [95% CI]"), right=("value [95% CI]",))
@@ -95,7 +96,7 @@ def evaluate(
     report = cli.run_job(target, "job", start, cli.report_of)
     cli.write_report(report, out)
     if as_json:
-        cli.console.print_json(json.dumps(report))
+        cli.console.print_json(json.dumps(report.raw))
     else:
         cli.console.print(summary_table(report))
 

@@ -1,15 +1,30 @@
-"""Job and robustness-suite helpers shared by Client and AsyncClient."""
+"""Jobs in the SDK: states, the job handles that can wait, progress, and the suite builder.
+
+A job handle is bound to the client that returned it, so waiting needs no
+client argument: `Client` returns `Job`, whose `wait()` blocks; `AsyncClient`
+returns `AsyncJob`, whose `wait()` is a coroutine. Both carry the same fields
+(`JobInfo`, which is also what a `JobProgress` event holds), and `wait` either
+returns the succeeded job or raises a `JobError` (see `_errors`).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from assay.client._errors import (
+    JobCancelledError,
+    JobError,
+    JobFailedError,
+    JobTimeoutError,
+    UnavailableError,
+)
 from assay.v1 import jobs_pb2, robustness_pb2
 
 MAX_PAGE_SIZE = 1000
@@ -32,14 +47,29 @@ _SCALARS = (
 )
 
 
+class JobState(StrEnum):
+    """Where a job is; a str, so `job.state == "succeeded"` holds for SUCCEEDED."""
+
+    UNSPECIFIED = "unspecified"
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the states a job never leaves."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
 @dataclass(frozen=True)
-class Job:
-    """A server-side job (e.g. a robustness suite)."""
+class JobInfo:
+    """A server-side job (e.g. a robustness suite) as it was when read."""
 
     id: str
     kind: str
-    state: str
-    """pending | running | succeeded | failed | cancelled."""
+    state: JobState
     done: int
     total: int
     stage: str
@@ -57,14 +87,66 @@ class Job:
     @property
     def finished(self) -> bool:
         """True once the job can no longer change."""
-        return self.state in ("succeeded", "failed", "cancelled")
+        return self.state.finished
+
+
+def _unbound(job_id: str, timeout_s: float | None) -> NoReturn:
+    raise TypeError(f"job {job_id} was not returned by a client, so it cannot wait")
+
+
+def _values(info: JobInfo) -> dict[str, Any]:
+    return {f.name: getattr(info, f.name) for f in fields(JobInfo)}
+
+
+@dataclass(frozen=True)
+class Job(JobInfo):
+    """A job returned by `Client`; `wait()` blocks until it ends."""
+
+    _wait: Callable[[str, float | None], Job] = field(
+        default=_unbound, kw_only=True, repr=False, compare=False
+    )
+
+    @classmethod
+    def of(cls, info: JobInfo, wait: Callable[[str, float | None], Job]) -> Job:
+        """`info` bound to the waiting function of the client that read it."""
+        return cls(**_values(info), _wait=wait)
+
+    def wait(self, timeout_s: float | None = None) -> Job:
+        """Block until the job ends and return it succeeded (None: no time limit).
+
+        Raises:
+            JobFailedError: It failed (`code` is its status code, e.g. INVALID_ARGUMENT).
+            JobCancelledError: It was cancelled.
+            JobTimeoutError: It had not ended after `timeout_s` (it keeps running).
+        """
+        return self._wait(self.id, timeout_s)
+
+
+@dataclass(frozen=True)
+class AsyncJob(JobInfo):
+    """A job returned by `AsyncClient`; `await job.wait()` until it ends."""
+
+    _wait: Callable[[str, float | None], Awaitable[AsyncJob]] = field(
+        default=_unbound, kw_only=True, repr=False, compare=False
+    )
+
+    @classmethod
+    def of(
+        cls, info: JobInfo, wait: Callable[[str, float | None], Awaitable[AsyncJob]]
+    ) -> AsyncJob:
+        """`info` bound to the waiting coroutine of the client that read it."""
+        return cls(**_values(info), _wait=wait)
+
+    async def wait(self, timeout_s: float | None = None) -> AsyncJob:
+        """Wait until the job ends and return it succeeded; raises as `Job.wait`."""
+        return await self._wait(self.id, timeout_s)
 
 
 @dataclass(frozen=True)
 class JobProgress:
     """One event of a job's progress stream."""
 
-    job: Job
+    job: JobInfo
     images_per_second: float
     eta_s: float | None
     partial: dict[str, Any]
@@ -74,18 +156,29 @@ def _seconds(timestamp: Timestamp) -> float:
     return timestamp.seconds + timestamp.nanos / 1e9
 
 
-def _code_name(code: int) -> str:
-    names = {status.value[0]: status.name for status in grpc.StatusCode}
-    return names.get(code, str(code))
+_CODES = {status.value[0]: status for status in grpc.StatusCode}
 
 
-def job(message: jobs_pb2.Job) -> Job:
-    """Job message -> Job."""
-    failed = message.HasField("error")
-    return Job(
+def _state(value: jobs_pb2.JobState.ValueType) -> JobState:
+    """A JobState; UNSPECIFIED for a value this SDK does not know (a newer server)."""
+    known = value in jobs_pb2.JobState.values()
+    name = jobs_pb2.JobState.Name(value) if known else "JOB_STATE_UNSPECIFIED"
+    return JobState(name.removeprefix("JOB_STATE_").lower())
+
+
+def _code_name(message: jobs_pb2.Job) -> str:
+    if not message.HasField("error"):
+        return ""
+    code = _CODES.get(message.error.code)
+    return code.name if code is not None else str(message.error.code)
+
+
+def job(message: jobs_pb2.Job) -> JobInfo:
+    """Job message -> JobInfo."""
+    return JobInfo(
         id=message.id,
         kind=message.kind,
-        state=jobs_pb2.JobState.Name(message.state).removeprefix("JOB_STATE_").lower(),
+        state=_state(message.state),
         done=message.done,
         total=message.total,
         stage=message.stage,
@@ -93,7 +186,7 @@ def job(message: jobs_pb2.Job) -> Job:
         attempts=message.attempts,
         created_at=_seconds(message.created_at),
         updated_at=_seconds(message.updated_at),
-        error_code=_code_name(message.error.code) if failed else "",
+        error_code=_code_name(message),
     )
 
 
@@ -107,15 +200,41 @@ def progress(event: jobs_pb2.JobEvent) -> JobProgress:
     )
 
 
+def succeeded(job_id: str, last: JobInfo | None) -> JobInfo:
+    """The last state a finished WatchJob stream showed, if it is SUCCEEDED; else raise.
+
+    Raises:
+        JobFailedError: The job failed (its code and message).
+        JobCancelledError: The job was cancelled.
+        UnavailableError: The stream ended before the job did (wait again).
+    """
+    if last is None or not last.finished:
+        message = f"the progress stream of job {job_id} ended before the job; wait again"
+        raise UnavailableError(grpc.StatusCode.UNAVAILABLE, message)
+    if last.state is JobState.FAILED:
+        code = grpc.StatusCode.__members__.get(last.error_code, grpc.StatusCode.UNKNOWN)
+        raise JobFailedError(code, last.error, job_id, last)
+    if last.state is JobState.CANCELLED:
+        raise JobCancelledError(grpc.StatusCode.CANCELLED, last.error, job_id, last)
+    return last
+
+
+def timed_out(job_id: str, timeout_s: float | None, last: JobInfo | None) -> JobError:
+    """The error for a wait whose deadline passed (`last`: the latest state seen)."""
+    state = last.state if last is not None else "unknown"
+    details = f"job {job_id} still {state} after {timeout_s} s"
+    return JobTimeoutError(grpc.StatusCode.DEADLINE_EXCEEDED, details, job_id, last)
+
+
 def suite_message(preset: str, overrides: Mapping[str, Any]) -> robustness_pb2.Suite:
     """Suite message from a preset name and field overrides (see SuiteSpec)."""
     suite = robustness_pb2.Suite(preset=preset)
-    for field in ("corruptions", "severities", "perturbations"):
-        if overrides.get(field):
-            getattr(suite, field).extend(overrides[field])
-    for field in _SCALARS:
-        if overrides.get(field) is not None:
-            setattr(suite, field, overrides[field])
+    for name in ("corruptions", "severities", "perturbations"):
+        if overrides.get(name):
+            getattr(suite, name).extend(overrides[name])
+    for name in _SCALARS:
+        if overrides.get(name) is not None:
+            setattr(suite, name, overrides[name])
     for attack in overrides.get("attacks") or ():
         if attack["kind"] not in _ATTACKS:
             raise ValueError(f"unknown attack {attack['kind']!r}; known: {', '.join(_ATTACKS)}")

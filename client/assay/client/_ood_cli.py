@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -83,7 +84,7 @@ def score(
     cli.console.print(shown)
 
 
-def _ranking_table(report: dict[str, Any]) -> Table:
+def _ranking_table(report: Mapping[str, Any]) -> Table:
     sets = list(report["ood_datasets"])
     columns = ["scorer", *(f"AUROC {name}" for name in sets), "mean AUROC", "mean FPR@95"]
     ranked = cli.table(
@@ -148,6 +149,21 @@ def profiles(
     cli.console.print(listed)
 
 
+@app.command("delete-profile")
+def delete_profile(
+    model: Annotated[str, typer.Argument(help="Model whose profile to delete.")],
+    version: Annotated[
+        str, typer.Option(help="The profile's model version (default: the served one).")
+    ] = "",
+    target: cli.Target = cli.DEFAULT_TARGET,
+) -> None:
+    """Delete a model's OOD profile (its "ood" and "anomaly" signals stop until the next fit)."""
+    with cli.connect(target) as client:
+        deleted = client.delete_profile(model, version)
+    scorers = ", ".join(deleted.thresholds)
+    cli.console.print(f"deleted the OOD profile of {deleted.model} v{deleted.version} ({scorers})")
+
+
 @anomaly_app.command("fit")
 def anomaly_fit(
     model: Annotated[str, typer.Option("--model", "-m", help="Model with a feature_map output.")],
@@ -209,3 +225,47 @@ def anomaly_detect(
             written,
         )
     cli.console.print(shown)
+
+
+def _anomaly_table(report: Mapping[str, Any]) -> Table:
+    dataset = report["dataset"]
+    defective = sum(dataset["defect"].values())
+    title = f"anomaly detection by {report['model']['name']}"
+    shown = cli.table(title, ("metric", "value"), right=("value",))
+    pimo = list((report.get("aupimo") or {}).values())
+    rows = [
+        ("image AUROC", report["image_auroc"]),
+        ("pixel AUROC", report["pixel_auroc"]),
+        ("AUPRO (FPR <= 0.3)", report["aupro"]),
+        (f"mean AUPIMO ({len(pimo)} images)", sum(pimo) / len(pimo) if pimo else None),
+    ]
+    shown.add_row("images (good, defective)", f"{dataset['good']}, {defective}")
+    for name, value in rows:
+        shown.add_row(name, "n/a (no masks)" if value is None else f"{value:.3f}")
+    return shown
+
+
+@anomaly_app.command("evaluate")
+def anomaly_evaluate(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model with a PatchCore profile.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="MVTec-style folder: test/good, test/<defect>, optional ground_truth masks.",
+        ),
+    ],
+    upload: cli.Upload = None,
+    out: cli.Out = None,
+    target: cli.Target = cli.DEFAULT_TARGET,
+) -> None:
+    """Image AUROC and, with masks, pixel AUROC, AUPRO and AUPIMO (a server job)."""
+    report = cli.run_job(
+        target,
+        "anomaly evaluation",
+        lambda client: client.evaluate_anomaly(model, cli.dataset(client, data, upload)),
+        cli.report_of,
+    )
+    cli.console.print(_anomaly_table(report))
+    cli.write_report(report, out)

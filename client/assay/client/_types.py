@@ -61,9 +61,11 @@ class Prediction:
     top_k: list[Classification]
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     ood: list[OodScore] = field(default_factory=list)
+    """The "ood" signal (the profile's default scorer), when requested."""
     aigen: Any = None
     """The "aigen" signal's GeneratedVerdict, when requested."""
-    """Present when the "ood" signal was requested."""
+    anomaly: list[OodScore] = field(default_factory=list)
+    """The "anomaly" signal (scorer "patchcore", `is_ood` = anomalous), when requested."""
 
     @property
     def label(self) -> str | None:
