@@ -20,6 +20,7 @@ from assay.client._jobs import job as to_job
 from assay.server.app import AssayServer, create_server
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext, JobManager
+from assay.server.jobs.specs import JobSpec
 from assay.server.jobs.store import SqliteJobStore
 from assay.server.services.interceptors import ErrorMappingInterceptor
 from assay.server.services.jobs import JobServicer
@@ -36,21 +37,27 @@ from assay.v1 import (
 from tests.conftest import demo_settings
 
 
+class _NoFields(JobSpec):
+    """A spec with nothing in it: these toy kinds need no input."""
+
+
 class _Finishes:
-    def prepare(self, spec: dict[str, Any]) -> int:
+    spec_type = _NoFields
+
+    def prepare(self, spec: _NoFields) -> int:
         return 1
 
-    async def run(self, context: JobContext) -> dict[str, Any]:
-        return {"schema": "test/v1"}
+    async def run(self, context: JobContext[_NoFields]) -> dict[str, Any]:
+        return {"toy": True}  # no schema: a toy kind, not validated
 
 
 class _RefusesItsInput(_Finishes):
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[_NoFields]) -> dict[str, Any]:
         raise InvalidArgumentError("label 'x' is not one of the model's labels")
 
 
 class _Crashes(_Finishes):
-    async def run(self, context: JobContext) -> dict[str, Any]:
+    async def run(self, context: JobContext[_NoFields]) -> dict[str, Any]:
         raise RuntimeError("disk on fire")
 
 
