@@ -17,7 +17,7 @@ import numpy as np
 from assay.server.aigen.detection import AigenDetectors, DetectQuery, DetectResult, ImageVerdict
 from assay.server.errors import FailedPreconditionError, InvalidArgumentError, ModelNotReadyError
 from assay.server.models.config import OutputRole, Task
-from assay.server.models.preprocess import ImageInput, Preprocessor
+from assay.server.models.preprocess import ImageInput, Preprocessor, check_request_images
 from assay.server.models.registry import ModelRegistry, ServedModel
 from assay.server.ood.fitting import OodVerdict, default_scorer, verdicts
 from assay.server.ood.profiles import ModelProfile
@@ -93,7 +93,12 @@ class Predictor:
     async def predict(self, query: PredictQuery, deadline: float | None = None) -> PredictResult:
         """Predict every image of query; deadline is an absolute loop.time()."""
         model = self._registry.get(query.model, query.version)
-        self._check_request(query)
+        check_request_images(
+            len(query.images),
+            query.ids,
+            self._limits.max_images_per_request,
+            "images.max_images_per_request",
+        )
         wanted = resolve_outputs(model, query.outputs)
         if not model.ready():
             raise ModelNotReadyError(
@@ -176,19 +181,6 @@ class Predictor:
                 'fit one with FitProfile scorers: ["patchcore"]'
             )
         return profile
-
-    def _check_request(self, query: PredictQuery) -> None:
-        count = len(query.images)
-        if count == 0:
-            raise InvalidArgumentError("request has no images; send at least one")
-        limit = self._limits.max_images_per_request
-        if count > limit:
-            raise InvalidArgumentError(
-                f"request has {count} images; at most {limit} are accepted per request, "
-                "split it into several requests"
-            )
-        if query.ids and len(query.ids) != count:
-            raise InvalidArgumentError(f"{len(query.ids)} ids for {count} images")
 
     async def _preprocess(self, model: ServedModel, images: Sequence[ImageInput]) -> np.ndarray:
         """Headers on the loop; decoding inline for thumbnails, else on the pool."""

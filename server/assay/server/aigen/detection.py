@@ -43,7 +43,7 @@ from assay.server.errors import (
     ModelNotReadyError,
 )
 from assay.server.models.config import Task
-from assay.server.models.preprocess import ImageInput
+from assay.server.models.preprocess import ImageInput, check_request_images
 from assay.server.models.registry import ModelRegistry, ServedModel
 from assay.server.profiles import ProfileStore, fingerprint
 from assay.server.settings import AigenSettings
@@ -246,17 +246,8 @@ class AigenDetectors:
     # ------------------------------------------------------------ detection
 
     def _check(self, query: DetectQuery) -> float:
-        count = len(query.images)
-        if count == 0:
-            raise InvalidArgumentError("request has no images; send at least one")
         limit = self.settings.max_images_per_request
-        if count > limit:
-            raise InvalidArgumentError(
-                f"request has {count} images; DetectGenerated accepts at most {limit} "
-                "(aigen.max_images_per_request), split it"
-            )
-        if query.ids and len(query.ids) != count:
-            raise InvalidArgumentError(f"{len(query.ids)} ids for {count} images")
+        check_request_images(len(query.images), query.ids, limit, "aigen.max_images_per_request")
         max_flip = (
             self.settings.max_flip_fraction
             if query.max_flip_fraction is None

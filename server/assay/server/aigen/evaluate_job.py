@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from assay.server.aigen.calibration import auroc, average_precision
-from assay.server.aigen.datasets import LabelledSet, LabelledSetJobs, load_images
+from assay.server.aigen.datasets import LabelledSet, LabelledSetJobs
 from assay.server.aigen.detection import Calibration
 from assay.server.aigen.evaluation import (
     binary_metrics,
@@ -62,7 +62,7 @@ class DetectorEvaluationJobs(LabelledSetJobs):
     ) -> np.ndarray:
         if transform is not None:
             images = await asyncio.get_running_loop().run_in_executor(
-                self._pool, lambda: [transform(image) for image in images]
+                self._data.pool, lambda: [transform(image) for image in images]
             )
         return (await self._detectors.scorer.score(model, images)).probabilities
 
@@ -77,7 +77,7 @@ class DetectorEvaluationJobs(LabelledSetJobs):
         calibration = await self._detectors.calibration(model)
         threshold = calibration.threshold
         await context.progress(0, total, "scoring clean images")
-        images = await load_images(data.paths, self._pool, self._detectors.max_pixels)
+        images = await self._data.load(data.paths)
         probs = await self._probabilities(model, images)
         labels = data.labels
         robustness: dict[str, list[dict[str, Any]]] = {"jpeg": [], "resize": []}
