@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from assay.server.aigen.detection import AigenDetectors, DetectQuery, DetectResult, ImageVerdict
+from assay.server.aigen.detection import AigenDetectors, DetectQuery, DetectResult
+from assay.server.aigen.verdicts import ImageVerdict
 from assay.server.errors import FailedPreconditionError, InvalidArgumentError, ModelNotReadyError
 from assay.server.models.config import OutputRole, Task
 from assay.server.models.preprocess import ImageInput, Preprocessor, check_request_images

@@ -20,7 +20,6 @@ import numpy as np
 
 from assay.server.aigen.calibration import auroc, average_precision
 from assay.server.aigen.datasets import LabelledSet, LabelledSetJobs
-from assay.server.aigen.detection import Calibration
 from assay.server.aigen.evaluation import (
     binary_metrics,
     confident_mistakes,
@@ -34,6 +33,7 @@ from assay.server.aigen.fit_job import spectral_crop
 from assay.server.aigen.scoring import check_detector
 from assay.server.aigen.specs import AigenEvaluationSpec
 from assay.server.aigen.stability import downscale, jpeg_roundtrip
+from assay.server.aigen.verdicts import Calibration
 from assay.server.jobs.manager import JobContext
 from assay.server.models.registry import ServedModel
 

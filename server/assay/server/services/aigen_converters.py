@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from assay.server.aigen.detection import ImageVerdict
 from assay.server.aigen.profiles import DetectorProfile
+from assay.server.aigen.verdicts import ImageVerdict
 from assay.server.services.timestamps import timestamp
 from assay.v1 import aigen_pb2, common_pb2
 
