@@ -74,30 +74,26 @@ class PredictResult:
     predictions: list[ImagePrediction]
 
 
+@dataclass(frozen=True)
 class Predictor:
     """Runs PredictQuery against the registry."""
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        images: ImageSettings,
-        preprocess_pool: Executor,
-        ood: OodProfiles | None = None,
-        aigen: AigenDetectors | None = None,
-    ) -> None:
-        self._registry = registry
-        self._limits = images
-        self._pool = preprocess_pool
-        self._ood = ood
-        self._aigen = aigen
+    registry: ModelRegistry
+    limits: ImageSettings
+    pool: Executor
+    """Decodes and preprocesses all but the smallest requests off the event loop."""
+    ood: OodProfiles | None = None
+    """Scores the "ood" and "anomaly" signals; None: those signals are refused."""
+    aigen: AigenDetectors | None = None
+    """Scores the "aigen" signal; None: it is refused."""
 
     async def predict(self, query: PredictQuery, deadline: float | None = None) -> PredictResult:
         """Predict every image of query; deadline is an absolute loop.time()."""
-        model = self._registry.get(query.model, query.version)
+        model = self.registry.get(query.model, query.version)
         check_request_images(
             len(query.images),
             query.ids,
-            self._limits.max_images_per_request,
+            self.limits.max_images_per_request,
             "images.max_images_per_request",
         )
         wanted = resolve_outputs(model, query.outputs)
@@ -153,13 +149,13 @@ class Predictor:
         """The "aigen" signal as a task beside the model's own inference."""
         if "aigen" not in query.signals:
             return None
-        if self._aigen is None:
+        if self.aigen is None:
             raise FailedPreconditionError("AI-generated detection is not enabled on this server")
         own = model.config.task is Task.AIGEN_DETECTOR
         detectors = [(model.name, model.config.version)] if own else []
-        self._aigen.resolve(detectors)  # fail fast, before the model runs
+        self.aigen.resolve(detectors)  # fail fast, before the model runs
         return asyncio.get_running_loop().create_task(
-            self._aigen.detect(DetectQuery(query.images, detectors))
+            self.aigen.detect(DetectQuery(query.images, detectors))
         )
 
     async def _signal_profile(
@@ -173,9 +169,9 @@ class Predictor:
         signals = [s for s in signals if s != "aigen"]
         if not signals:
             return None
-        if self._ood is None:
+        if self.ood is None:
             raise FailedPreconditionError("OOD signals are not enabled on this server")
-        profile = await self._ood.profile_for(model)
+        profile = await self.ood.profile_for(model)
         if "anomaly" in signals and "patchcore" not in profile.scorers:
             raise FailedPreconditionError(
                 f"the profile of {model.name!r} has no PatchCore memory for the anomaly signal; "
@@ -188,10 +184,10 @@ class Predictor:
         start = time.perf_counter()
         prep: Preprocessor = model.preprocessor
         opened = prep.open(images)
-        if prep.pixel_count(opened) <= self._limits.inline_max_pixels:
+        if prep.pixel_count(opened) <= self.limits.inline_max_pixels:
             batch = prep.build(opened)
         else:
-            batch = await asyncio.get_running_loop().run_in_executor(self._pool, prep.build, opened)
+            batch = await asyncio.get_running_loop().run_in_executor(self.pool, prep.build, opened)
         model.observers.preprocess_seconds.observe(time.perf_counter() - start)
         return batch
 

@@ -11,36 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from assay.server.aigen.detection import AigenDetectors
+from assay.server.aigen.specs import AigenEvaluationSpec, AigenProfileSpec
 from assay.server.datasets import Dataset, DatasetImages
 from assay.server.errors import InvalidArgumentError
-from assay.server.jobs.specs import DatasetPath, SampleLimit, Seed
 from assay.server.models.registry import ModelRegistry
 
 REAL, GENERATED = "real", "generated"
-
-
-class LabelledSetSpec(Protocol):
-    """What the fit and evaluation specs share: the set, its sample limit and the seed."""
-
-    @property
-    def dataset(self) -> DatasetPath:
-        """The labelled set."""
-        ...
-
-    @property
-    def sample_limit(self) -> SampleLimit:
-        """At most this many images (None: all)."""
-        ...
-
-    @property
-    def seed(self) -> Seed:
-        """Seed of the sampling."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -100,5 +80,5 @@ class LabelledSetJobs:
         self._data = data
         self._detectors = detectors
 
-    def _open(self, spec: LabelledSetSpec) -> LabelledSet:
+    def _open(self, spec: AigenProfileSpec | AigenEvaluationSpec) -> LabelledSet:
         return open_labelled(self._data, spec.dataset, spec.sample_limit, spec.seed)

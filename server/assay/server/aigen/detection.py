@@ -17,7 +17,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,33 +68,31 @@ class DetectResult:
     results: list[ImageVerdict]
 
 
+@dataclass
 class AigenDetectors:
     """Served detectors, their profiles, and the DetectGenerated computation."""
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        pool: Executor,
-        store: ProfileStore[DetectorProfile],
-        settings: AigenSettings,
-        max_pixels: int,
-    ) -> None:
-        self._registry = registry
-        self._pool = pool
-        self.store = store
-        self.settings = settings
-        self.max_pixels = max_pixels
-        self.scorer = DetectorScorer(pool)
-        self._fingerprints: dict[tuple[str, str], str] = {}
+    registry: ModelRegistry
+    pool: Executor
+    """Decodes, re-encodes and tiles images off the event loop."""
+    store: ProfileStore[DetectorProfile]
+    settings: AigenSettings
+    max_pixels: int
+    """Larger request images are refused from their header."""
+    scorer: DetectorScorer = field(init=False)
+    _fingerprints: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.scorer = DetectorScorer(self.pool)
 
     # ------------------------------------------------------------ detectors
 
     def resolve(self, refs: Sequence[tuple[str, str]]) -> list[ServedModel]:
         """The detectors named, else the configured defaults, else every aigen_detector."""
         if refs:
-            models = [self._registry.get(name, version) for name, version in refs]
+            models = [self.registry.get(name, version) for name, version in refs]
         elif self.settings.default_detectors:
-            models = [self._registry.get(name) for name in self.settings.default_detectors]
+            models = [self.registry.get(name) for name in self.settings.default_detectors]
         else:
             models = [m for m in self._latest() if m.config.task is Task.AIGEN_DETECTOR]
             if not models:
@@ -112,8 +110,8 @@ class AigenDetectors:
         return models
 
     def _latest(self) -> list[ServedModel]:
-        names = sorted({m.name for m in self._registry.all()})
-        return [self._registry.get(name) for name in names]
+        names = sorted({m.name for m in self.registry.all()})
+        return [self.registry.get(name) for name in names]
 
     async def fingerprint(self, model: ServedModel) -> str:
         """The detector's scores on a fixed probe, hashed (cached per version)."""
@@ -148,7 +146,7 @@ class AigenDetectors:
     def delete(self, name: str, version: str) -> DetectorProfile:
         """Delete a detector's profile; an empty version means the served version."""
         if not version:
-            version = self._registry.get(name).config.version
+            version = self.registry.get(name).config.version
         return self.store.delete(name, version)
 
     # ------------------------------------------------------------ detection
@@ -176,7 +174,7 @@ class AigenDetectors:
                 )
         loop = asyncio.get_running_loop()
         arrays = await loop.run_in_executor(
-            self._pool, decode_all, list(query.images), self.max_pixels
+            self.pool, decode_all, list(query.images), self.max_pixels
         )
         panel = Panel(models, [await self.calibration(model) for model in models])
         stability = max_flip if query.stability else None
@@ -210,7 +208,7 @@ class AigenDetectors:
         names: list[str] = []
         if max_flip_fraction is not None:
             copies = await asyncio.get_running_loop().run_in_executor(
-                self._pool, lambda: [variants(image) for image in images]
+                self.pool, lambda: [variants(image) for image in images]
             )
             names = list(copies[0])
             inputs += [copy[name] for name in names for copy in copies]
@@ -229,7 +227,7 @@ class AigenDetectors:
             note = "no spectral evidence: no detector profile with a real-photo spectrum"
             return [_replace(r, notes=[*r.notes, note]) for r in results]
         evidence = await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: [spectral_evidence(profile, image) for image in images]
+            self.pool, lambda: [spectral_evidence(profile, image) for image in images]
         )
         out = []
         for result, image, found in zip(results, images, evidence, strict=True):
