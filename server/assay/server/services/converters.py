@@ -21,6 +21,7 @@ from assay.server.models.preprocess import EncodedImage, ImageInput, InputTensor
 from assay.server.models.registry import ServedModel
 from assay.server.ood.fitting import OodVerdict
 from assay.server.services.aigen_converters import verdict_to_proto
+from assay.server.services.mirror import mirrored
 from assay.v1 import common_pb2, inference_pb2, models_pb2, ood_pb2
 from assay.v1.tensor_codec import dtype_code, from_array, to_array
 
@@ -158,13 +159,7 @@ def predict_result_to_proto(result: PredictResult) -> inference_pb2.PredictRespo
 
 def ood_score(verdict: OodVerdict) -> ood_pb2.OodScore:
     """OodVerdict -> OodScore."""
-    return ood_pb2.OodScore(
-        scorer=verdict.scorer,
-        score=verdict.score,
-        threshold=verdict.threshold,
-        is_ood=verdict.is_ood,
-        holdout_tail=verdict.holdout_tail,
-    )
+    return mirrored(ood_pb2.OodScore, verdict)
 
 
 def _tensor_spec(info: TensorInfo, role: str = "") -> models_pb2.TensorSpec:
@@ -187,16 +182,12 @@ def model_to_proto(model: ServedModel) -> models_pb2.ModelInfo:
         inputs=[_tensor_spec(i) for i in meta.inputs],
         outputs=[_tensor_spec(o, roles.get(o.name, "")) for o in meta.outputs],
         labels=list(model.labels),
-        preprocessing=models_pb2.Preprocessing(
-            height=spec.height,
-            width=spec.width,
+        preprocessing=mirrored(
+            models_pb2.Preprocessing,
+            spec,
             resize=_RESIZE[spec.resize],
-            crop_fraction=spec.crop_fraction,
             color=_COLOR[spec.color],
             layout=_LAYOUT[spec.layout],
-            scale=spec.scale,
-            mean=list(spec.mean),
-            std=list(spec.std),
             dtype=dtype_code(np.dtype(InputDType(spec.dtype).value)),
             interpolation=spec.interpolation.value,
         ),

@@ -24,6 +24,7 @@ from assay.server.services.converters import (
     spec_from_request,
 )
 from assay.server.services.jobs import start_job
+from assay.server.services.mirror import mirrored
 from assay.server.services.pagination import page_of
 from assay.server.services.timestamps import timestamp_from_iso
 from assay.v1 import common_pb2, jobs_pb2, ood_pb2, ood_pb2_grpc
@@ -74,13 +75,7 @@ def map_format(value: int) -> int:
 
 def anomaly_to_proto(image_id: str, result: AnomalyVerdict, fmt: int) -> ood_pb2.AnomalyResult:
     """AnomalyVerdict -> one DetectAnomaly result, its map (if any) in the format asked for."""
-    item = ood_pb2.AnomalyResult(
-        id=image_id,
-        score=result.score,
-        threshold=result.threshold,
-        is_anomalous=result.is_anomalous,
-        holdout_tail=result.holdout_tail,
-    )
+    item = mirrored(ood_pb2.AnomalyResult, result, id=image_id, map=None)  # map: below
     if result.map is not None and fmt == ood_pb2.ANOMALY_MAP_FORMAT_FLOAT16:
         item.map.CopyFrom(from_array(result.map.astype(np.float16)))
     elif result.map is not None:
