@@ -1,4 +1,4 @@
-"""EvaluateDetector as a job ("aigen_evaluation"): report ``assay.aigen.evaluation/v1``.
+"""EvaluateAigenDetector as a job ("aigen_evaluation"): report ``assay.aigen.evaluation/v1``.
 
 Scores a labelled real/generated set once as is and once per robustness
 point (JPEG re-encoding at each quality, down-scaling by each factor, as
@@ -21,6 +21,7 @@ import numpy as np
 from assay.server.aigen.calibration import auroc, average_precision
 from assay.server.aigen.datasets import LabelledSet, LabelledSetJobs
 from assay.server.aigen.evaluation import (
+    CONFIDENCE,
     binary_metrics,
     confident_mistakes,
     curves,
@@ -123,7 +124,7 @@ class DetectorEvaluationJobs(LabelledSetJobs):
         return {
             "seed": spec.seed,
             "bootstrap_resamples": RESAMPLES,
-            "confidence": 0.95,
+            "confidence": CONFIDENCE,
             "sample_limit": spec.sample_limit,
         }
 
