@@ -4,9 +4,9 @@ Most response messages repeat a domain record's fields under the same names
 (a crop's box, a variant's decision, a job's counters). `mirrored` copies
 those by name, so a converter spells out only what differs: nested
 messages, enums, timestamps. A record attribute of the wrong type for its
-message field (say, a float for a Timestamp) makes protobuf raise, so a
-record and its message cannot drift apart silently past the first test
-that converts one.
+message field (a string for a number, a float for a Timestamp) makes
+protobuf raise, so a record and its message cannot drift apart silently
+past the first test that converts one.
 """
 
 from __future__ import annotations
