@@ -1,5 +1,7 @@
 """Build the AI-generated-image demo: two tiny generators, a detector and sample sets.
 
+Over 500 lines: one offline pipeline (data, generators, detector, export), read in order.
+
 assay's AI-generated image detection needs a detector it can serve, and labelled
 real/generated images to fit and evaluate it on, without downloading anything.
 This script makes all of them from the colour photos that ship inside

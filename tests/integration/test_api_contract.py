@@ -37,27 +37,27 @@ from assay.v1 import (
 from tests.conftest import demo_settings
 
 
-class _EmptySpec(JobSpec):
-    """Toy kinds take no fields."""
+class _NoFields(JobSpec):
+    """A spec with nothing in it: these toy kinds need no input."""
 
 
 class _Finishes:
-    spec_type = _EmptySpec
+    spec_type = _NoFields
 
-    def prepare(self, spec: _EmptySpec) -> int:
+    def prepare(self, spec: _NoFields) -> int:
         return 1
 
-    async def run(self, context: JobContext[_EmptySpec]) -> dict[str, Any]:
-        return {"finished": True}
+    async def run(self, context: JobContext[_NoFields]) -> dict[str, Any]:
+        return {"toy": True}  # no schema: a toy kind, not validated
 
 
 class _RefusesItsInput(_Finishes):
-    async def run(self, context: JobContext[_EmptySpec]) -> dict[str, Any]:
+    async def run(self, context: JobContext[_NoFields]) -> dict[str, Any]:
         raise InvalidArgumentError("label 'x' is not one of the model's labels")
 
 
 class _Crashes(_Finishes):
-    async def run(self, context: JobContext[_EmptySpec]) -> dict[str, Any]:
+    async def run(self, context: JobContext[_NoFields]) -> dict[str, Any]:
         raise RuntimeError("disk on fire")
 
 

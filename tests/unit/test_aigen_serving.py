@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from assay.server.aigen.detection import decide
 from assay.server.aigen.evaluation import binary_metrics, confident_mistakes, curves, histogram
 from assay.server.aigen.fit_job import fit_profile, fit_spectrum, spectral_crop, split
 from assay.server.aigen.images import decode_rgb
 from assay.server.aigen.profiles import DETECTOR_PROFILES, DetectorProfile
 from assay.server.aigen.scoring import generated_probability
+from assay.server.aigen.verdicts import decide
 from assay.server.errors import ImageTooLargeError, InvalidArgumentError, InvalidImageError
 from assay.server.models.config import ModelConfig
 from assay.server.models.preprocess import EncodedImage, InputTensor, PixelImage

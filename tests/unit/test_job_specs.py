@@ -221,35 +221,35 @@ async def _finish(manager: JobManager, job_id: str) -> JobState:
 
 async def test_start_stores_the_dumped_spec_and_runs_the_typed_one(store: SqliteJobStore) -> None:
     kind = Recording(OodProfileSpec)
-    manager = JobManager(store, {"fit_like": kind})
-    record = await manager.start("fit_like", OodProfileSpec(model="m", dataset="d", seed=3))
+    manager = JobManager(store, {"toy_ood_profile": kind})
+    record = await manager.start("toy_ood_profile", OodProfileSpec(model="m", dataset="d", seed=3))
     assert record.spec == OodProfileSpec(model="m", dataset="d", seed=3).model_dump(mode="json")
     assert await _finish(manager, record.id) is JobState.SUCCEEDED
     assert kind.ran == [OodProfileSpec(model="m", dataset="d", seed=3)]
     # fields are validated the same way as a model is
-    from_fields = await manager.start("fit_like", {"model": "m", "dataset": "d"})
+    from_fields = await manager.start("toy_ood_profile", {"model": "m", "dataset": "d"})
     assert from_fields.spec["target_tpr"] == 0.95
     await _finish(manager, from_fields.id)
-    with pytest.raises(InvalidArgumentError, match="invalid fit_like job spec: target_tpr"):
-        await manager.start("fit_like", {"model": "m", "dataset": "d", "target_tpr": 3})
+    with pytest.raises(InvalidArgumentError, match="invalid toy_ood_profile job spec: target_tpr"):
+        await manager.start("toy_ood_profile", {"model": "m", "dataset": "d", "target_tpr": 3})
     with pytest.raises(TypeError, match="takes a OodProfileSpec"):
-        await manager.start("fit_like", AnomalyEvaluationSpec(model="m", dataset="d"))
+        await manager.start("toy_ood_profile", AnomalyEvaluationSpec(model="m", dataset="d"))
     assert len(store.list()) == 2
 
 
 async def test_a_stored_spec_that_no_longer_validates_fails_only_its_job(
     store: SqliteJobStore,
 ) -> None:
-    good = store.create("fit_like", {"model": "m", "dataset": "d", "target_tpr": 0.9}, 1)
-    renamed = store.create("fit_like", {"model": "m", "dataset": "d", "tpr": 0.9}, 1)
+    good = store.create("toy_ood_profile", {"model": "m", "dataset": "d", "target_tpr": 0.9}, 1)
+    renamed = store.create("toy_ood_profile", {"model": "m", "dataset": "d", "tpr": 0.9}, 1)
     out_of_range = store.create(
-        "detector_fit_like", {"model": "m", "dataset": "d", "target_fpr": 0.7}, 1
+        "toy_aigen_profile", {"model": "m", "dataset": "d", "target_fpr": 0.7}, 1
     )
-    not_an_object = store.create("detector_fit_like", {"model": ["m"], "dataset": "d"}, 1)
+    not_an_object = store.create("toy_aigen_profile", {"model": ["m"], "dataset": "d"}, 1)
     unknown = store.create("retired_kind", {"anything": 1}, 1)
     store.start(good.id)  # it was RUNNING when the server died
     fits, detectors = Recording(OodProfileSpec), Recording(AigenProfileSpec)
-    manager = JobManager(store, {"fit_like": fits, "detector_fit_like": detectors})
+    manager = JobManager(store, {"toy_ood_profile": fits, "toy_aigen_profile": detectors})
 
     resumed = await manager.resume_interrupted()
 
@@ -263,7 +263,7 @@ async def test_a_stored_spec_that_no_longer_validates_fails_only_its_job(
     for record in failed.values():
         assert record.state is JobState.FAILED
         assert record.error is not None and "no longer valid" in record.error
-        assert record.error_code is ErrorCode.FAILED_PRECONDITION
+        assert record.error_code is ErrorCode.FAILED_PRECONDITION  # the spec, not the request
     assert "tpr: Extra inputs are not permitted" in (failed[renamed.id].error or "")
     assert "target_fpr: Input should be less than 0.5 (got 0.7)" in (
         failed[out_of_range.id].error or ""

@@ -23,7 +23,7 @@ from assay.server.aigen.detection import AigenDetectors
 from assay.server.aigen.evaluate_job import DetectorEvaluationJobs
 from assay.server.aigen.fit_job import DetectorFits
 from assay.server.aigen.profiles import DETECTOR_PROFILES
-from assay.server.datasets import DatasetRoots
+from assay.server.datasets import DatasetImages, DatasetRoots
 from assay.server.inference import Predictor
 from assay.server.jobs.manager import JobKind, JobManager
 from assay.server.jobs.store import SqliteJobStore
@@ -182,6 +182,7 @@ async def create_server(
     uploads = settings.data.dir / "datasets"
     uploads.mkdir(parents=True, exist_ok=True)
     roots = DatasetRoots([*(settings.data.roots or [DEFAULT_DATA_ROOT]), uploads])
+    data = DatasetImages(roots, pool, settings.images.max_pixels)
     evaluations = RobustnessJobs(
         registry,
         roots,
@@ -191,11 +192,7 @@ async def create_server(
         inline_max_images=settings.jobs.inline_max_images,
     )
     profiles = OodProfiles(
-        registry,
-        roots,
-        pool,
-        ProfileStore(settings.data.dir / "profiles", OOD_PROFILES),
-        settings.images.max_pixels,
+        registry, data, ProfileStore(settings.data.dir / "profiles", OOD_PROFILES)
     )
     detectors = AigenDetectors(
         registry,
@@ -206,14 +203,13 @@ async def create_server(
     )
     predictor = Predictor(registry, settings.images, pool, profiles, detectors)
     store = SqliteJobStore(settings.data.dir / "jobs.sqlite3")
-    detector_evaluations = DetectorEvaluations(registry, roots, profiles)
     kinds: dict[str, JobKind[Any]] = {
         RobustnessJobs.kind: evaluations,
         OodProfiles.kind: profiles,
-        DetectorEvaluations.kind: detector_evaluations,
-        AnomalyEvaluations.kind: AnomalyEvaluations(registry, roots, profiles),
-        DetectorFits.kind: DetectorFits(registry, roots, detectors, pool),
-        DetectorEvaluationJobs.kind: DetectorEvaluationJobs(registry, roots, detectors, pool),
+        DetectorEvaluations.kind: DetectorEvaluations(profiles),
+        AnomalyEvaluations.kind: AnomalyEvaluations(profiles),
+        DetectorFits.kind: DetectorFits(registry, data, detectors),
+        DetectorEvaluationJobs.kind: DetectorEvaluationJobs(registry, data, detectors),
     }
     jobs = JobManager(store, kinds, settings.jobs.max_running)
 

@@ -10,10 +10,12 @@ is never opened.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,3 +172,29 @@ def load_rgb(path: Path, max_pixels: int) -> np.ndarray:
             return np.asarray(pil.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as exc:
         raise InvalidArgumentError(f"{path} is not a readable image ({exc})") from None
+
+
+@dataclass(frozen=True)
+class DatasetImages:
+    """Where job kinds get their data: datasets under the roots, decoded on the image pool.
+
+    Every job kind that reads a dataset opens it here and decodes its files
+    here, so the confinement to the roots, the sampling and the pixel limit
+    are the same for all of them.
+    """
+
+    roots: DatasetRoots
+    pool: Executor
+    """Decoding is CPU work: it runs here, never on the event loop."""
+    max_pixels: int
+    """Larger images are refused from their header, before decoding."""
+
+    def open(self, path: str | Path, limit: int | None = None, seed: int = 0) -> Dataset:
+        """The dataset at ``path``, at most ``limit`` samples drawn with ``seed`` (`subset`)."""
+        return self.roots.open(Path(path)).subset(limit, seed)
+
+    async def load(self, paths: Sequence[Path]) -> list[np.ndarray]:
+        """Decode image files to uint8 RGB, in order, on the pool."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, lambda: [load_rgb(p, self.max_pixels) for p in paths]
+        )

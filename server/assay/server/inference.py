@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from assay.server.aigen.detection import AigenDetectors, DetectQuery, DetectResult, ImageVerdict
+from assay.server.aigen.detection import AigenDetectors, DetectQuery, DetectResult
+from assay.server.aigen.verdicts import ImageVerdict
 from assay.server.errors import FailedPreconditionError, InvalidArgumentError, ModelNotReadyError
 from assay.server.models.config import OutputRole, Task
-from assay.server.models.preprocess import ImageInput, Preprocessor
+from assay.server.models.preprocess import ImageInput, Preprocessor, check_request_images
 from assay.server.models.registry import ModelRegistry, ServedModel
 from assay.server.ood.fitting import OodVerdict, default_scorer, verdicts
 from assay.server.ood.profiles import ModelProfile
@@ -73,27 +74,28 @@ class PredictResult:
     predictions: list[ImagePrediction]
 
 
+@dataclass(frozen=True)
 class Predictor:
     """Runs PredictQuery against the registry."""
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        images: ImageSettings,
-        preprocess_pool: Executor,
-        ood: OodProfiles | None = None,
-        aigen: AigenDetectors | None = None,
-    ) -> None:
-        self._registry = registry
-        self._limits = images
-        self._pool = preprocess_pool
-        self._ood = ood
-        self._aigen = aigen
+    registry: ModelRegistry
+    limits: ImageSettings
+    pool: Executor
+    """Decodes and preprocesses all but the smallest requests off the event loop."""
+    ood: OodProfiles | None = None
+    """Scores the "ood" and "anomaly" signals; None: those signals are refused."""
+    aigen: AigenDetectors | None = None
+    """Scores the "aigen" signal; None: it is refused."""
 
     async def predict(self, query: PredictQuery, deadline: float | None = None) -> PredictResult:
         """Predict every image of query; deadline is an absolute loop.time()."""
-        model = self._registry.get(query.model, query.version)
-        self._check_request(query)
+        model = self.registry.get(query.model, query.version)
+        check_request_images(
+            len(query.images),
+            query.ids,
+            self.limits.max_images_per_request,
+            "images.max_images_per_request",
+        )
         wanted = resolve_outputs(model, query.outputs)
         if not model.ready():
             raise ModelNotReadyError(
@@ -147,13 +149,13 @@ class Predictor:
         """The "aigen" signal as a task beside the model's own inference."""
         if "aigen" not in query.signals:
             return None
-        if self._aigen is None:
+        if self.aigen is None:
             raise FailedPreconditionError("AI-generated detection is not enabled on this server")
         own = model.config.task is Task.AIGEN_DETECTOR
         detectors = [(model.name, model.config.version)] if own else []
-        self._aigen.resolve(detectors)  # fail fast, before the model runs
+        self.aigen.resolve(detectors)  # fail fast, before the model runs
         return asyncio.get_running_loop().create_task(
-            self._aigen.detect(DetectQuery(query.images, detectors))
+            self.aigen.detect(DetectQuery(query.images, detectors))
         )
 
     async def _signal_profile(
@@ -167,9 +169,9 @@ class Predictor:
         signals = [s for s in signals if s != "aigen"]
         if not signals:
             return None
-        if self._ood is None:
+        if self.ood is None:
             raise FailedPreconditionError("OOD signals are not enabled on this server")
-        profile = await self._ood.profile_for(model)
+        profile = await self.ood.profile_for(model)
         if "anomaly" in signals and "patchcore" not in profile.scorers:
             raise FailedPreconditionError(
                 f"the profile of {model.name!r} has no PatchCore memory for the anomaly signal; "
@@ -177,28 +179,15 @@ class Predictor:
             )
         return profile
 
-    def _check_request(self, query: PredictQuery) -> None:
-        count = len(query.images)
-        if count == 0:
-            raise InvalidArgumentError("request has no images; send at least one")
-        limit = self._limits.max_images_per_request
-        if count > limit:
-            raise InvalidArgumentError(
-                f"request has {count} images; at most {limit} are accepted per request, "
-                "split it into several requests"
-            )
-        if query.ids and len(query.ids) != count:
-            raise InvalidArgumentError(f"{len(query.ids)} ids for {count} images")
-
     async def _preprocess(self, model: ServedModel, images: Sequence[ImageInput]) -> np.ndarray:
         """Headers on the loop; decoding inline for thumbnails, else on the pool."""
         start = time.perf_counter()
         prep: Preprocessor = model.preprocessor
         opened = prep.open(images)
-        if prep.pixel_count(opened) <= self._limits.inline_max_pixels:
+        if prep.pixel_count(opened) <= self.limits.inline_max_pixels:
             batch = prep.build(opened)
         else:
-            batch = await asyncio.get_running_loop().run_in_executor(self._pool, prep.build, opened)
+            batch = await asyncio.get_running_loop().run_in_executor(self.pool, prep.build, opened)
         model.observers.preprocess_seconds.observe(time.perf_counter() - start)
         return batch
 

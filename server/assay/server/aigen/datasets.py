@@ -9,41 +9,18 @@ generated images form the group ``generated``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from assay.server.aigen.detection import AigenDetectors
-from assay.server.datasets import Dataset, DatasetRoots, load_rgb
+from assay.server.aigen.specs import AigenEvaluationSpec, AigenProfileSpec
+from assay.server.datasets import Dataset, DatasetImages
 from assay.server.errors import InvalidArgumentError
-from assay.server.jobs.specs import DatasetPath, SampleLimit, Seed
 from assay.server.models.registry import ModelRegistry
 
 REAL, GENERATED = "real", "generated"
-
-
-class LabelledSetSpec(Protocol):
-    """What the fit and evaluation specs share: the set, its sample limit and the seed."""
-
-    @property
-    def dataset(self) -> DatasetPath:
-        """The labelled set."""
-        ...
-
-    @property
-    def sample_limit(self) -> SampleLimit:
-        """At most this many images (None: all)."""
-        ...
-
-    @property
-    def seed(self) -> Seed:
-        """Seed of the sampling."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -68,14 +45,14 @@ class LabelledSet:
 
 
 def open_labelled(
-    roots: DatasetRoots, path: str, limit: int | None = None, seed: int = 0
+    data: DatasetImages, path: str, limit: int | None = None, seed: int = 0
 ) -> LabelledSet:
     """Open a real/generated set, checked for labels and both classes.
 
     Raises:
         InvalidArgumentError: other labels, or a class missing.
     """
-    dataset = roots.open(Path(path)).subset(limit, seed)
+    dataset = data.open(path, limit, seed)
     unknown = sorted({s.label for s in dataset.samples} - {REAL, GENERATED})
     if unknown:
         raise InvalidArgumentError(
@@ -93,27 +70,15 @@ def open_labelled(
     return LabelledSet(dataset, labels, groups)
 
 
-async def load_images(paths: Sequence[Path], pool: Executor, max_pixels: int) -> list[np.ndarray]:
-    """Decode image files to RGB on the pool (size-checked from the header)."""
-    return await asyncio.get_running_loop().run_in_executor(
-        pool, lambda: [load_rgb(p, max_pixels) for p in paths]
-    )
-
-
 class LabelledSetJobs:
-    """What the fit and evaluation job kinds share: models, data roots, detectors, a pool."""
+    """What the fit and evaluation job kinds share: models, data, detectors."""
 
     def __init__(
-        self,
-        registry: ModelRegistry,
-        roots: DatasetRoots,
-        detectors: AigenDetectors,
-        pool: Executor,
+        self, registry: ModelRegistry, data: DatasetImages, detectors: AigenDetectors
     ) -> None:
         self._registry = registry
-        self._roots = roots
+        self._data = data
         self._detectors = detectors
-        self._pool = pool
 
-    def _open(self, spec: LabelledSetSpec) -> LabelledSet:
-        return open_labelled(self._roots, spec.dataset, spec.sample_limit, spec.seed)
+    def _open(self, spec: AigenProfileSpec | AigenEvaluationSpec) -> LabelledSet:
+        return open_labelled(self._data, spec.dataset, spec.sample_limit, spec.seed)

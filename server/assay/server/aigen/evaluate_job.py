@@ -1,4 +1,4 @@
-"""EvaluateDetector as a job ("aigen_evaluation"): report ``assay.aigen.evaluation/v1``.
+"""EvaluateAigenDetector as a job ("aigen_evaluation"): report ``assay.aigen.evaluation/v1``.
 
 Scores a labelled real/generated set once as is and once per robustness
 point (JPEG re-encoding at each quality, down-scaling by each factor, as
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from assay.server.aigen.calibration import auroc, average_precision
-from assay.server.aigen.datasets import LabelledSet, LabelledSetJobs, load_images
-from assay.server.aigen.detection import Calibration
+from assay.server.aigen.datasets import LabelledSet, LabelledSetJobs
 from assay.server.aigen.evaluation import (
+    CONFIDENCE,
     binary_metrics,
     confident_mistakes,
     curves,
@@ -34,6 +34,7 @@ from assay.server.aigen.fit_job import spectral_crop
 from assay.server.aigen.scoring import check_detector
 from assay.server.aigen.specs import AigenEvaluationSpec
 from assay.server.aigen.stability import downscale, jpeg_roundtrip
+from assay.server.aigen.verdicts import Calibration
 from assay.server.jobs.manager import JobContext
 from assay.server.models.registry import ServedModel
 
@@ -62,7 +63,7 @@ class DetectorEvaluationJobs(LabelledSetJobs):
     ) -> np.ndarray:
         if transform is not None:
             images = await asyncio.get_running_loop().run_in_executor(
-                self._pool, lambda: [transform(image) for image in images]
+                self._data.pool, lambda: [transform(image) for image in images]
             )
         return (await self._detectors.scorer.score(model, images)).probabilities
 
@@ -77,7 +78,7 @@ class DetectorEvaluationJobs(LabelledSetJobs):
         calibration = await self._detectors.calibration(model)
         threshold = calibration.threshold
         await context.progress(0, total, "scoring clean images")
-        images = await load_images(data.paths, self._pool, self._detectors.max_pixels)
+        images = await self._data.load(data.paths)
         probs = await self._probabilities(model, images)
         labels = data.labels
         robustness: dict[str, list[dict[str, Any]]] = {"jpeg": [], "resize": []}
@@ -123,7 +124,7 @@ class DetectorEvaluationJobs(LabelledSetJobs):
         return {
             "seed": spec.seed,
             "bootstrap_resamples": RESAMPLES,
-            "confidence": 0.95,
+            "confidence": CONFIDENCE,
             "sample_limit": spec.sample_limit,
         }
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from assay.server.aigen.calibration import auroc, average_precision, fit_detector_threshold
-from assay.server.aigen.datasets import LabelledSetJobs, load_images
+from assay.server.aigen.datasets import LabelledSetJobs
 from assay.server.aigen.profiles import DetectorProfile
 from assay.server.aigen.scoring import check_detector
 from assay.server.aigen.specs import AigenProfileSpec
@@ -121,13 +121,13 @@ class DetectorFits(LabelledSetJobs):
         seed = spec.seed
         data = self._open(spec)
         await context.progress(0, 1, "scoring the labelled set")
-        images = await load_images(data.paths, self._pool, self._detectors.max_pixels)
+        images = await self._data.load(data.paths)
         scores = await self._detectors.scorer.score(model, images)
         await context.progress(0, 1, "fitting")
         target = spec.target_fpr
         real = [image for image, label in zip(images, data.labels, strict=True) if label == 0]
         spectral = await asyncio.get_running_loop().run_in_executor(
-            self._pool, fit_spectrum, real, target, seed
+            self._data.pool, fit_spectrum, real, target, seed
         )
         profile = fit_profile(
             scores.probabilities,

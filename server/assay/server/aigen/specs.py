@@ -10,38 +10,31 @@ from typing import Annotated, Any, Final
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from assay.server.jobs.specs import DatasetPath, JobSpec, ModelName, SampleLimit, Seed
+from assay.server.jobs.specs import DatasetPath, SampledJobSpec
 
 JPEG_QUALITIES: Final = (95, 85, 75, 65, 50)
 RESIZE_SCALES: Final = (0.75, 0.5, 0.25)
 
 
-class AigenProfileSpec(JobSpec):
-    """A detector profile fit (job kind "aigen_profile")."""
+class AigenProfileSpec(SampledJobSpec):
+    """A detector profile fit (job kind "aigen_profile"); ``model`` is the detector."""
 
-    model: ModelName
-    """The detector."""
-    version: str = ""
     dataset: DatasetPath
     """A labelled real/generated set."""
     target_fpr: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
     """Share of real images the fitted threshold may flag."""
     holdout_fraction: Annotated[float, Field(ge=0.05, le=0.5)] = 0.3
     """Share of each class held out to report the threshold's rates."""
-    sample_limit: SampleLimit = None
-    seed: Seed = 0
 
 
-class AigenEvaluationSpec(JobSpec):
-    """A detector evaluation with robustness points (job kind "aigen_evaluation")."""
+class AigenEvaluationSpec(SampledJobSpec):
+    """A detector evaluation with robustness points (job kind "aigen_evaluation").
 
-    model: ModelName
-    """The detector."""
-    version: str = ""
+    ``model`` is the detector.
+    """
+
     dataset: DatasetPath
     """A labelled real/generated set (a ``group`` column names generators)."""
-    sample_limit: SampleLimit = None
-    seed: Seed = 0
     jpeg_qualities: tuple[Annotated[int, Field(ge=1, le=100)], ...] = JPEG_QUALITIES
     """JPEG re-encoding qualities to score at; empty means the defaults."""
     resize_scales: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = RESIZE_SCALES

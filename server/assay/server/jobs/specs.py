@@ -36,6 +36,21 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ModelJobSpec(JobSpec):
+    """A job that runs one registered model."""
+
+    model: ModelName
+    version: str = ""
+    """Empty: the model's current version."""
+
+
+class SampledJobSpec(ModelJobSpec):
+    """A job that may score a seeded sample of its dataset(s) instead of all of it."""
+
+    sample_limit: SampleLimit = None
+    seed: Seed = 0
+
+
 def _value(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from assay.server.errors import ImageTooLargeError, InvalidImageError, InvalidTensorError
+from assay.server.errors import (
+    ImageTooLargeError,
+    InvalidArgumentError,
+    InvalidImageError,
+    InvalidTensorError,
+)
 from assay.server.models.backend import TensorInfo
 from assay.server.models.config import Color, InputDType, InputSpec, Interpolation, Layout, Resize
 
@@ -52,6 +57,29 @@ class InputTensor:
 
 
 ImageInput = EncodedImage | PixelImage | InputTensor
+
+
+def check_request_images(count: int, ids: Sequence[str], limit: int, setting: str) -> None:
+    """Refuse a request without images, with more than ``limit``, or with ids that do not match.
+
+    Args:
+        count: The request's images.
+        ids: Their ids (empty: none given).
+        limit: The most images one request may carry.
+        setting: The setting that sets ``limit``, named in the message.
+
+    Raises:
+        InvalidArgumentError: Naming what to change.
+    """
+    if count == 0:
+        raise InvalidArgumentError("request has no images; send at least one")
+    if count > limit:
+        raise InvalidArgumentError(
+            f"request has {count} images; at most {limit} are accepted per request "
+            f"({setting}), split it into several requests"
+        )
+    if ids and len(ids) != count:
+        raise InvalidArgumentError(f"{len(ids)} ids for {count} images")
 
 
 class Preprocessor:

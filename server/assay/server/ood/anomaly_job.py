@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from assay.server.datasets import IMAGE_SUFFIXES, DatasetRoots
+from assay.server.datasets import IMAGE_SUFFIXES
 from assay.server.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from assay.server.jobs.manager import JobContext
-from assay.server.models.registry import ModelRegistry
 from assay.server.ood.evaluation import aupimo, aupro, auroc, pixel_auroc
-from assay.server.ood.service import OodProfiles
+from assay.server.ood.service import ProfileJobs
 from assay.server.ood.specs import AnomalyEvaluationSpec
 
 SCHEMA = "assay.anomaly.evaluation/v1"
@@ -28,21 +27,16 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-class AnomalyEvaluations:
+class AnomalyEvaluations(ProfileJobs):
     """The "anomaly_evaluation" job kind."""
 
     kind = "anomaly_evaluation"
     spec_type = AnomalyEvaluationSpec
 
-    def __init__(self, registry: ModelRegistry, roots: DatasetRoots, profiles: OodProfiles) -> None:
-        self._registry = registry
-        self._roots = roots
-        self._profiles = profiles
-
     def _layout(
         self, spec: AnomalyEvaluationSpec
     ) -> tuple[Path, list[Path], dict[str, list[Path]]]:
-        root = self._roots.check(Path(spec.dataset))
+        root = self._data.roots.check(Path(spec.dataset))
         if not root.is_dir():
             raise NotFoundError(f"anomaly dataset {spec.dataset} is not a folder")
         good = _images(root / "test" / "good")

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from assay.server.datasets import Dataset, DatasetRoots
+from assay.server.datasets import Dataset
 from assay.server.jobs.manager import JobContext
-from assay.server.models.registry import ModelRegistry
+from assay.server.models.registry import ServedModel
 from assay.server.ood.evaluation import (
     DetectorScores,
     contamination_warning,
@@ -27,7 +27,7 @@ from assay.server.ood.evaluation import (
     recommended_detector,
 )
 from assay.server.ood.fitting import RoleOutputs, verdicts
-from assay.server.ood.service import OodProfiles
+from assay.server.ood.service import ProfileJobs
 from assay.server.ood.specs import OodEvaluationSpec
 from assay.server.robustness.calibration import softmax
 
@@ -51,24 +51,19 @@ def _scores_json(scores: DetectorScores) -> dict[str, Any]:
     }
 
 
-class DetectorEvaluations:
+class DetectorEvaluations(ProfileJobs):
     """The "ood_evaluation" job kind."""
 
     kind = "ood_evaluation"
     spec_type = OodEvaluationSpec
 
-    def __init__(self, registry: ModelRegistry, roots: DatasetRoots, profiles: OodProfiles) -> None:
-        self._registry = registry
-        self._roots = roots
-        self._profiles = profiles
-
     def _datasets(self, spec: OodEvaluationSpec) -> tuple[Dataset, dict[str, Dataset]]:
         limit, seed = spec.sample_limit, spec.seed
-        in_set = self._roots.open(Path(spec.in_dataset)).subset(limit, seed)
+        in_set = self._data.open(spec.in_dataset, limit, seed)
         ood = {}
         for path in spec.ood_datasets:
             name = Path(path).name if Path(path).name != "ood" else Path(path).parent.name
-            ood[name] = self._roots.open(Path(path)).subset(limit, seed)
+            ood[name] = self._data.open(path, limit, seed)
         return in_set, ood
 
     def prepare(self, spec: OodEvaluationSpec) -> int:
@@ -77,7 +72,7 @@ class DetectorEvaluations:
         _, ood = self._datasets(spec)
         return 1 + len(ood)
 
-    async def _outputs(self, model: Any, dataset: Dataset) -> RoleOutputs:
+    async def _outputs(self, model: ServedModel, dataset: Dataset) -> RoleOutputs:
         images = await self._profiles.load_images([s.path for s in dataset.samples])
         return await self._profiles.outputs(model, images)
 

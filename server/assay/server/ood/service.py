@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from assay.server.datasets import DatasetRoots, label_indices, load_rgb
+from assay.server.datasets import DatasetImages, label_indices
 from assay.server.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -72,18 +71,11 @@ class OodProfiles:
     spec_type = OodProfileSpec
 
     def __init__(
-        self,
-        registry: ModelRegistry,
-        roots: DatasetRoots,
-        pool: Executor,
-        store: ProfileStore[ModelProfile],
-        max_pixels: int,
+        self, registry: ModelRegistry, data: DatasetImages, store: ProfileStore[ModelProfile]
     ) -> None:
-        self._registry = registry
-        self._roots = roots
-        self._pool = pool
+        self.registry = registry
+        self.data = data
         self.store = store
-        self._max_pixels = max_pixels
         self._fingerprints: dict[tuple[str, str], str] = {}
 
     async def outputs(self, model: ServedModel, images: Sequence[ImageInput]) -> RoleOutputs:
@@ -96,16 +88,14 @@ class OodProfiles:
             return prep.build(prep.open(chunk))
 
         for start in range(0, len(images), CHUNK):
-            batch = await loop.run_in_executor(self._pool, build, images[start : start + CHUNK])
+            batch = await loop.run_in_executor(self.data.pool, build, images[start : start + CHUNK])
             parts.append(await model.batcher.submit({model.input_name: batch}))
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return role_outputs(model, merged)
 
     async def load_images(self, paths: Sequence[Path]) -> list[ImageInput]:
         """Decode image files (size-checked) on the pool, for the profile and evaluation jobs."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: [PixelImage(load_rgb(p, self._max_pixels)) for p in paths]
-        )
+        return [PixelImage(array) for array in await self.data.load(paths)]
 
     async def fingerprint(self, model: ServedModel) -> str:
         """The model's outputs on a fixed probe, hashed (cached per model version)."""
@@ -128,9 +118,9 @@ class OodProfiles:
 
     def prepare(self, spec: OodProfileSpec) -> int:
         """Check the model, its scorers and the dataset; a fit is one unit of work."""
-        model = self._registry.get(spec.model, spec.version)
+        model = self.registry.get(spec.model, spec.version)
         choose_scorers(list(spec.scorers), available_roles(model))
-        dataset = self._roots.open(Path(spec.dataset))
+        dataset = self.data.open(spec.dataset)
         if len(dataset.samples) < 3:
             raise InvalidArgumentError(
                 f"a profile needs at least 3 reference images, the dataset has "
@@ -141,9 +131,9 @@ class OodProfiles:
     async def run(self, context: JobContext[OodProfileSpec]) -> dict[str, Any]:
         """Fit, store and summarise the profile."""
         spec = context.spec
-        model = self._registry.get(spec.model, spec.version)
+        model = self.registry.get(spec.model, spec.version)
         scorers = choose_scorers(list(spec.scorers), available_roles(model))
-        dataset = self._roots.open(Path(spec.dataset)).subset(spec.sample_limit, spec.seed)
+        dataset = self.data.open(spec.dataset, spec.sample_limit, spec.seed)
         try:
             labels: np.ndarray | None = (
                 label_indices(dataset, model.labels) if model.labels else None
@@ -172,7 +162,7 @@ class OodProfiles:
     def delete(self, model_name: str, version: str) -> ModelProfile:
         """Delete a profile; an empty version means the model's current version."""
         if not version:
-            version = self._registry.get(model_name).config.version
+            version = self.registry.get(model_name).config.version
         return self.store.delete(model_name, version)
 
     async def profile_for(self, model: ServedModel) -> ModelProfile:
@@ -196,7 +186,7 @@ class OodProfiles:
         self, model_name: str, version: str, images: Sequence[ImageInput], scorers: Sequence[str]
     ) -> tuple[ServedModel, list[list[OodVerdict]]]:
         """Verdicts for images (the profile's default scorer when none is named)."""
-        model = self._registry.get(model_name, version)
+        model = self.registry.get(model_name, version)
         if not images:
             raise InvalidArgumentError("no images; send at least one")
         profile = await self.profile_for(model)
@@ -207,7 +197,7 @@ class OodProfiles:
         self, model_name: str, version: str, images: Sequence[ImageInput], with_maps: bool
     ) -> tuple[ServedModel, list[AnomalyVerdict]]:
         """Image scores and verdicts from the profile's PatchCore memory, with maps on request."""
-        model = self._registry.get(model_name, version)
+        model = self.registry.get(model_name, version)
         if not images:
             raise InvalidArgumentError("no images; send at least one")
         profile = await self.profile_for(model)
@@ -240,6 +230,15 @@ class OodProfiles:
         if flagged:
             model.observers.metrics.anomaly_flagged.labels(model=model.name).inc(flagged)
         return model, results
+
+
+class ProfileJobs:
+    """Base of the OOD job kinds that score with stored profiles (served models, data)."""
+
+    def __init__(self, profiles: OodProfiles) -> None:
+        self._profiles = profiles
+        self._registry = profiles.registry
+        self._data = profiles.data
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,12 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from assay.server.jobs.specs import DatasetPath, JobSpec, ModelName, SampleLimit, Seed
+from assay.server.jobs.specs import DatasetPath, ModelJobSpec, SampledJobSpec
 
 
-class OodProfileSpec(JobSpec):
+class OodProfileSpec(SampledJobSpec):
     """A profile fit (job kind "ood_profile")."""
 
-    model: ModelName
-    version: str = ""
-    """Empty: the model's current version."""
     dataset: DatasetPath
     """In-distribution reference images."""
     scorers: tuple[str, ...] = ()
@@ -27,23 +24,16 @@ class OodProfileSpec(JobSpec):
     """Share of in-distribution holdout images each threshold keeps."""
     holdout_fraction: Annotated[float, Field(ge=0.05, le=0.5)] = 0.2
     """Share of the reference images held out to set thresholds."""
-    sample_limit: SampleLimit = None
-    seed: Seed = 0
 
 
-class OodEvaluationSpec(JobSpec):
-    """A comparison of the profile's scorers on the caller's data (job kind "ood_evaluation")."""
+class OodEvaluationSpec(SampledJobSpec):
+    """A comparison of the profile's scorers (job kind "ood_evaluation"); samples are per set."""
 
-    model: ModelName
-    version: str = ""
     in_dataset: DatasetPath
     ood_datasets: tuple[DatasetPath, ...]
     """One or more out-of-distribution sets."""
     scorers: tuple[str, ...] = ()
     """Scorers to compare; empty: every scorer in the profile."""
-    sample_limit: SampleLimit = None
-    """Per set."""
-    seed: Seed = 0
 
     @field_validator("ood_datasets")
     @classmethod
@@ -53,10 +43,8 @@ class OodEvaluationSpec(JobSpec):
         return value
 
 
-class AnomalyEvaluationSpec(JobSpec):
+class AnomalyEvaluationSpec(ModelJobSpec):
     """A PatchCore evaluation on an MVTec-style folder (job kind "anomaly_evaluation")."""
 
-    model: ModelName
-    version: str = ""
     dataset: DatasetPath
     """A folder with test/good/ and test/<defect>/ (and optionally ground_truth/)."""

@@ -13,7 +13,7 @@ import asyncio
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -71,24 +71,21 @@ PREFETCH = 2
 UnitFn = Callable[[str], Awaitable[tuple[dict[str, Any], Arrays]]]
 
 
+@dataclass
 class SuiteRunner:
     """Computes the units of one suite for a model (and its optional baseline)."""
 
-    def __init__(
-        self,
-        suite: SuiteSpec,
-        inputs: EvaluationInputs,
-        scorers: dict[str, ModelScorer],
-        workers: CorruptionWorkers,
-        torchscript: Path | None = None,
-    ) -> None:
-        self.suite = suite
-        self.inputs = inputs
-        self.scorers = scorers
-        self.workers = workers
-        self.torchscript = torchscript
-        """The model's differentiable copy, for white-box attacks."""
-        self._generating: dict[str, asyncio.Future[list[np.ndarray]]] = {}
+    suite: SuiteSpec
+    inputs: EvaluationInputs
+    scorers: dict[str, ModelScorer]
+    """"model" and, when given, "baseline"."""
+    workers: CorruptionWorkers
+    torchscript: Path | None = None
+    """The model's differentiable copy, for white-box attacks."""
+    _generating: dict[str, asyncio.Future[list[np.ndarray]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    """Corruption units being generated ahead, by key."""
 
     async def run(self, sink: UnitSink) -> None:
         """Compute and store every unit that is not stored yet.

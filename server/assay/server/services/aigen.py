@@ -10,29 +10,30 @@ from assay.server.aigen.fit_job import DetectorFits
 from assay.server.aigen.specs import AigenEvaluationSpec, AigenProfileSpec
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobManager
-from assay.server.jobs.specs import build_spec
 from assay.server.services.aigen_converters import profile_to_proto, verdict_to_proto
-from assay.server.services.converters import image_to_domain
-from assay.server.services.jobs import job_to_proto
-from assay.server.services.pagination import page_request, paginate
+from assay.server.services.converters import (
+    image_ids,
+    images_to_domain,
+    optional,
+    require,
+    spec_from_request,
+)
+from assay.server.services.jobs import start_job
+from assay.server.services.pagination import page_of
 from assay.v1 import aigen_pb2, aigen_pb2_grpc, common_pb2, jobs_pb2
 
 
 def detect_query(request: aigen_pb2.DetectGeneratedRequest) -> DetectQuery:
     """DetectGeneratedRequest -> DetectQuery."""
-    images = [image_to_domain(image, i) for i, image in enumerate(request.images)]
-    ids = [image.id for image in request.images]
     for ref in request.detectors:
         if not ref.name:
             raise InvalidArgumentError("a detector reference has an empty name")
     return DetectQuery(
-        images=images,
+        images=images_to_domain(request.images),
         detectors=[(ref.name, ref.version) for ref in request.detectors],
-        ids=ids if any(ids) else (),
+        ids=image_ids(request.images),
         stability=request.stability,
-        max_flip_fraction=(
-            request.max_flip_fraction if request.HasField("max_flip_fraction") else None
-        ),
+        max_flip_fraction=optional(request, "max_flip_fraction"),
         explain=request.explain,
     )
 
@@ -58,33 +59,19 @@ class AigenServicer(aigen_pb2_grpc.AigenServiceServicer):
         self, request: aigen_pb2.FitDetectorRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.Job:
         """Start a detector profile fit."""
-        if not request.detector.name or not request.dataset:
-            raise InvalidArgumentError("detector.name and dataset are required")
-        spec = build_spec(
-            AigenProfileSpec,
-            model=request.detector.name,
-            version=request.detector.version,
-            dataset=request.dataset,
-            target_fpr=request.target_fpr or None,  # proto3: 0 is unset
-            holdout_fraction=request.holdout_fraction or None,
-            sample_limit=request.sample_limit if request.HasField("sample_limit") else None,
-            seed=request.seed,
-        )
-        return job_to_proto(await self._jobs.start(DetectorFits.kind, spec))
+        require(("detector.name", request.detector.name), ("dataset", request.dataset))
+        spec = spec_from_request(AigenProfileSpec, request, ref="detector")
+        return await start_job(self._jobs, DetectorFits.kind, spec)
 
     async def ListDetectorProfiles(
         self, request: aigen_pb2.ListDetectorProfilesRequest, context: grpc.aio.ServicerContext
     ) -> aigen_pb2.ListDetectorProfilesResponse:
         """Stored detector profiles by detector then version, one page at a time."""
-        page = page_request(
-            request.page_size,
-            request.page_token,
+        profiles, token = page_of(
+            request,
             {"rpc": "ListDetectorProfiles", "detector": request.detector},
-        )
-        profiles, token = paginate(
             self._detectors.store.all(request.detector or None),
             lambda p: (p.detector, p.version),
-            page,
         )
         return aigen_pb2.ListDetectorProfilesResponse(
             profiles=[profile_to_proto(p) for p in profiles], next_page_token=token
@@ -96,24 +83,13 @@ class AigenServicer(aigen_pb2_grpc.AigenServiceServicer):
         """Delete a profile (empty version: the served one)."""
         if not request.detector.name:
             raise InvalidArgumentError("detector.name is required")
-        return profile_to_proto(
-            self._detectors.delete(request.detector.name, request.detector.version)
-        )
+        deleted = self._detectors.delete(request.detector.name, request.detector.version)
+        return profile_to_proto(deleted)
 
     async def EvaluateAigenDetector(
         self, request: aigen_pb2.EvaluateAigenDetectorRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.Job:
         """Start an AI-generated image detector evaluation."""
-        if not request.detector.name or not request.dataset:
-            raise InvalidArgumentError("detector.name and dataset are required")
-        spec = build_spec(
-            AigenEvaluationSpec,
-            model=request.detector.name,
-            version=request.detector.version,
-            dataset=request.dataset,
-            sample_limit=request.sample_limit if request.HasField("sample_limit") else None,
-            seed=request.seed,
-            jpeg_qualities=list(request.jpeg_qualities),
-            resize_scales=list(request.resize_scales),
-        )
-        return job_to_proto(await self._jobs.start(DetectorEvaluationJobs.kind, spec))
+        require(("detector.name", request.detector.name), ("dataset", request.dataset))
+        spec = spec_from_request(AigenEvaluationSpec, request, ref="detector")
+        return await start_job(self._jobs, DetectorEvaluationJobs.kind, spec)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from assay.server.aigen.detection import ImageVerdict
 from assay.server.aigen.profiles import DetectorProfile
+from assay.server.aigen.verdicts import DetectorVerdict, ImageVerdict, StabilityReport
+from assay.server.services.mirror import mirrored
 from assay.server.services.timestamps import timestamp
 from assay.v1 import aigen_pb2, common_pb2
 
@@ -14,76 +15,43 @@ VERDICTS = {
 }
 
 
+def detector_to_proto(verdict: DetectorVerdict) -> aigen_pb2.DetectorScore:
+    """DetectorVerdict -> DetectorScore (its crops included)."""
+    return mirrored(
+        aigen_pb2.DetectorScore,
+        verdict,
+        detector=common_pb2.ModelRef(name=verdict.detector, version=verdict.version),
+        crops=[mirrored(aigen_pb2.CropScore, crop) for crop in verdict.crops],
+    )
+
+
+def stability_to_proto(report: StabilityReport | None) -> aigen_pb2.Stability | None:
+    """StabilityReport -> Stability (None stays None: the field is left unset)."""
+    if report is None:
+        return None
+    variants = [mirrored(aigen_pb2.VariantScore, v) for v in report.variants]
+    return mirrored(aigen_pb2.Stability, report, variants=variants)
+
+
 def verdict_to_proto(result: ImageVerdict) -> aigen_pb2.GeneratedResult:
     """ImageVerdict -> GeneratedResult."""
-    message = aigen_pb2.GeneratedResult(
-        id=result.id,
+    spectral = result.spectral
+    return mirrored(
+        aigen_pb2.GeneratedResult,
+        result,
         verdict=VERDICTS[result.verdict],
-        probability=result.probability,
-        log_odds=result.log_odds,
-        notes=result.notes,
+        detectors=[detector_to_proto(d) for d in result.detectors],
+        stability=stability_to_proto(result.stability),
+        spectral=None if spectral is None else mirrored(aigen_pb2.SpectralEvidence, spectral),
     )
-    for d in result.detectors:
-        message.detectors.add(
-            detector=common_pb2.ModelRef(name=d.detector, version=d.version),
-            probability=d.probability,
-            threshold=d.threshold,
-            calibrated=d.calibrated,
-            log_odds=d.log_odds,
-            generated=d.generated,
-            crops=[
-                aigen_pb2.CropScore(
-                    top=c.top,
-                    left=c.left,
-                    height=c.height,
-                    width=c.width,
-                    probability=c.probability,
-                )
-                for c in d.crops
-            ],
-        )
-    if result.stability is not None:
-        s = result.stability
-        message.stability.CopyFrom(
-            aigen_pb2.Stability(
-                flip_fraction=s.flip_fraction,
-                max_flip_fraction=s.max_flip_fraction,
-                variants=[
-                    aigen_pb2.VariantScore(
-                        name=v.name, log_odds=v.log_odds, generated=v.generated, flipped=v.flipped
-                    )
-                    for v in s.variants
-                ],
-            )
-        )
-    if result.spectral is not None:
-        e = result.spectral
-        message.spectral.CopyFrom(
-            aigen_pb2.SpectralEvidence(
-                score=e.score,
-                threshold=e.threshold,
-                deviates=e.deviates,
-                spectrum=e.spectrum,
-                peak_score=e.peak_score,
-            )
-        )
-    return message
 
 
 def profile_to_proto(profile: DetectorProfile) -> aigen_pb2.DetectorProfile:
     """DetectorProfile -> its message."""
-    return aigen_pb2.DetectorProfile(
+    return mirrored(
+        aigen_pb2.DetectorProfile,
+        profile,
         detector=common_pb2.ModelRef(name=profile.detector, version=profile.version),
-        fingerprint=profile.fingerprint,
-        threshold=profile.threshold,
-        target_fpr=profile.target_fpr,
-        calibration_fpr=profile.calibration_fpr,
-        holdout_fpr=profile.holdout_fpr,
-        holdout_tpr=profile.holdout_tpr,
-        holdout_ap=profile.holdout_ap,
-        holdout_auroc=profile.holdout_auroc,
-        real_images=profile.real_images,
-        generated_images=profile.generated_images,
         spectral=profile.spectral is not None,
         created_at=timestamp(profile.created_at),
     )

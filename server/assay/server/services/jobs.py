@@ -16,6 +16,8 @@ from assay.server.errors import (
 )
 from assay.server.jobs.manager import JobEvent, JobManager
 from assay.server.jobs.records import JobRecord, JobState
+from assay.server.jobs.specs import JobSpec
+from assay.server.services.mirror import mirrored
 from assay.server.services.pagination import check_key_types, page_request
 from assay.server.services.timestamps import timestamp
 from assay.v1 import jobs_pb2, jobs_pb2_grpc
@@ -51,19 +53,24 @@ def error_status(record: JobRecord) -> status_pb2.Status | None:
 
 def job_to_proto(record: JobRecord) -> jobs_pb2.Job:
     """JobRecord -> Job."""
-    return jobs_pb2.Job(
-        id=record.id,
-        kind=record.kind,
+    return mirrored(
+        jobs_pb2.Job,
+        record,
         state=_STATES[record.state],
-        done=record.done,
-        total=record.total,
-        stage=record.stage,
         error=error_status(record),
         created_at=timestamp(record.created_at),
         updated_at=timestamp(record.updated_at),
-        attempts=record.attempts,
         spec_json=json.dumps(record.spec, sort_keys=True),
     )
+
+
+async def start_job(jobs: JobManager, kind: str, spec: JobSpec) -> jobs_pb2.Job:
+    """Start a job of ``kind`` and answer with its Job message (what every Start RPC returns).
+
+    Raises:
+        AssayError: The job kind refuses the spec (unknown model, missing dataset, ...).
+    """
+    return job_to_proto(await jobs.start(kind, spec))
 
 
 def event_to_proto(event: JobEvent) -> jobs_pb2.JobEvent:

@@ -7,7 +7,7 @@ import grpc
 from assay.server.errors import InvalidArgumentError
 from assay.server.models.registry import ModelRegistry
 from assay.server.services.converters import model_to_proto
-from assay.server.services.pagination import page_request, paginate
+from assay.server.services.pagination import page_of
 from assay.v1 import models_pb2, models_pb2_grpc
 
 
@@ -21,8 +21,12 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> models_pb2.ListModelsResponse:
         """Registered models by name then version, one page at a time."""
-        page = page_request(request.page_size, request.page_token, {"rpc": "ListModels"})
-        models, token = paginate(self._registry.all(), lambda m: (m.name, m.config.version), page)
+        models, token = page_of(
+            request,
+            {"rpc": "ListModels"},
+            self._registry.all(),
+            lambda m: (m.name, m.config.version),
+        )
         return models_pb2.ListModelsResponse(
             models=[model_to_proto(m) for m in models], next_page_token=token
         )

@@ -10,16 +10,22 @@ from PIL import Image
 
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobManager
-from assay.server.jobs.specs import build_spec
 from assay.server.ood.anomaly_job import AnomalyEvaluations
 from assay.server.ood.evaluate_job import DetectorEvaluations
 from assay.server.ood.fitting import default_scorer, holdout_quantiles
 from assay.server.ood.profiles import ModelProfile
-from assay.server.ood.service import OodProfiles
+from assay.server.ood.service import AnomalyVerdict, OodProfiles
 from assay.server.ood.specs import AnomalyEvaluationSpec, OodEvaluationSpec, OodProfileSpec
-from assay.server.services.converters import image_to_domain, ood_score
-from assay.server.services.jobs import job_to_proto
-from assay.server.services.pagination import page_request, paginate
+from assay.server.services.converters import (
+    images_to_domain,
+    ood_score,
+    require,
+    served_ref,
+    spec_from_request,
+)
+from assay.server.services.jobs import start_job
+from assay.server.services.mirror import mirrored
+from assay.server.services.pagination import page_of
 from assay.server.services.timestamps import timestamp_from_iso
 from assay.v1 import common_pb2, jobs_pb2, ood_pb2, ood_pb2_grpc
 from assay.v1.tensor_codec import from_array
@@ -67,6 +73,21 @@ def map_format(value: int) -> int:
     return _MAP_FORMATS[value]
 
 
+def anomaly_to_proto(image_id: str, result: AnomalyVerdict, fmt: int) -> ood_pb2.AnomalyResult:
+    """AnomalyVerdict -> one DetectAnomaly result, its map (if any) in the format asked for."""
+    item = mirrored(ood_pb2.AnomalyResult, result, id=image_id, map=None)  # map: below
+    if result.map is not None and fmt == ood_pb2.ANOMALY_MAP_FORMAT_FLOAT16:
+        item.map.CopyFrom(from_array(result.map.astype(np.float16)))
+    elif result.map is not None:
+        item.map_png = heat_png(result.map, result.threshold)
+    return item
+
+
+def _scored_model(request: ood_pb2.ScoreOODRequest | ood_pb2.DetectAnomalyRequest) -> None:
+    if not request.model.name:
+        raise InvalidArgumentError("model.name is empty; name the model to score with")
+
+
 class OodServicer(ood_pb2_grpc.OodServiceServicer):
     """Converts OodService calls to profile jobs and scoring."""
 
@@ -78,93 +99,54 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
         self, request: ood_pb2.FitProfileRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.Job:
         """Start a profile fit job."""
-        if not request.model.name or not request.dataset:
-            raise InvalidArgumentError("model.name and dataset are required")
-        spec = build_spec(
-            OodProfileSpec,
-            model=request.model.name,
-            version=request.model.version,
-            dataset=request.dataset,
-            scorers=list(request.scorers),
-            target_tpr=request.target_tpr or None,  # proto3: 0 is unset
-            holdout_fraction=request.holdout_fraction or None,
-            sample_limit=request.sample_limit if request.HasField("sample_limit") else None,
-            seed=request.seed,
-        )
-        return job_to_proto(await self._jobs.start(OodProfiles.kind, spec))
+        require(("model.name", request.model.name), ("dataset", request.dataset))
+        spec = spec_from_request(OodProfileSpec, request)
+        return await start_job(self._jobs, OodProfiles.kind, spec)
 
     async def EvaluateOodScorers(
         self, request: ood_pb2.EvaluateOodScorersRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.Job:
         """Start a job comparing the profile's OOD scorers."""
-        if not request.model.name or not request.in_dataset:
-            raise InvalidArgumentError("model.name and in_dataset are required")
-        spec = build_spec(
-            OodEvaluationSpec,
-            model=request.model.name,
-            version=request.model.version,
-            in_dataset=request.in_dataset,
-            ood_datasets=list(request.ood_datasets),
-            scorers=list(request.scorers),
-            sample_limit=request.sample_limit if request.HasField("sample_limit") else None,
-            seed=request.seed,
-        )
-        return job_to_proto(await self._jobs.start(DetectorEvaluations.kind, spec))
+        require(("model.name", request.model.name), ("in_dataset", request.in_dataset))
+        spec = spec_from_request(OodEvaluationSpec, request)
+        return await start_job(self._jobs, DetectorEvaluations.kind, spec)
 
     async def DetectAnomaly(
         self, request: ood_pb2.DetectAnomalyRequest, context: grpc.aio.ServicerContext
     ) -> ood_pb2.DetectAnomalyResponse:
         """Anomaly scores and maps from the profile's PatchCore memory."""
-        if not request.model.name:
-            raise InvalidArgumentError("model.name is empty; name the model to score with")
-        images = [image_to_domain(image, i) for i, image in enumerate(request.images)]
+        _scored_model(request)
+        images = images_to_domain(request.images)
         fmt = map_format(request.map_format)
         with_maps = fmt != ood_pb2.ANOMALY_MAP_FORMAT_NONE
         model, results = await self._profiles.detect_anomaly(
             request.model.name, request.model.version, images, with_maps
         )
-        response = ood_pb2.DetectAnomalyResponse(
-            model=common_pb2.ModelRef(name=model.name, version=model.config.version)
+        return ood_pb2.DetectAnomalyResponse(
+            model=served_ref(model),
+            results=[
+                anomaly_to_proto(image.id, result, fmt)
+                for image, result in zip(request.images, results, strict=True)
+            ],
         )
-        for image, result in zip(request.images, results, strict=True):
-            item = response.results.add(
-                id=image.id,
-                score=result.score,
-                threshold=result.threshold,
-                is_anomalous=result.is_anomalous,
-                holdout_tail=result.holdout_tail,
-            )
-            if result.map is not None and fmt == ood_pb2.ANOMALY_MAP_FORMAT_FLOAT16:
-                item.map.CopyFrom(from_array(result.map.astype(np.float16)))
-            elif result.map is not None:
-                item.map_png = heat_png(result.map, result.threshold)
-        return response
 
     async def EvaluateAnomaly(
         self, request: ood_pb2.EvaluateAnomalyRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.Job:
         """Start an anomaly evaluation job."""
-        if not request.model.name or not request.dataset:
-            raise InvalidArgumentError("model.name and dataset are required")
-        spec = build_spec(
-            AnomalyEvaluationSpec,
-            model=request.model.name,
-            version=request.model.version,
-            dataset=request.dataset,
-        )
-        return job_to_proto(await self._jobs.start(AnomalyEvaluations.kind, spec))
+        require(("model.name", request.model.name), ("dataset", request.dataset))
+        spec = spec_from_request(AnomalyEvaluationSpec, request)
+        return await start_job(self._jobs, AnomalyEvaluations.kind, spec)
 
     async def ListProfiles(
         self, request: ood_pb2.ListProfilesRequest, context: grpc.aio.ServicerContext
     ) -> ood_pb2.ListProfilesResponse:
         """Stored profiles by model then version, one page at a time."""
-        page = page_request(
-            request.page_size, request.page_token, {"rpc": "ListProfiles", "model": request.model}
-        )
-        found, token = paginate(
+        found, token = page_of(
+            request,
+            {"rpc": "ListProfiles", "model": request.model},
             self._profiles.store.all(request.model or None),
             lambda p: (p.model_name, p.model_version),
-            page,
         )
         return ood_pb2.ListProfilesResponse(
             profiles=[profile_to_proto(p) for p in found], next_page_token=token
@@ -180,15 +162,14 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
         self, request: ood_pb2.ScoreOODRequest, context: grpc.aio.ServicerContext
     ) -> ood_pb2.ScoreOODResponse:
         """Score images with the model's profile."""
-        if not request.model.name:
-            raise InvalidArgumentError("model.name is empty; name the model to score with")
-        images = [image_to_domain(image, i) for i, image in enumerate(request.images)]
+        _scored_model(request)
         model, results = await self._profiles.score(
-            request.model.name, request.model.version, images, list(request.scorers)
+            request.model.name,
+            request.model.version,
+            images_to_domain(request.images),
+            list(request.scorers),
         )
-        response = ood_pb2.ScoreOODResponse(
-            model=common_pb2.ModelRef(name=model.name, version=model.config.version)
-        )
+        response = ood_pb2.ScoreOODResponse(model=served_ref(model))
         for image, verdicts in zip(request.images, results, strict=True):
             response.results.add(id=image.id, scores=[ood_score(v) for v in verdicts])
         return response

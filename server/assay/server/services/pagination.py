@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from assay.server.errors import InvalidArgumentError
 
@@ -106,6 +106,34 @@ def check_key_types(after: Key, *types: type | tuple[type, ...]) -> Key:
     ):
         raise InvalidArgumentError(_BAD_TOKEN)
     return after
+
+
+class ListRequest(Protocol):
+    """The paging fields every List RPC request carries."""
+
+    @property
+    def page_size(self) -> int:
+        """At most this many items (0: the default)."""
+        ...
+
+    @property
+    def page_token(self) -> str:
+        """The previous page's next_page_token ("" for the first page)."""
+        ...
+
+
+def page_of(
+    request: ListRequest,
+    filters: Mapping[str, Any],
+    items: Sequence[T],
+    key: Callable[[T], tuple[str, ...]],
+) -> tuple[list[T], str]:
+    """The page a List RPC asked for, and the next page's token (see `paginate`).
+
+    ``filters`` names the RPC and its filter fields; a token only continues
+    the listing it came from.
+    """
+    return paginate(items, key, page_request(request.page_size, request.page_token, filters))
 
 
 def paginate(

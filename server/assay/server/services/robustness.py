@@ -12,8 +12,8 @@ from assay.server.jobs.manager import JobManager
 from assay.server.jobs.specs import build_spec
 from assay.server.robustness.evaluation import InlineBatch, RobustnessJobs
 from assay.server.robustness.specs import RobustnessSpec
-from assay.server.services.converters import image_to_domain
-from assay.server.services.jobs import job_to_proto
+from assay.server.services.converters import images_to_domain
+from assay.server.services.jobs import start_job
 from assay.v1 import jobs_pb2, robustness_pb2, robustness_pb2_grpc
 
 _ATTACKS = {
@@ -88,8 +88,7 @@ class RobustnessServicer(robustness_pb2_grpc.RobustnessServiceServicer):
             baseline=request.baseline.name or None,
             baseline_version=request.baseline.version,
         )
-        record = await self._manager.start(RobustnessJobs.kind, spec)
-        return job_to_proto(record)
+        return await start_job(self._manager, RobustnessJobs.kind, spec)
 
     async def ScoreRobustness(
         self, request: robustness_pb2.ScoreRobustnessRequest, context: grpc.aio.ServicerContext
@@ -101,7 +100,7 @@ class RobustnessServicer(robustness_pb2_grpc.RobustnessServiceServicer):
         batch = InlineBatch(
             model=request.model.name,
             version=request.model.version,
-            images=[image_to_domain(image, i) for i, image in enumerate(request.images)],
+            images=images_to_domain(request.images),
             labels=list(request.labels),
             groups=list(request.groups) or None,
             preset=preset,
