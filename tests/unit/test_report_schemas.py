@@ -19,9 +19,10 @@ from jsonschema import Draft202012Validator
 
 from assay.server import report_schemas
 from assay.server.aigen import evaluate_job as aigen_evaluate_job
+from assay.server.aigen import fit_job
 from assay.server.aigen.evaluate_job import DetectorEvaluationJobs
 from assay.server.aigen.fit_job import DetectorFits
-from assay.server.ood import anomaly_job, evaluate_job
+from assay.server.ood import anomaly_job, evaluate_job, fitting
 from assay.server.ood.anomaly_job import AnomalyEvaluations
 from assay.server.ood.evaluate_job import DetectorEvaluations
 from assay.server.ood.service import OodProfiles
@@ -54,8 +55,10 @@ def test_every_schema_the_server_writes_and_every_job_kind_has_a_schema_file() -
         evaluate_job.SCHEMA,
         anomaly_job.SCHEMA,
         aigen_evaluate_job.SCHEMA,
+        fit_job.PROFILE_SUMMARY_SCHEMA,
+        fitting.PROFILE_SUMMARY_SCHEMA,
     }
-    assert written <= set(report_schemas.REPORT_SCHEMAS)
+    assert written == set(report_schemas.REPORT_SCHEMAS)
     kinds = {
         k.kind
         for k in (
@@ -183,8 +186,9 @@ def test_unknown_keys_are_rejected_where_the_structure_is_fixed(
     assert {"$.clean.error", "$"} <= _violations(broken)
 
 
-def test_a_fit_result_without_a_schema_field_validates_by_its_job_kind() -> None:
+def test_a_fit_result_names_its_schema_and_is_checked_against_it() -> None:
     summary = {
+        "schema": "assay.ood.profile_summary/v1",
         "model": {"name": "digits_cnn", "version": "1"},
         "fingerprint": "sha256:" + "0" * 64,
         "target_tpr": 0.95,
@@ -193,6 +197,9 @@ def test_a_fit_result_without_a_schema_field_validates_by_its_job_kind() -> None
         "reference_images": 100,
     }
     assert report_schemas.validate(summary, "ood_profile") == "assay.ood.profile_summary/v1"
+    unnamed = {k: v for k, v in summary.items() if k != "schema"}
+    with pytest.raises(jsonschema.ValidationError, match="'schema' is a required property"):
+        report_schemas.validate(unnamed, "ood_profile")
     with pytest.raises(
         jsonschema.ValidationError, match="greater than or equal to the maximum of 1"
     ):

@@ -90,11 +90,13 @@ def fit_profile(
     )
 
 
+PROFILE_SUMMARY_SCHEMA = "assay.aigen.profile_summary/v1"
+"""What a FitDetector job's report says it is (shipped as a JSON Schema)."""
+
+
 def profile_summary(profile: DetectorProfile) -> dict[str, Any]:
-    """The job result: the profile's JSON without internals."""
-    document = profile.to_json()
-    document.pop("schema")
-    return document
+    """The job result: the profile's JSON, named as a summary (not the stored file's schema)."""
+    return {**profile.to_json(), "schema": PROFILE_SUMMARY_SCHEMA}
 
 
 class DetectorFits(LabelledSetJobs):

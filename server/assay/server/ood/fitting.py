@@ -249,9 +249,14 @@ def holdout_quantiles(scores: np.ndarray) -> list[float]:
     return [float(q) for q in np.quantile(scores, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])]
 
 
+PROFILE_SUMMARY_SCHEMA = "assay.ood.profile_summary/v1"
+"""What a FitProfile job's report says it is (shipped as a JSON Schema)."""
+
+
 def summarize(profile: ModelProfile) -> Mapping[str, object]:
     """JSON-able summary of a profile (the fit job's result)."""
     return {
+        "schema": PROFILE_SUMMARY_SCHEMA,
         "model": {"name": profile.model_name, "version": profile.model_version},
         "fingerprint": profile.fingerprint,
         "target_tpr": profile.target_tpr,
