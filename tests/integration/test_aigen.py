@@ -84,6 +84,7 @@ async def test_fit_calibrates_at_target_fpr_and_holdout_metrics_match_sklearn(
             listed = await stub.ListDetectorProfiles(aigen_pb2.ListDetectorProfilesRequest())
         (message,) = listed.profiles
         assert 0 < time.time() - message.created_at.ToSeconds() < 600  # a Timestamp of the fit
+        assert profile.created_at == pytest.approx(message.created_at.ToNanoseconds() / 1e9)
         table = rows("fit.jsonl")
         labels = np.array([r["label"] == "generated" for r in table], dtype=np.int64)
         probs = await probabilities(client, [AIGEN / r["path"] for r in table])

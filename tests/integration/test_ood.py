@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from assay.client import AsyncClient
 from assay.server.app import AssayServer, create_server
 from assay.v1 import (
     common_pb2,
@@ -67,6 +68,9 @@ async def test_fit_then_score_separates_ood_sets_from_held_out_digits(app: Assay
         listed = (await ood.ListProfiles(ood_pb2.ListProfilesRequest(model="digits_cnn"))).profiles
         fitted_at = listed[0].created_at.ToSeconds()
         assert before - 600 < fitted_at <= before  # set at the fit (a Timestamp, no longer empty)
+        async with AsyncClient(f"127.0.0.1:{app.port}") as client:
+            (info,) = await client.list_profiles("digits_cnn")
+        assert info.created_at == pytest.approx(listed[0].created_at.ToNanoseconds() / 1e9)
         assert len(listed) == 1 and {s.scorer for s in listed[0].scorers} == {
             "msp", "max_logit", "energy", "entropy", "mahalanobis", "gaussian", "knn", "vim"}  # fmt: skip
         scorers = [s.scorer for s in listed[0].scorers]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
+from assay.client._types import epoch_seconds
 from assay.v1 import aigen_pb2
 
 
@@ -107,6 +108,8 @@ class DetectorProfileInfo:
     real_images: int
     generated_images: int
     spectral: bool
+    created_at: float
+    """When the profile was fitted, seconds since the epoch."""
 
 
 def generated_verdict(message: aigen_pb2.GeneratedResult) -> GeneratedVerdict:
@@ -152,10 +155,11 @@ def generated_verdict(message: aigen_pb2.GeneratedResult) -> GeneratedVerdict:
 
 
 def detector_profile(message: aigen_pb2.DetectorProfile) -> DetectorProfileInfo:
-    """DetectorProfile message -> DetectorProfileInfo (fields after `version` share names)."""
-    named = [f.name for f in fields(DetectorProfileInfo)][2:]
+    """DetectorProfile -> DetectorProfileInfo (fields from version to created_at share names)."""
+    named = [f.name for f in fields(DetectorProfileInfo)][2:-1]
     return DetectorProfileInfo(
         message.detector.name,
         message.detector.version,
         **{name: getattr(message, name) for name in named},
+        created_at=epoch_seconds(message.created_at),
     )

@@ -16,7 +16,6 @@ from enum import StrEnum
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from assay.client._errors import (
     JobCancelledError,
@@ -25,6 +24,7 @@ from assay.client._errors import (
     JobTimeoutError,
     UnavailableError,
 )
+from assay.client._types import epoch_seconds
 from assay.v1 import jobs_pb2, robustness_pb2
 
 MAX_PAGE_SIZE = 1000
@@ -152,10 +152,6 @@ class JobProgress:
     partial: dict[str, Any]
 
 
-def _seconds(timestamp: Timestamp) -> float:
-    return timestamp.seconds + timestamp.nanos / 1e9
-
-
 _CODES = {status.value[0]: status for status in grpc.StatusCode}
 
 
@@ -184,8 +180,8 @@ def job(message: jobs_pb2.Job) -> JobInfo:
         stage=message.stage,
         error=message.error.message,
         attempts=message.attempts,
-        created_at=_seconds(message.created_at),
-        updated_at=_seconds(message.updated_at),
+        created_at=epoch_seconds(message.created_at),
+        updated_at=epoch_seconds(message.updated_at),
         error_code=_code_name(message),
     )
 

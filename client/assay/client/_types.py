@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+
+def epoch_seconds(timestamp: Timestamp) -> float:
+    """A protobuf Timestamp as seconds since the epoch (the SDK's one time type)."""
+    return timestamp.seconds + timestamp.nanos / 1e9
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class OodProfileInfo:
     default_scorer: str
     target_tpr: float
     thresholds: dict[str, float]
+    created_at: float
+    """When the profile was fitted, seconds since the epoch."""
 
 
 @dataclass(frozen=True)
