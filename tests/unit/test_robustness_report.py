@@ -127,7 +127,8 @@ def test_without_a_baseline_a_small_model_gets_errors_but_no_mce() -> None:
     scores, _ = units["clean"].arrays["model/scores"], None
     from sklearn.metrics import log_loss
 
-    from assay.server.robustness.calibration import brier_score, softmax
+    from assay.server.robustness.calibration import brier_score
+    from assay.server.stats.softmax import softmax
 
     assert calibration_block["nll"]["value"] == pytest.approx(
         log_loss(labels, softmax(scores), labels=range(10)), rel=1e-6

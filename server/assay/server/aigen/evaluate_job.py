@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from assay.server.aigen.calibration import auroc, average_precision
 from assay.server.aigen.datasets import LabelledSet, LabelledSetJobs, load_images
 from assay.server.aigen.detection import Calibration
 from assay.server.aigen.evaluation import (
@@ -37,6 +36,7 @@ from assay.server.aigen.stability import downscale, jpeg_roundtrip
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext
 from assay.server.models.registry import ServedModel
+from assay.server.stats.ranking import auroc, average_precision
 
 SCHEMA = "assay.aigen.evaluation/v1"
 JPEG_QUALITIES = (95, 85, 75, 65, 50)

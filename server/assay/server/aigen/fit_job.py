@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from assay.server.aigen.calibration import auroc, average_precision, fit_detector_threshold
+from assay.server.aigen.calibration import fit_detector_threshold
 from assay.server.aigen.datasets import LabelledSetJobs, load_images
 from assay.server.aigen.profiles import DetectorProfile
 from assay.server.aigen.scoring import check_detector
 from assay.server.aigen.spectral import SpectralProfile, fit_real_profile
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext
+from assay.server.stats.ranking import auroc, average_precision
 
 DEFAULT_TARGET_FPR = 0.05
 DEFAULT_HOLDOUT = 0.3

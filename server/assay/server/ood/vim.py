@@ -42,9 +42,9 @@ from assay.server.ood._common import (
     as_matrix,
     as_vector,
     check_meta,
-    logsumexp_rows,
     positive_int,
 )
+from assay.server.stats.softmax import logsumexp
 
 __all__ = ["ViMProfile", "default_principal_dim", "fit_vim", "vim_score"]
 
@@ -210,5 +210,5 @@ def vim_score(
         if z.shape[0] != x.shape[0]:
             raise ValueError(f"logits have {z.shape[0]} rows but features have {x.shape[0]}")
     residual = np.linalg.norm((x - profile.origin) @ profile.residual_basis, axis=1)
-    result: FloatArray = profile.alpha * residual - logsumexp_rows(z)
+    result: FloatArray = profile.alpha * residual - logsumexp(z)
     return result
