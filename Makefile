@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test proto lint bench bench-env models serve triton triton-env clean promtool
+.PHONY: demo test proto lint bench bench-env models serve triton triton-env clean promtool mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+## mutation: mutation testing of stats/, the threshold code and the batcher (slow, minutes; not in `make test`)
+mutation: $(VENV)/.dev
+	$(PY) scripts/mutate.py --jobs 2
 
 ## bench: every benchmark; each prints its ratio last
 bench: $(VENV)/.dev triton-env bench-env

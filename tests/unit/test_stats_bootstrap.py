@@ -195,3 +195,12 @@ def test_estimate_json_writes_non_finite_numbers_as_null() -> None:
         "confidence": 0.95,
     }
     assert Estimate(math.inf, -math.inf, math.nan, 0.95).to_json()["value"] is None
+
+
+def test_estimates_are_immutable_values() -> None:
+    import dataclasses
+
+    estimate = Estimate(0.5, 0.25, 0.75, 0.9)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        estimate.value = 1.0  # type: ignore[misc]
+    assert estimate == Estimate(0.5, 0.25, 0.75, 0.9) and len({estimate, estimate}) == 1

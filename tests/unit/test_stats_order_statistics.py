@@ -101,3 +101,13 @@ def test_fit_detector_threshold_at_an_ulp_boundary_allows_exactly_15_of_22() -> 
     assert calibration.threshold == float(np.nextafter(6.0, np.inf))
     assert calibration.achieved_fpr == 15 / 22
     assert calibration.tpr == 1.0
+
+
+@pytest.mark.parametrize("n", [10**12, 2**40 + 1, 999_999_999_989])
+@pytest.mark.parametrize("rate", [0.05, 0.28, 0.95, 1 / 3, float(np.nextafter(0.5, 1.0))])
+def test_counts_for_huge_n_meet_the_definition_in_a_step_or_two(rate: float, n: int) -> None:
+    # An O(n) walk would never finish here; the defining inequalities are checked directly.
+    m = smallest_count_at_least(rate, n)
+    assert m / n >= rate > (m - 1) / n
+    c = largest_count_at_most(rate, n)
+    assert c / n <= rate < (c + 1) / n

@@ -8,7 +8,9 @@ an integer (``0.28 · 25 = 7.000000000000001``, so ``ceil`` gives 8 although
 float64, so the counts here are defined by that same division: the guarantee
 the report prints holds exactly, and no count is one more (or one less) than
 needed. ``count / n`` is monotone in the count, so each function starts from the
-product and steps to the exact boundary (a step or two at most).
+product and steps to the exact boundary: the product is within an ulp of the
+exact one, so at most one step is taken however large n is (no clamping is
+needed either: for a rate in [0, 1] the product lies in [0, n]).
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ def smallest_count_at_least(rate: float, n: int) -> int:
         ValueError: On n < 1 or a rate outside [0, 1].
     """
     _check(rate, n)
-    m = min(max(math.ceil(rate * n), 0), n)
-    while m > 0 and (m - 1) / n >= rate:
+    m = math.ceil(rate * n)
+    while (m - 1) / n >= rate:  # never below 0: -1 / n < 0 <= rate
         m -= 1
-    while m / n < rate:
+    while m / n < rate:  # never above n: n / n == 1 >= rate
         m += 1
     return m
 
@@ -61,9 +63,9 @@ def largest_count_at_most(rate: float, n: int) -> int:
         ValueError: On n < 1 or a rate outside [0, 1].
     """
     _check(rate, n)
-    c = min(max(math.floor(rate * n), 0), n)
-    while c < n and (c + 1) / n <= rate:
+    c = math.floor(rate * n)
+    while (c + 1) / n <= rate:  # never above n: (n + 1) / n > 1 >= rate
         c += 1
-    while c > 0 and c / n > rate:
+    while c / n > rate:  # never below 0: 0 / n == 0 <= rate
         c -= 1
     return c
