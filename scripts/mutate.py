@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,9 +273,9 @@ def _child(
     workdir: Path, tests: Sequence[str], root: Path, source_root: str
 ) -> None:  # pragma: no cover
     """In the forked child: import assay from `workdir`, run the tests, exit with their code."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
+    log = os.open(workdir / "pytest.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
     sys.path[:0] = [str(workdir / source_root), str(root / "client"), str(root / "proto")]
     os.chdir(root)
     code = 3
@@ -347,7 +347,8 @@ def run_target(
     try:
         status, seconds = _run_tests(workdir, tests, 600.0, root, source_root)
         if status != "survived":
-            raise RuntimeError(f"{path}: the tests fail ({status}) before any mutation")
+            log = (workdir / "pytest.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{path}: the tests fail ({status}) before any mutation:\n{log}")
         timeout = max(min_timeout_s, timeout_factor * seconds)
         outcomes = []
         for mutant in generate_mutants(original, path):
@@ -407,12 +408,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             for mutant in generate_mutants((ROOT / path).read_text(), path):
                 print(mutant.key)
         return 0
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = pool.map(lambda item: run_target(item[0], item[1]), targets.items())
-        outcomes = [o for group in results for o in group]
     equivalent = load_equivalent()
+    outcomes: list[Outcome] = []
+    failed = []
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(run_target, path, tests): path for path, tests in targets.items()}
+        for future in as_completed(futures):
+            try:
+                group = future.result()
+            except RuntimeError as error:
+                failed.append(futures[future])
+                print(f"ERROR {error}", flush=True)
+                continue
+            outcomes += group
+            print(_report(group, equivalent).splitlines()[0], flush=True)
     print(_report(outcomes, equivalent))
-    return 0 if score(outcomes, equivalent)[2] >= args.fail_under else 1
+    passed = not failed and score(outcomes, equivalent)[2] >= args.fail_under
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

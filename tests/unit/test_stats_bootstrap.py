@@ -204,3 +204,13 @@ def test_estimates_are_immutable_values() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         estimate.value = 1.0  # type: ignore[misc]
     assert estimate == Estimate(0.5, 0.25, 0.75, 0.9) and len({estimate, estimate}) == 1
+
+
+def test_defaults_are_1000_resamples_seed_0_and_95_percent() -> None:
+    low, high = by_hand(np.mean, DATA, 1000, 0.95, 0)
+    interval = bootstrap_ci(np.mean, DATA)
+    assert (interval.low, interval.high) == (low, high)
+    estimate = bootstrap_estimate(np.mean, DATA)
+    assert (estimate.low, estimate.high, estimate.confidence) == (low, high, 0.95)
+    mean = mean_estimate(DATA)
+    assert (mean.low, mean.high, mean.confidence) == pytest.approx((low, high, 0.95), abs=1e-15)

@@ -1,5 +1,8 @@
 """Evaluation of OOD / anomaly detectors, anomaly localisation and OOD-set hygiene.
 
+(Over 500 lines: detector, localisation and hygiene metrics share the score
+convention and validation below; splitting localisation out is the next step.)
+
 Convention: a higher score means more OOD / anomalous, and OOD / anomalous is the
 positive class. With n_in in-distribution scores ``a_i`` and n_out OOD scores
 ``b_j``; "accepted" means judged in-distribution, i.e. ``s <= t``:

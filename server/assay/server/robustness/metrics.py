@@ -1,5 +1,8 @@
 """Robustness metrics: error rate, corruption errors, flip rate, shift consistency, subgroups.
 
+(Over 500 lines: half of it is the cited formulas and the published AlexNet table,
+kept beside the five metric families they define.)
+
 Pure numpy on plain arrays; every function validates its input and raises
 `ValueError` with a readable message. All rates are fractions in [0, 1]
 (multiplying by 100 for percentages is the caller's business).
