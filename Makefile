@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test proto lint buf-lint protobuf-runtimes bench bench-env models serve triton triton-env clean promtool
+.PHONY: demo test proto lint buf-lint protobuf-runtimes bench bench-env models serve triton triton-env clean promtool mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,10 @@ PROTOBUF_RUNTIMES := 6.30.0 7.36.2
 
 ## protobuf-runtimes: install those runtimes into the gitignored .proto-compat/
 protobuf-runtimes: $(foreach v,$(PROTOBUF_RUNTIMES),.proto-compat/protobuf-$(v)/.complete)
+
+## mutation: mutation testing of stats/, the threshold code and the batcher (slow, minutes; not in `make test`)
+mutation: $(VENV)/.dev
+	$(PY) scripts/mutate.py --jobs 2
 
 ## bench: every benchmark; each prints its ratio last
 bench: $(VENV)/.dev triton-env bench-env

@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from assay.server.aigen.calibration import (
-    auroc,
-    average_precision,
-    calibrated_log_odds,
-    ensemble,
-    fit_detector_threshold,
-)
+from assay.server.aigen.calibration import calibrated_log_odds, ensemble, fit_detector_threshold
 from assay.server.aigen.stability import stable_verdict, variants
 from assay.server.aigen.tiling import aggregate, crops
+from assay.server.stats.ranking import auroc, average_precision
 
 
 def _image(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:

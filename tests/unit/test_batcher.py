@@ -11,6 +11,7 @@ from assay.server.errors import (
     QueueFullError,
     UnavailableError,
 )
+from assay.server.models.backend import batch_deadline
 from assay.server.models.batcher import BatcherHooks, MicroBatcher
 
 
@@ -205,3 +206,160 @@ async def test_closed_batcher_fails_queued_and_new_requests() -> None:
         await queued
     with pytest.raises(UnavailableError):
         await batcher.submit(rows(2))
+
+
+# The contracts below are checked by ordering and events, never by elapsed time:
+# `NEVER_MS` is a flush delay no test outlives, so a batch that waited for it
+# would hang, and `HANG_GUARD_S` only turns such a hang into a failure.
+NEVER_MS = 3_600_000.0
+HANG_GUARD_S = 30.0
+
+
+class Gate:
+    """A backend that records each batch and holds it until released."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.sizes: list[int] = []
+        self.deadlines: list[float | None] = []
+
+    async def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.sizes.append(len(inputs["x"]))
+        self.deadlines.append(batch_deadline.get())
+        self.started.set()
+        await self.release.wait()
+        return {"y": inputs["x"] * 2}
+
+
+@pytest.mark.parametrize("split", [(4,), (1, 3), (2, 2), (1, 1, 1, 1)])
+async def test_a_full_batch_leaves_without_waiting_for_max_delay(split: tuple[int, ...]) -> None:
+    fn = Recorder()
+    batcher = MicroBatcher(
+        fn, max_batch_size=4, max_delay_ms=NEVER_MS, max_queue=100, flush_when_idle=False
+    )
+    requests = [batcher.submit(rows(*range(n))) for n in split]
+    await asyncio.wait_for(asyncio.gather(*requests), HANG_GUARD_S)
+    assert fn.sizes == [4]
+    await batcher.aclose()
+
+
+async def test_a_batch_that_cannot_take_the_next_request_leaves_at_once() -> None:
+    fn = Recorder()
+    batcher = MicroBatcher(
+        fn, max_batch_size=4, max_delay_ms=NEVER_MS, max_queue=100, flush_when_idle=False
+    )
+    first = asyncio.ensure_future(batcher.submit(rows(1, 2, 3)))
+    second = asyncio.ensure_future(batcher.submit(rows(4, 5)))  # 3 + 2 > 4
+    await asyncio.wait_for(first, HANG_GUARD_S)
+    assert fn.sizes[0] == 3
+    await batcher.aclose()
+    with pytest.raises(UnavailableError):  # alone, it would wait for max_delay
+        await second
+
+
+async def test_a_partial_batch_waits_while_another_batch_runs() -> None:
+    gate = Gate()
+    batcher = MicroBatcher(gate, max_batch_size=4, max_delay_ms=NEVER_MS, max_queue=100)
+    running = asyncio.ensure_future(batcher.submit(rows(1)))  # idle backend: leaves at once
+    await asyncio.wait_for(gate.started.wait(), HANG_GUARD_S)
+    waiting = asyncio.ensure_future(batcher.submit(rows(2)))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert gate.sizes == [1] and not waiting.done()
+    gate.release.set()
+    await asyncio.wait_for(running, HANG_GUARD_S)
+    await batcher.aclose()
+    with pytest.raises(UnavailableError):
+        await waiting
+
+
+async def test_aclose_waits_for_running_batches() -> None:
+    gate = Gate()
+    batcher = MicroBatcher(gate, max_batch_size=4, max_delay_ms=NEVER_MS, max_queue=100)
+    request = asyncio.ensure_future(batcher.submit(rows(1, 2)))
+    await asyncio.wait_for(gate.started.wait(), HANG_GUARD_S)
+    closing = asyncio.ensure_future(batcher.aclose())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not closing.done() and not request.done()
+    gate.release.set()
+    await asyncio.wait_for(closing, HANG_GUARD_S)
+    assert request.done()  # finished before aclose returned, with its rows
+    np.testing.assert_array_equal(request.result()["y"][:, 0], [2, 4])
+
+
+async def test_the_batch_deadline_reaches_the_backend() -> None:
+    gate = Gate()
+    gate.release.set()
+    batcher = MicroBatcher(
+        gate, max_batch_size=3, max_delay_ms=NEVER_MS, max_queue=100, flush_when_idle=False
+    )
+    now = asyncio.get_running_loop().time()
+    await asyncio.wait_for(
+        asyncio.gather(
+            batcher.submit(rows(1), deadline=now + 100.0),
+            batcher.submit(rows(2), deadline=now + 300.0),
+            batcher.submit(rows(3), deadline=now + 200.0),
+        ),
+        HANG_GUARD_S,
+    )
+    # One batch, and the backend sees its latest deadline (its rows may run until then).
+    assert gate.sizes == [3] and gate.deadlines == [now + 300.0]
+    await asyncio.wait_for(
+        asyncio.gather(
+            batcher.submit(rows(4), deadline=now + 100.0),
+            batcher.submit(rows(5)),
+            batcher.submit(rows(6), deadline=now + 50.0),
+        ),
+        HANG_GUARD_S,
+    )
+    assert gate.sizes == [3, 3] and gate.deadlines[1] is None  # a request without one
+    assert batch_deadline.get() is None  # the caller's context is untouched
+    await batcher.aclose()
+
+
+async def test_zero_row_requests_are_refused() -> None:
+    fn = Recorder()
+    batcher = MicroBatcher(fn, max_batch_size=4, max_delay_ms=1, max_queue=10)
+    with pytest.raises(InvalidArgumentError, match="at least one row"):
+        await batcher.submit({"x": np.zeros((0, 1), dtype=np.float32)})
+    with pytest.raises(InvalidArgumentError, match="leading"):
+        await batcher.submit({"x": np.float32(1.0)})
+    assert fn.sizes == [] and batcher.queued_rows == 0
+    await batcher.aclose()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"max_batch_size": 0, "max_queue": 10, "max_inflight_batches": 1},
+        {"max_batch_size": 4, "max_queue": 0, "max_inflight_batches": 1},
+        {"max_batch_size": 4, "max_queue": 10, "max_inflight_batches": 0},
+    ],
+)
+def test_settings_below_one_are_refused(settings: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="must be >= 1"):
+        MicroBatcher(Recorder(), max_delay_ms=1, **settings)
+
+
+def test_settings_of_one_are_accepted() -> None:
+    batcher = MicroBatcher(
+        Recorder(), max_batch_size=1, max_delay_ms=1, max_queue=1, max_inflight_batches=1
+    )
+    assert batcher.max_batch_size == 1 and batcher.queued_rows == 0
+
+
+async def test_max_inflight_batches_bounds_concurrent_backend_calls() -> None:
+    gate = Gate()
+    batcher = MicroBatcher(
+        gate, max_batch_size=1, max_delay_ms=NEVER_MS, max_queue=10, max_inflight_batches=2
+    )
+    requests = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(3)]
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert gate.sizes == [1, 1]  # the third waits for a slot
+    gate.release.set()
+    await asyncio.wait_for(asyncio.gather(*requests), HANG_GUARD_S)
+    assert gate.sizes == [1, 1, 1]
+    await batcher.aclose()

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from assay.server.inference import softmax, top_k
+from assay.server.inference import top_k
+from assay.server.stats.softmax import softmax
 from assay.v1 import common_pb2
 from assay.v1.tensor_codec import DTYPES, from_array, to_array
 
@@ -43,7 +44,7 @@ def test_unsupported_dtype_cannot_be_encoded() -> None:
 
 def test_softmax_matches_reference_and_is_stable() -> None:
     logits = np.array([[1000.0, 1001.0, 999.0], [0.0, 0.0, 0.0]], dtype=np.float32)
-    probs = softmax(logits)
+    probs = softmax(logits, np.float32)
     ref = np.exp(logits - logits.max(1, keepdims=True))
     ref /= ref.sum(1, keepdims=True)
     np.testing.assert_allclose(probs, ref, rtol=1e-6)

@@ -24,7 +24,7 @@ from assay.server.ood.evaluation import (
     rank_detectors,
     recommended_detector,
 )
-from assay.server.robustness.bootstrap import Estimate
+from assay.server.stats.estimate import Estimate
 
 IN_TIED = np.array([0.1, 0.2, 0.2, 0.4, 0.5, 0.5, 0.7])
 OUT_TIED = np.array([0.2, 0.5, 0.5, 0.6, 0.9, 0.3])

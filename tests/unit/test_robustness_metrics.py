@@ -9,15 +9,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, log_loss
 
-from assay.server.robustness.bootstrap import (
-    Estimate,
-    bootstrap_ci,
-    ece_estimate,
-    error_rate_estimate,
-    flip_rate_estimate,
-    shift_consistency_estimate,
-    worst_group_accuracy_estimate,
-)
 from assay.server.robustness.calibration import (
     brier_score,
     expected_calibration_error,
@@ -25,7 +16,13 @@ from assay.server.robustness.calibration import (
     maximum_calibration_error,
     negative_log_likelihood,
     reliability_diagram,
-    softmax,
+)
+from assay.server.robustness.estimates import (
+    ece_estimate,
+    error_rate_estimate,
+    flip_rate_estimate,
+    shift_consistency_estimate,
+    worst_group_accuracy_estimate,
 )
 from assay.server.robustness.metrics import (
     ALEXNET_CLEAN_ERROR,
@@ -42,6 +39,9 @@ from assay.server.robustness.metrics import (
     subgroup_accuracy,
     worst_group_accuracy,
 )
+from assay.server.stats.bootstrap import bootstrap_ci
+from assay.server.stats.estimate import Estimate
+from assay.server.stats.softmax import softmax
 
 
 def random_probabilities(seed: int, n: int = 200, k: int = 5) -> np.ndarray:

@@ -127,7 +127,8 @@ def test_without_a_baseline_a_small_model_gets_errors_but_no_mce() -> None:
     scores, _ = units["clean"].arrays["model/scores"], None
     from sklearn.metrics import log_loss
 
-    from assay.server.robustness.calibration import brier_score, softmax
+    from assay.server.robustness.calibration import brier_score
+    from assay.server.stats.softmax import softmax
 
     assert calibration_block["nll"]["value"] == pytest.approx(
         log_loss(labels, softmax(scores), labels=range(10)), rel=1e-6
@@ -140,3 +141,41 @@ def test_without_a_baseline_a_small_model_gets_errors_but_no_mce() -> None:
         <= calibration_block["nll"]["value"]
         <= calibration_block["nll"]["high"]
     )
+
+
+def _estimates(node: object) -> list[dict[str, object]]:
+    """Every E = {value, low, high, confidence} in a report."""
+    if isinstance(node, dict):
+        if set(node) == {"value", "low", "high", "confidence"}:
+            return [node]
+        return [e for child in node.values() for e in _estimates(child)]
+    if isinstance(node, list):
+        return [e for child in node for e in _estimates(child)]
+    return []
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.5])
+def test_every_estimate_records_the_confidence_its_interval_used(
+    confidence: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assay.server.robustness import report as report_module
+
+    monkeypatch.setattr(report_module, "CONFIDENCE", confidence)
+    suite = SuiteSpec(
+        corruptions=("fog",), severities=(1, 2), calibration=True, bootstrap_resamples=200
+    )
+    labels = np.random.default_rng(6).integers(0, 10, 80)
+    units = units_for(suite, labels, 10, ("model",), seed=7)
+    inputs = EvaluationInputs([np.zeros((2, 2, 3), np.uint8)] * 80, labels, groups=["a", "b"] * 40)
+    report = build_report(
+        suite, units, inputs, {"model": fake_scorer("m", 10)}, source="x", spec={}
+    )
+    estimates = _estimates(report)
+    assert len(estimates) >= 6
+    assert {e["confidence"] for e in estimates} == {confidence}
+    fog1 = (units["corruption/fog/1"].arrays["model/pred"] != labels).astype(np.float64)
+    rows = np.random.default_rng(suite.seed).integers(0, 80, size=(200, 80))
+    alpha = 1.0 - confidence
+    expected = np.quantile(fog1[rows].mean(axis=1), [alpha / 2, 1 - alpha / 2])
+    interval = report["corruptions"]["fog"]["errors"]["1"]
+    assert (interval["low"], interval["high"]) == pytest.approx(tuple(expected), abs=1e-15)

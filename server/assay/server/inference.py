@@ -24,6 +24,7 @@ from assay.server.ood.fitting import OodVerdict, default_scorer, verdicts
 from assay.server.ood.profiles import ModelProfile
 from assay.server.ood.service import OodProfiles, role_outputs
 from assay.server.settings import ImageSettings
+from assay.server.stats.softmax import softmax
 
 DEFAULT_TOP_K = 5
 
@@ -220,15 +221,7 @@ def class_probabilities(model: ServedModel, outputs: dict[str, np.ndarray]) -> n
     logits_name = model.output_name(OutputRole.LOGITS)
     if logits_name is None:
         return None
-    return softmax(outputs[logits_name])
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis, in float32."""
-    shifted = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=-1, keepdims=True)
-    return shifted
+    return softmax(outputs[logits_name], np.float32)
 
 
 def top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,8 @@ ensembles detectors in log-odds relative to their own thresholds.
 
 Decision rule (everywhere in this package): an image is "generated" iff
 ``score >= threshold``. Average precision and AUROC treat generated images as
-the positive class and are computed in numpy, matching scikit-learn's
-``average_precision_score`` and ``roc_auc_score`` (ties handled the same way).
+the positive class (the shared :mod:`~assay.server.stats.ranking` metrics,
+matching scikit-learn's ``average_precision_score`` and ``roc_auc_score``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from assay.server.stats.order_statistics import largest_count_at_most
+from assay.server.stats.ranking import auroc, average_precision
 
 _LOGIT_EPS = 1e-6
 
@@ -58,90 +61,21 @@ def _scores(name: str, values: ArrayLike) -> NDArray[np.float64]:
     return arr
 
 
-def _allowed_false_positives(n_real: int, target_fpr: float) -> int:
-    """Largest ``c`` with ``c / n_real <= target_fpr`` (evaluated in float, as reported)."""
-    c = min(n_real, math.floor(target_fpr * n_real))
-    while c + 1 <= n_real and (c + 1) / n_real <= target_fpr:
-        c += 1
-    while c > 0 and c / n_real > target_fpr:
-        c -= 1
-    return c
-
-
-def average_precision(labels: ArrayLike, scores: ArrayLike) -> float:
-    """Average precision, ``sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds.
-
-    Args:
-        labels: 1-D binary labels (1 = positive).
-        scores: 1-D scores, higher = more positive.
-
-    Returns:
-        AP, identical to ``sklearn.metrics.average_precision_score``.
-
-    Raises:
-        ValueError: On mismatched shapes or no positive label.
-    """
-    y = np.asarray(labels).astype(bool).ravel()
-    s = _scores("scores", scores)
-    if y.shape != s.shape:
-        raise ValueError(f"labels and scores differ in shape: {y.shape} vs {s.shape}")
-    n_pos = int(y.sum())
-    if n_pos == 0:
-        raise ValueError("average precision needs at least one positive")
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    # Last index of each run of tied scores: one operating point per distinct score.
-    ends = np.r_[np.flatnonzero(np.diff(s_sorted)), s.size - 1]
-    tps = np.cumsum(y_sorted)[ends].astype(np.float64)
-    precision = tps / (ends + 1.0)
-    recall = tps / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def auroc(labels: ArrayLike, scores: ArrayLike) -> float:
-    """Area under the ROC curve via the Mann-Whitney U statistic with mid-ranks.
-
-    Args:
-        labels: 1-D binary labels (1 = positive).
-        scores: 1-D scores, higher = more positive.
-
-    Returns:
-        AUROC, identical to ``sklearn.metrics.roc_auc_score`` (ties count 1/2).
-
-    Raises:
-        ValueError: On mismatched shapes or a single class.
-    """
-    y = np.asarray(labels).astype(bool).ravel()
-    s = _scores("scores", scores)
-    if y.shape != s.shape:
-        raise ValueError(f"labels and scores differ in shape: {y.shape} vs {s.shape}")
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUROC needs both classes")
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    starts = np.cumsum(counts) - counts  # 0-based rank of each group's first element
-    mid_ranks = starts + (counts + 1) / 2.0  # 1-based average rank within the group
-    rank_sum = float(mid_ranks[inverse][y].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-
-
 def fit_detector_threshold(
     real_scores: ArrayLike, generated_scores: ArrayLike, target_fpr: float = 0.05
 ) -> DetectorCalibration:
     """Smallest threshold whose FPR on ``real_scores`` is at most ``target_fpr``.
 
     With "generated" iff ``score >= t``, ``FPR(t) = #{real >= t} / n_real`` is
-    non-increasing in ``t``. Let ``c`` be the largest count with
-    ``c / n_real <= target_fpr`` and ``v`` the ``(c + 1)``-th largest real
-    score. Every ``t <= v`` flags at least ``c + 1`` real images, and every
-    ``t > v`` flags at most ``c`` (all real scores tied with ``v`` fall below
-    ``t`` together), so the infimum is ``v`` and the threshold returned is the
-    next float64 above it, ``numpy.nextafter(v, inf)``: the smallest
-    representable threshold meeting the target. Because ties are excluded as a
-    block, ``achieved_fpr`` may be strictly below ``target_fpr``. If
-    ``c == n_real`` (e.g. ``target_fpr == 1``) every threshold qualifies and the
-    smallest score overall is returned, flagging everything.
+    non-increasing in ``t``. Let ``c`` be the largest count with ``c / n_real <=
+    target_fpr`` in float64 (`largest_count_at_most`) and ``v`` the ``(c + 1)``-th
+    largest real score. Every ``t <= v`` flags at least ``c + 1`` real images, and every
+    ``t > v`` flags at most ``c`` (all real scores tied with ``v`` fall below ``t``
+    together), so the infimum is ``v`` and the threshold returned is the next float64
+    above it, ``numpy.nextafter(v, inf)``: the smallest representable threshold meeting
+    the target. Because ties are excluded as a block, ``achieved_fpr`` may be strictly
+    below ``target_fpr``. If ``c == n_real`` (e.g. ``target_fpr == 1``) every threshold
+    qualifies and the smallest score overall is returned, flagging everything.
 
     Args:
         real_scores: 1-D detector scores of real images (higher = more generated).
@@ -158,7 +92,7 @@ def fit_detector_threshold(
     gen = _scores("generated_scores", generated_scores)
     if not (math.isfinite(target_fpr) and 0.0 <= target_fpr <= 1.0):
         raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr}")
-    c = _allowed_false_positives(real.size, target_fpr)
+    c = largest_count_at_most(target_fpr, real.size)
     if c >= real.size:
         threshold = float(min(real.min(), gen.min()))
     else:

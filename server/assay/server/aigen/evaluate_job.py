@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from assay.server.aigen.calibration import auroc, average_precision
 from assay.server.aigen.datasets import LabelledSet, LabelledSetJobs
 from assay.server.aigen.evaluation import (
     CONFIDENCE,
@@ -37,6 +36,7 @@ from assay.server.aigen.stability import downscale, jpeg_roundtrip
 from assay.server.aigen.verdicts import Calibration
 from assay.server.jobs.manager import JobContext
 from assay.server.models.registry import ServedModel
+from assay.server.stats.ranking import auroc, average_precision
 
 SCHEMA = "assay.aigen.evaluation/v1"
 RESAMPLES = 1000

@@ -2,7 +2,8 @@
 
 Generated images are the positive class. Intervals are percentile bootstraps
 over images, stratified by class so every resample keeps both classes
-(:func:`~assay.server.robustness.bootstrap.bootstrap_ci`). Accuracies are
+(:func:`~assay.server.stats.bootstrap.bootstrap_estimate`); AP and AUROC are
+the shared :mod:`~assay.server.stats.ranking` metrics. Accuracies are
 reported at the calibrated threshold and at 0.5, and separately on real and
 on generated images, because a detector can look accurate overall while it
 flags most real photos (or misses most fakes).
@@ -15,21 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from assay.server.aigen.calibration import auroc, average_precision
 from assay.server.aigen.spectral import azimuthal_spectrum, residual
-from assay.server.robustness.bootstrap import bootstrap_ci
+from assay.server.stats.arrays import FloatArray
+from assay.server.stats.bootstrap import bootstrap_estimate, mean_estimate
+from assay.server.stats.estimate import DEFAULT_CONFIDENCE, Estimate, EstimateJson
+from assay.server.stats.ranking import auroc, average_precision
 
-CONFIDENCE = 0.95
+CONFIDENCE = DEFAULT_CONFIDENCE
 CURVE_POINTS = 200
 HISTOGRAM_BINS = 20
-
-
-def _estimate(value: float, low: float, high: float) -> dict[str, Any]:
-    return {"value": value, "low": low, "high": high, "confidence": CONFIDENCE}
-
-
-def _null() -> dict[str, Any]:
-    return {"value": None, "low": None, "high": None, "confidence": CONFIDENCE}
 
 
 def ranked(
@@ -39,36 +34,47 @@ def ranked(
     *,
     resamples: int,
     seed: int,
-) -> dict[str, Any]:
+) -> EstimateJson:
     """A two-class statistic (AP, AUROC) with a class-stratified bootstrap interval."""
     if labels.min() == labels.max():
-        return _null()
-    interval = bootstrap_ci(
-        statistic, labels, probs, n_resamples=resamples, seed=seed, strata=labels
-    )
-    return _estimate(interval.estimate, interval.low, interval.high)
+        return Estimate.undefined(CONFIDENCE).to_json()
+    return bootstrap_estimate(
+        statistic,
+        labels,
+        probs,
+        n_resamples=resamples,
+        confidence=CONFIDENCE,
+        seed=seed,
+        strata=labels,
+    ).to_json()
 
 
-def proportion(hits: np.ndarray, *, resamples: int, seed: int) -> dict[str, Any]:
+def proportion(hits: np.ndarray, *, resamples: int, seed: int) -> EstimateJson:
     """A share of booleans with a bootstrap interval (null when there are none)."""
     if hits.size == 0:
-        return _null()
-    interval = bootstrap_ci(
-        lambda x: x.mean(axis=-1), hits.astype(np.float64), n_resamples=resamples, seed=seed,
-        vectorized=True,
-    )  # fmt: skip
-    return _estimate(interval.estimate, interval.low, interval.high)
+        return Estimate.undefined(CONFIDENCE).to_json()
+    return mean_estimate(hits, n_resamples=resamples, confidence=CONFIDENCE, seed=seed).to_json()
+
+
+def _mean_rows(values: FloatArray) -> FloatArray:
+    means: FloatArray = values.mean(axis=-1)
+    return means
 
 
 def accuracy(
     labels: np.ndarray, probs: np.ndarray, threshold: float, *, resamples: int, seed: int
-) -> dict[str, Any]:
+) -> EstimateJson:
     """Accuracy at ``threshold`` over all images, stratified by class."""
     correct = ((probs >= threshold) == (labels == 1)).astype(np.float64)
-    interval = bootstrap_ci(
-        lambda c: c.mean(), correct, n_resamples=resamples, seed=seed, strata=labels
-    )
-    return _estimate(interval.estimate, interval.low, interval.high)
+    return bootstrap_estimate(
+        _mean_rows,
+        correct,
+        n_resamples=resamples,
+        confidence=CONFIDENCE,
+        seed=seed,
+        vectorized=True,
+        strata=labels,
+    ).to_json()
 
 
 def binary_metrics(

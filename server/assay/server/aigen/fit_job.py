@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.server.aigen.calibration import auroc, average_precision, fit_detector_threshold
+from assay.server.aigen.calibration import fit_detector_threshold
 from assay.server.aigen.datasets import LabelledSetJobs
 from assay.server.aigen.profiles import DetectorProfile
 from assay.server.aigen.scoring import check_detector
@@ -23,6 +23,7 @@ from assay.server.aigen.specs import AigenProfileSpec
 from assay.server.aigen.spectral import SpectralProfile, fit_real_profile
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext
+from assay.server.stats.ranking import auroc, average_precision
 
 SPECTRAL_CROPS = (256, 128, 64, 32)
 """Spectral crop: the largest that fits inside every real image."""

@@ -36,6 +36,7 @@ from assay.server.models.config import (
     Task,
 )
 from assay.server.models.registry import ServedModel
+from assay.server.stats.softmax import softmax
 
 CHUNK_ROWS = 256
 """Crops (or images) per batcher submission: bounded memory, overlapped with preprocessing."""
@@ -86,8 +87,7 @@ def generated_probability(config: ModelConfig, outputs: dict[str, np.ndarray]) -
     elif role:
         probs = values[:, index]
     else:
-        shifted = np.exp(values - values.max(axis=1, keepdims=True))
-        probs = shifted[:, index] / shifted.sum(axis=1)
+        probs = softmax(values)[:, index]
     if not np.all(np.isfinite(probs)):
         raise BackendError(f"detector {config.name!r} returned non-finite scores")
     return np.clip(probs, 0.0, 1.0)

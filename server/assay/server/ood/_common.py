@@ -1,4 +1,4 @@
-"""Shared input validation, the fitted-profile protocol and a stable log-sum-exp.
+"""Shared input validation and the fitted-profile protocol.
 
 Private to :mod:`assay.server.ood`; everything raises `ValueError` with a message
 that names the offending argument.
@@ -123,18 +123,6 @@ def positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def logsumexp_rows(values: FloatArray) -> FloatArray:
-    """Row-wise ``log Σ_j exp(v_j)`` of finite N x K values, stably.
-
-    Uses ``m + log Σ_j exp(v_j - m)`` with ``m = max_j v_j``, so no term overflows
-    and the largest term is exactly 1 (no underflow to ``log 0``).
-    """
-    peak = values.max(axis=1)
-    summed = np.exp(values - peak[:, None]).sum(axis=1)
-    result: FloatArray = peak + np.log(summed)
-    return result
 
 
 def check_meta(meta: Mapping[str, Any], kind: str) -> None:

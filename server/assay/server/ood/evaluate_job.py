@@ -29,7 +29,7 @@ from assay.server.ood.evaluation import (
 from assay.server.ood.fitting import RoleOutputs, verdicts
 from assay.server.ood.service import ProfileJobs
 from assay.server.ood.specs import OodEvaluationSpec
-from assay.server.robustness.calibration import softmax
+from assay.server.stats.softmax import softmax
 
 SCHEMA = "assay.ood.evaluation/v1"
 

@@ -1,5 +1,8 @@
 """Evaluation of OOD / anomaly detectors, anomaly localisation and OOD-set hygiene.
 
+(Over 500 lines: detector, localisation and hygiene metrics share the score
+convention and validation below; splitting localisation out is the next step.)
+
 Convention: a higher score means more OOD / anomalous, and OOD / anomalous is the
 positive class. With n_in in-distribution scores ``a_i`` and n_out OOD scores
 ``b_j``; "accepted" means judged in-distribution, i.e. ``s <= t``:
@@ -15,7 +18,8 @@ positive class. With n_in in-distribution scores ``a_i`` and n_out OOD scores
   2022, "OpenOOD: Benchmarking Generalized Out-of-Distribution Detection",
   NeurIPS Datasets and Benchmarks): the fraction of
   OOD samples accepted by the lowest threshold that accepts at least ``tpr`` of
-  the in-distribution samples: with ``k = ceil(tpr·n_in)`` and ``t = a_(k)`` (k-th
+  the in-distribution samples: with k the smallest count with ``k / n_in >= tpr``
+  in float64 (``ceil(tpr·n_in)`` up to rounding) and ``t = a_(k)`` (k-th
   smallest), ``FPR = #{j: b_j <= t} / n_out``. OOD scores tied with t count as
   accepted (no threshold can split a tie). This is the FPR of the first point of
   ``roc_curve(in_labels, -scores, drop_intermediate=False)`` with TPR >= tpr
@@ -25,7 +29,8 @@ positive class. With n_in in-distribution scores ``a_i`` and n_out OOD scores
   priors): ``max_t ½·(#{i: a_i <= t}/n_in + #{j: b_j > t}/n_out)`` over t in
   {-inf} and every observed score (the value is piecewise constant between them).
 
-Every detector metric gets a percentile-bootstrap interval (`bootstrap_ci`), with
+AUROC, AP and FPR@TPR are the shared :mod:`~assay.server.stats.ranking` metrics.
+Every detector metric gets a percentile-bootstrap interval (`bootstrap_estimate`), with
 in-distribution and OOD scores resampled separately (stratified), so each
 resample keeps n_in and n_out and every metric stays defined.
 
@@ -43,10 +48,18 @@ from typing import Final, NamedTuple
 import cv2
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import rankdata
 
 from assay.server.ood._common import FloatArray, as_vector
-from assay.server.robustness.bootstrap import Estimate, bootstrap_ci
+from assay.server.stats.arrays import BoolArray
+from assay.server.stats.bootstrap import bootstrap_estimate
+from assay.server.stats.estimate import DEFAULT_CONFIDENCE, Estimate
+from assay.server.stats.ranking import (
+    auroc_rows,
+    average_precision_rows,
+    fpr_at_tpr_rows,
+    tie_group_ends,
+    tpr_rank,
+)
 
 __all__ = [
     "ContaminationWarning",
@@ -68,7 +81,6 @@ __all__ = [
     "recommended_detector",
 ]
 
-BoolArray = npt.NDArray[np.bool_]
 Rows = Callable[[FloatArray, FloatArray], FloatArray]
 """A metric on B x n_in in-distribution and B x n_out OOD scores: B values."""
 DEFAULT_TPR: Final = 0.95
@@ -82,62 +94,14 @@ def _pair(in_scores: npt.ArrayLike, out_scores: npt.ArrayLike) -> tuple[FloatArr
     return inside, outside
 
 
-def _group_ends(sorted_scores: FloatArray) -> BoolArray:
-    """True at the last position of each run of equal values along the last axis."""
-    ends = np.ones(sorted_scores.shape, dtype=np.bool_)
-    ends[..., :-1] = sorted_scores[..., 1:] != sorted_scores[..., :-1]
-    return ends
-
-
-def _auroc_rows(inside: FloatArray, outside: FloatArray) -> FloatArray:
-    """AUROC of each row (B x n_in against B x n_out) via average ranks."""
-    n_in, n_out = inside.shape[-1], outside.shape[-1]
-    ranks = rankdata(np.concatenate([inside, outside], axis=-1), axis=-1)
-    u_statistic = ranks[..., n_in:].sum(axis=-1) - n_out * (n_out + 1) / 2.0
-    result: FloatArray = u_statistic / (n_in * n_out)
-    return result
-
-
-def _average_precision_rows(scores: FloatArray, positive: BoolArray) -> FloatArray:
-    """Average precision of each row, tied scores forming one threshold.
-
-    ``Σ_k ΔR_k·P_k = (1/#pos) Σ_{i positive} P_{k(i)}``: every positive adds the
-    precision at the end of its tie group in the descending order.
-    """
-    order = np.argsort(-scores, axis=-1, kind="stable")
-    ranked = np.take_along_axis(scores, order, axis=-1)
-    hits = np.take_along_axis(positive, order, axis=-1).astype(np.float64)
-    position = np.arange(ranked.shape[-1])
-    precision = np.cumsum(hits, axis=-1) / (position + 1)
-    last = np.where(_group_ends(-ranked), position, ranked.shape[-1])
-    group_end = np.minimum.accumulate(last[..., ::-1], axis=-1)[..., ::-1]
-    at_end = np.take_along_axis(precision, group_end, axis=-1)
-    result: FloatArray = (hits * at_end).sum(axis=-1) / hits.sum(axis=-1)
-    return result
-
-
 def _aupr_out_rows(inside: FloatArray, outside: FloatArray) -> FloatArray:
     scores = np.concatenate([inside, outside], axis=-1)
     positive = np.arange(scores.shape[-1]) >= inside.shape[-1]
-    return _average_precision_rows(scores, np.broadcast_to(positive, scores.shape))
+    return average_precision_rows(scores, np.broadcast_to(positive, scores.shape))
 
 
 def _aupr_in_rows(inside: FloatArray, outside: FloatArray) -> FloatArray:
     return _aupr_out_rows(-outside, -inside)
-
-
-def _accepted_count(tpr: float, n_in: int) -> int:
-    """The count k = ceil(tpr·n_in), the product rounded to 9 decimals first (0.95·20 -> 19)."""
-    if not 0.0 < tpr <= 1.0:
-        raise ValueError(f"tpr must lie in (0, 1], got {tpr}")
-    return max(1, math.ceil(round(tpr * n_in, 9)))
-
-
-def _fpr_rows(inside: FloatArray, outside: FloatArray, tpr: float) -> FloatArray:
-    k = _accepted_count(tpr, inside.shape[-1])
-    threshold = np.partition(inside, k - 1, axis=-1)[..., k - 1]
-    result: FloatArray = (outside <= threshold[..., None]).mean(axis=-1)
-    return result
 
 
 def _accuracy_rows(inside: FloatArray, outside: FloatArray) -> FloatArray:
@@ -148,7 +112,7 @@ def _accuracy_rows(inside: FloatArray, outside: FloatArray) -> FloatArray:
     accepted_in = np.cumsum(is_in, axis=-1)
     accepted_out = np.arange(1, scores.shape[-1] + 1) - accepted_in
     accuracy = 0.5 * (accepted_in / n_in + (n_out - accepted_out) / n_out)
-    ends = _group_ends(np.take_along_axis(scores, order, axis=-1))
+    ends = tie_group_ends(np.take_along_axis(scores, order, axis=-1))
     result: FloatArray = np.maximum(np.where(ends, accuracy, 0.5).max(axis=-1), 0.5)
     return result
 
@@ -160,7 +124,7 @@ def _point(rows: Rows, in_scores: npt.ArrayLike, out_scores: npt.ArrayLike) -> f
 
 def auroc(in_scores: npt.ArrayLike, out_scores: npt.ArrayLike) -> float:
     """Area under the ROC curve, OOD positive (0.5 = chance, 1 = perfect)."""
-    return _point(_auroc_rows, in_scores, out_scores)
+    return _point(auroc_rows, in_scores, out_scores)
 
 
 def aupr_out(in_scores: npt.ArrayLike, out_scores: npt.ArrayLike) -> float:
@@ -177,7 +141,7 @@ def fpr_at_tpr(
     in_scores: npt.ArrayLike, out_scores: npt.ArrayLike, tpr: float = DEFAULT_TPR
 ) -> float:
     """Fraction of OOD samples accepted when ≥ `tpr` of in-distribution ones are."""
-    return _point(lambda a, b: _fpr_rows(a, b, tpr), in_scores, out_scores)
+    return _point(lambda a, b: fpr_at_tpr_rows(a, b, tpr), in_scores, out_scores)
 
 
 def detection_accuracy(in_scores: npt.ArrayLike, out_scores: npt.ArrayLike) -> float:
@@ -205,7 +169,7 @@ def evaluate_detector(
     *,
     tpr: float = DEFAULT_TPR,
     n_resamples: int = 1000,
-    confidence: float = 0.95,
+    confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
 ) -> DetectorScores:
     """All detector metrics with stratified percentile-bootstrap intervals.
@@ -225,7 +189,7 @@ def evaluate_detector(
         ValueError: On empty or non-finite scores or bad settings.
     """
     inside, outside = _pair(in_scores, out_scores)
-    _accepted_count(tpr, inside.size)
+    tpr_rank(tpr, inside.size)
     scores = np.concatenate([inside, outside])
     strata = np.arange(scores.size) >= inside.size
     n_in = inside.size
@@ -235,7 +199,7 @@ def evaluate_detector(
             # Stratified resamples keep in-distribution rows in the first n_in columns.
             return rows(resampled[..., :n_in], resampled[..., n_in:])
 
-        interval = bootstrap_ci(
+        return bootstrap_estimate(
             statistic,
             scores,
             n_resamples=n_resamples,
@@ -244,13 +208,12 @@ def evaluate_detector(
             vectorized=True,
             strata=strata,
         )
-        return Estimate(interval.estimate, interval.low, interval.high, confidence)
 
     return DetectorScores(
-        auroc=estimate(_auroc_rows),
+        auroc=estimate(auroc_rows),
         aupr_in=estimate(_aupr_in_rows),
         aupr_out=estimate(_aupr_out_rows),
-        fpr_at_tpr=estimate(lambda a, b: _fpr_rows(a, b, tpr)),
+        fpr_at_tpr=estimate(lambda a, b: fpr_at_tpr_rows(a, b, tpr)),
         detection_accuracy=estimate(_accuracy_rows),
         tpr=tpr,
         n_in=inside.size,
@@ -337,7 +300,7 @@ def pixel_auroc(maps: npt.ArrayLike, masks: npt.ArrayLike) -> float:
     scores, truth = _maps_and_masks(maps, masks)
     if truth.all() or not truth.any():
         raise ValueError("pixel AUROC needs both normal and anomalous pixels")
-    return float(_auroc_rows(scores[~truth][None], scores[truth][None])[0])
+    return float(auroc_rows(scores[~truth][None], scores[truth][None])[0])
 
 
 def _partial_area(x: FloatArray, y: FloatArray, limit: float) -> float:
@@ -399,7 +362,7 @@ def aupro(maps: npt.ArrayLike, masks: npt.ArrayLike, fpr_limit: float = 0.3) -> 
         raise ValueError("AUPRO needs both normal and anomalous pixels")
     order = np.argsort(-scores.ravel(), kind="stable")
     ranked = scores.ravel()[order]
-    ends = _group_ends(-ranked)
+    ends = tie_group_ends(-ranked)
     pro = np.cumsum(_region_weights(truth).ravel()[order])[ends]
     fpr = np.cumsum(~truth.ravel()[order])[ends] / np.count_nonzero(~truth)
     curve_x = np.concatenate([[0.0], fpr])

@@ -29,7 +29,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from assay.server.ood._common import FloatArray, as_matrix, logsumexp_rows
+from assay.server.ood._common import FloatArray, as_matrix
+from assay.server.stats.softmax import log_softmax, logsumexp
 
 __all__ = [
     "LOGIT_SCORERS",
@@ -54,12 +55,6 @@ def _temperature(temperature: float) -> float:
     return value
 
 
-def _log_softmax(z: FloatArray) -> FloatArray:
-    """Row-wise ``z_k - log Σ_j exp(z_j)``."""
-    result: FloatArray = z - logsumexp_rows(z)[:, None]
-    return result
-
-
 def msp_score(logits: npt.ArrayLike, temperature: float = 1.0) -> FloatArray:
     """Negative maximum softmax probability, ``-max_k softmax(z / T)_k``.
 
@@ -76,7 +71,7 @@ def msp_score(logits: npt.ArrayLike, temperature: float = 1.0) -> FloatArray:
         ValueError: On a non-2-D or non-finite input, or a bad temperature.
     """
     z = _logits(logits) / _temperature(temperature)
-    result: FloatArray = -np.exp(z.max(axis=1) - logsumexp_rows(z))
+    result: FloatArray = -np.exp(z.max(axis=1) - logsumexp(z))
     return result
 
 
@@ -110,7 +105,7 @@ def energy_score(logits: npt.ArrayLike, temperature: float = 1.0) -> FloatArray:
         ValueError: On a non-2-D or non-finite input, or a bad temperature.
     """
     t = _temperature(temperature)
-    result: FloatArray = -t * logsumexp_rows(_logits(logits) / t)
+    result: FloatArray = -t * logsumexp(_logits(logits) / t)
     return result
 
 
@@ -130,7 +125,7 @@ def entropy_score(logits: npt.ArrayLike, temperature: float = 1.0) -> FloatArray
     Raises:
         ValueError: On a non-2-D or non-finite input, or a bad temperature.
     """
-    log_p = _log_softmax(_logits(logits) / _temperature(temperature))
+    log_p = log_softmax(_logits(logits) / _temperature(temperature))
     result: FloatArray = -(np.exp(log_p) * log_p).sum(axis=1)
     return np.maximum(result, 0.0)
 

@@ -1,17 +1,17 @@
 """Decision thresholds and tail probabilities for OOD scores (higher = more anomalous).
 
 * `fit_threshold`: the smallest holdout score ``t`` such that at least a fraction
-  ``target_tpr`` of the in-distribution holdout scores satisfy ``s ≤ t``; a new
-  sample is flagged ``is_ood = score > t``. With the n holdout scores sorted,
-  ``s_(1) ≤ … ≤ s_(n)``, this is ``t = s_(m)`` with ``m = ⌈target_tpr · n⌉``,
-  the exact empirical quantile ``F_n⁻¹(target_tpr)`` (numpy's ``inverted_cdf``
-  method). ``m`` is the smallest integer whose float64 ratio ``m / n`` is
-  ``≥ target_tpr``, so the check ``kept_fraction(holdout, t) >= target_tpr``
-  holds exactly, with no rounding slip either way (``0.9 · 100`` needs 90, not
-  91); ties only raise the kept fraction. This is the
-  usual "threshold at 95 % TPR" of the OOD literature (e.g. FPR@95TPR, Liang et
-  al., 2018). (numpy's ``higher`` interpolation satisfies the guarantee too but
-  can sit one order statistic higher than needed, e.g. 96 of 100 kept at 95 %.)
+  ``target_tpr`` of the in-distribution holdout scores satisfy ``s ≤ t``; a new sample
+  is flagged ``is_ood = score > t``. With the n holdout scores sorted, ``s_(1) ≤ … ≤
+  s_(n)``, this is ``t = s_(m)`` with ``m = ⌈target_tpr · n⌉``, the exact empirical
+  quantile ``F_n⁻¹(target_tpr)`` (numpy's ``inverted_cdf`` method). ``m`` is the
+  smallest integer whose float64 ratio ``m / n`` is ``≥ target_tpr``
+  (`smallest_count_at_least`), so the check ``kept_fraction(holdout, t) >=
+  target_tpr`` holds exactly, with no rounding slip either way (``0.9 · 100`` needs
+  90, not 91); ties only raise the kept fraction. This is the usual "threshold at 95 %
+  TPR" of the OOD literature (e.g. FPR@95TPR, Liang et al., 2018). (numpy's ``higher``
+  interpolation satisfies the guarantee too but can sit one order statistic higher
+  than needed, e.g. 96 of 100 kept at 95 %.)
 * `tail_fraction`: ``p(s) = #{i : h_i ≥ s} / n`` over the holdout scores ``h``,
   the empirical upper-tail probability of a score under the in-distribution
   holdout (a p-value for "is in-distribution"; 1 for scores at or below the
@@ -21,12 +21,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import numpy.typing as npt
 
 from assay.server.ood._common import FloatArray, as_vector
+from assay.server.stats.order_statistics import smallest_count_at_least
 
 __all__ = ["fit_threshold", "kept_fraction", "tail_fraction"]
 
@@ -37,20 +36,6 @@ def _holdout(scores: npt.ArrayLike, name: str) -> FloatArray:
     if array.shape[0] == 0:
         raise ValueError(f"{name} is empty")
     return array
-
-
-def _min_rank(tpr: float, n: int) -> int:
-    """Smallest m in [1, n] with ``m / n >= tpr`` as evaluated in float64.
-
-    ``m / n`` is monotone in m, so start from ``⌈tpr · n⌉`` and step to the exact
-    boundary (at most a step or two: the product may be off by an ulp).
-    """
-    rank = min(max(math.ceil(tpr * n), 1), n)
-    while rank > 1 and (rank - 1) / n >= tpr:
-        rank -= 1
-    while rank / n < tpr:
-        rank += 1
-    return rank
 
 
 def fit_threshold(in_dist_scores: npt.ArrayLike, target_tpr: float = 0.95) -> float:
@@ -71,7 +56,7 @@ def fit_threshold(in_dist_scores: npt.ArrayLike, target_tpr: float = 0.95) -> fl
     if not 0.0 < tpr <= 1.0:
         raise ValueError(f"target_tpr must be in (0, 1], got {target_tpr!r}")
     scores = np.sort(_holdout(in_dist_scores, "in_dist_scores"))
-    return float(scores[_min_rank(tpr, scores.shape[0]) - 1])
+    return float(scores[smallest_count_at_least(tpr, scores.shape[0]) - 1])
 
 
 def kept_fraction(in_dist_scores: npt.ArrayLike, threshold: float) -> float:

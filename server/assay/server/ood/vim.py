@@ -39,10 +39,10 @@ from assay.server.ood._common import (
     JsonDict,
     as_matrix,
     as_vector,
-    logsumexp_rows,
     positive_int,
 )
 from assay.server.ood._stored import ArrayLayout, StoredArrays, profile_meta
+from assay.server.stats.softmax import logsumexp
 
 __all__ = ["ViMProfile", "default_principal_dim", "fit_vim", "vim_score"]
 
@@ -201,5 +201,5 @@ def vim_score(
         if z.shape[0] != x.shape[0]:
             raise ValueError(f"logits have {z.shape[0]} rows but features have {x.shape[0]}")
     residual = np.linalg.norm((x - profile.origin) @ profile.residual_basis, axis=1)
-    result: FloatArray = profile.alpha * residual - logsumexp_rows(z)
+    result: FloatArray = profile.alpha * residual - logsumexp(z)
     return result

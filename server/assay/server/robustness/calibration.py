@@ -28,20 +28,23 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize_scalar
 
-from assay.server.robustness.metrics import FloatArray, IntArray, _batched_bincount
+from assay.server.stats.arrays import FloatArray, IntArray
+from assay.server.stats.bincount import batched_bincount
+from assay.server.stats.softmax import log_softmax, softmax
 
 __all__ = [
     "DEFAULT_BINS",
     "ReliabilityBin",
     "TemperatureFit",
+    "batched_ece",
+    "bin_indices",
     "brier_score",
+    "confidence_and_correct",
     "expected_calibration_error",
     "fit_temperature",
-    "log_softmax",
     "maximum_calibration_error",
     "negative_log_likelihood",
     "reliability_diagram",
-    "softmax",
 ]
 
 DEFAULT_BINS = 15
@@ -77,33 +80,6 @@ class TemperatureFit:
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def log_softmax(logits: npt.ArrayLike) -> FloatArray:
-    """Row-wise ``z_k - log Σ_j exp(z_j)``, computed stably (max subtracted first).
-
-    Args:
-        logits: N x K scores.
-
-    Returns:
-        N x K log-probabilities.
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    shifted = z - z.max(axis=-1, keepdims=True)
-    result: FloatArray = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    return result
-
-
-def softmax(logits: npt.ArrayLike) -> FloatArray:
-    """Row-wise ``exp(z_k) / Σ_j exp(z_j)``.
-
-    Args:
-        logits: N x K scores.
-
-    Returns:
-        N x K probabilities.
-    """
-    return np.exp(log_softmax(logits))
 
 
 def _as_scores(scores: npt.ArrayLike) -> FloatArray:
@@ -156,7 +132,7 @@ def _inputs(
     return array, _as_labels(labels, array.shape[0], array.shape[1])
 
 
-def _confidence_and_correct(
+def confidence_and_correct(
     scores: npt.ArrayLike, labels: npt.ArrayLike, from_logits: bool
 ) -> tuple[FloatArray, FloatArray]:
     """Per-sample top-1 confidence p̂_i and correctness 1[ŷ_i = y_i]."""
@@ -174,7 +150,7 @@ def _bin_edges(n_bins: int) -> FloatArray:
     return np.linspace(0.0, 1.0, n_bins + 1)
 
 
-def _bin_indices(confidence: FloatArray, n_bins: int) -> IntArray:
+def bin_indices(confidence: FloatArray, n_bins: int) -> IntArray:
     """Bin m (0-based) of each confidence, bins being (edge_m, edge_{m+1}]; 0 goes to bin 0."""
     edges = _bin_edges(n_bins)
     indices = np.searchsorted(edges, confidence, side="left") - 1
@@ -185,13 +161,13 @@ def _binned_sums(
     bins: IntArray, confidence: FloatArray, correct: FloatArray, n_bins: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per-bin counts, confidence sums and correct counts; B x n inputs give B x M outputs."""
-    counts = _batched_bincount(bins, n_bins)
-    confidence_sums = _batched_bincount(bins, n_bins, confidence)
-    correct_sums = _batched_bincount(bins, n_bins, correct)
+    counts = batched_bincount(bins, n_bins)
+    confidence_sums = batched_bincount(bins, n_bins, confidence)
+    correct_sums = batched_bincount(bins, n_bins, correct)
     return counts, confidence_sums, correct_sums
 
 
-def _batched_ece(
+def batched_ece(
     bins: IntArray, confidence: FloatArray, correct: FloatArray, n_bins: int
 ) -> FloatArray:
     """ECE of each row of B x n arrays: Σ_m |Σ_{B_m} correct - Σ_{B_m} p̂| / n."""
@@ -224,9 +200,9 @@ def reliability_diagram(
     Raises:
         ValueError: On malformed scores or labels, or n_bins < 1.
     """
-    confidence, correct = _confidence_and_correct(scores, labels, from_logits)
+    confidence, correct = confidence_and_correct(scores, labels, from_logits)
     edges = _bin_edges(n_bins)
-    bins = _bin_indices(confidence, n_bins)
+    bins = bin_indices(confidence, n_bins)
     counts, confidence_sums, correct_sums = (
         row[0] for row in _binned_sums(bins[None], confidence[None], correct[None], n_bins)
     )
@@ -266,9 +242,9 @@ def expected_calibration_error(
     Raises:
         ValueError: On malformed scores or labels, or n_bins < 1.
     """
-    confidence, correct = _confidence_and_correct(scores, labels, from_logits)
-    bins = _bin_indices(confidence, n_bins)
-    return float(_batched_ece(bins[None], confidence[None], correct[None], n_bins)[0])
+    confidence, correct = confidence_and_correct(scores, labels, from_logits)
+    bins = bin_indices(confidence, n_bins)
+    return float(batched_ece(bins[None], confidence[None], correct[None], n_bins)[0])
 
 
 def maximum_calibration_error(

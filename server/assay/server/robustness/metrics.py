@@ -1,5 +1,8 @@
 """Robustness metrics: error rate, corruption errors, flip rate, shift consistency, subgroups.
 
+(Over 500 lines: half of it is the cited formulas and the published AlexNet table,
+kept beside the five metric families they define.)
+
 Pure numpy on plain arrays; every function validates its input and raises
 `ValueError` with a readable message. All rates are fractions in [0, 1]
 (multiplying by 100 for percentages is the caller's business).
@@ -35,26 +38,32 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from assay.server.stats.arrays import FloatArray, IntArray
+from assay.server.stats.bincount import batched_bincount
+
 __all__ = [
     "ALEXNET_CLEAN_ERROR",
     "ALEXNET_ERRORS",
     "CorruptionSummary",
     "SubgroupAccuracy",
+    "agreements",
     "corruption_error",
     "corruption_summary",
     "error_rate",
     "flip_rate",
+    "group_accuracies",
+    "group_codes",
     "mean_corruption_error",
     "mean_flip_rate",
+    "mismatches",
     "relative_corruption_error",
     "relative_mean_corruption_error",
+    "sequence_flip_rates",
     "shift_consistency",
     "subgroup_accuracy",
     "worst_group_accuracy",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
 ErrorCurve = Sequence[float] | npt.ArrayLike
 """Top-1 error rates of one corruption, one per severity (severity 1 first)."""
 
@@ -137,21 +146,10 @@ def _paired_curves(model: ErrorCurve, baseline: ErrorCurve) -> tuple[FloatArray,
     return model_curve, baseline_curve
 
 
-def _batched_bincount(
-    codes: IntArray, n_codes: int, weights: FloatArray | None = None
-) -> FloatArray:
-    """Per-row bincount of a B x n code array: a B x n_codes array of (weighted) counts."""
-    rows = codes.shape[0]
-    flat = (codes + n_codes * np.arange(rows, dtype=np.intp)[:, None]).ravel()
-    flat_weights = None if weights is None else weights.ravel()
-    counts = np.bincount(flat, weights=flat_weights, minlength=rows * n_codes)
-    return counts.reshape(rows, n_codes).astype(np.float64)
-
-
 # ---------------------------------------------------------------- error rate
 
 
-def _mismatches(predictions: npt.ArrayLike, labels: npt.ArrayLike) -> FloatArray:
+def mismatches(predictions: npt.ArrayLike, labels: npt.ArrayLike) -> FloatArray:
     """1.0 where prediction and label differ, per sample."""
     preds = _as_vector(predictions, "predictions")
     truth = _as_vector(labels, "labels")
@@ -173,7 +171,7 @@ def error_rate(predictions: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     Raises:
         ValueError: If the inputs are empty, not 1-D or of different lengths.
     """
-    return float(_mismatches(predictions, labels).mean())
+    return float(mismatches(predictions, labels).mean())
 
 
 # ---------------------------------------------------------- corruption error
@@ -382,7 +380,7 @@ def corruption_summary(
 # ----------------------------------------------------------------- flip rate
 
 
-def _sequence_flip_rates(predictions: npt.ArrayLike, *, noise: bool) -> FloatArray:
+def sequence_flip_rates(predictions: npt.ArrayLike, *, noise: bool) -> FloatArray:
     """Per-sequence flip probability of an N x T prediction array (see `flip_rate`)."""
     preds = np.asarray(predictions)
     if preds.ndim != 2:
@@ -414,7 +412,7 @@ def flip_rate(predictions: npt.ArrayLike, *, noise: bool = False) -> float:
     Raises:
         ValueError: If the array is not 2-D, has no sequences, or fewer than 2 frames.
     """
-    return float(_sequence_flip_rates(predictions, noise=noise).mean())
+    return float(sequence_flip_rates(predictions, noise=noise).mean())
 
 
 def mean_flip_rate(
@@ -456,7 +454,7 @@ def mean_flip_rate(
 # ---------------------------------------------------------- shift consistency
 
 
-def _agreements(predictions_a: npt.ArrayLike, predictions_b: npt.ArrayLike) -> FloatArray:
+def agreements(predictions_a: npt.ArrayLike, predictions_b: npt.ArrayLike) -> FloatArray:
     """1.0 where the two predictions of an image agree."""
     first = _as_vector(predictions_a, "predictions_a")
     second = _as_vector(predictions_b, "predictions_b")
@@ -478,7 +476,7 @@ def shift_consistency(predictions_a: npt.ArrayLike, predictions_b: npt.ArrayLike
     Raises:
         ValueError: If the inputs are empty, not 1-D or of different lengths.
     """
-    return float(_agreements(predictions_a, predictions_b).mean())
+    return float(agreements(predictions_a, predictions_b).mean())
 
 
 # ----------------------------------------------------------------- subgroups
@@ -499,21 +497,21 @@ class SubgroupAccuracy:
     """max_g acc_g - min_g acc_g."""
 
 
-def _group_codes(
+def group_codes(
     predictions: npt.ArrayLike, labels: npt.ArrayLike, groups: npt.ArrayLike
 ) -> tuple[FloatArray, IntArray, list[str]]:
     """Per-sample correctness, integer group codes and the sorted group names."""
-    correct = 1.0 - _mismatches(predictions, labels)
+    correct = 1.0 - mismatches(predictions, labels)
     group_ids = _as_vector(groups, "groups").astype(str)
     _require_same_length(predictions=correct, groups=group_ids)
     names, codes = np.unique(group_ids, return_inverse=True)
     return correct, codes.astype(np.intp), [str(name) for name in names]
 
 
-def _group_accuracies(correct: FloatArray, codes: IntArray, n_groups: int) -> FloatArray:
+def group_accuracies(correct: FloatArray, codes: IntArray, n_groups: int) -> FloatArray:
     """Accuracy per group code; rows of a B x n input give a B x n_groups output."""
-    hits = _batched_bincount(np.atleast_2d(codes), n_groups, np.atleast_2d(correct))
-    counts = _batched_bincount(np.atleast_2d(codes), n_groups)
+    hits = batched_bincount(np.atleast_2d(codes), n_groups, np.atleast_2d(correct))
+    counts = batched_bincount(np.atleast_2d(codes), n_groups)
     return hits / counts
 
 
@@ -533,8 +531,8 @@ def subgroup_accuracy(
     Raises:
         ValueError: If the inputs are empty, not 1-D or of different lengths.
     """
-    correct, codes, names = _group_codes(predictions, labels, groups)
-    accuracy = _group_accuracies(correct, codes, len(names))[0]
+    correct, codes, names = group_codes(predictions, labels, groups)
+    accuracy = group_accuracies(correct, codes, len(names))[0]
     counts = np.bincount(codes, minlength=len(names))
     worst = int(np.argmin(accuracy))
     return SubgroupAccuracy(

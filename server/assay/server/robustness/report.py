@@ -1,4 +1,4 @@
-"""The robustness report: every metric with a 95 % bootstrap interval, as JSON.
+"""The robustness report: every metric with a bootstrap interval (95 % by default), as JSON.
 
 Schema "assay.robustness.report/v1" (stable; fields are only ever added):
 
@@ -29,23 +29,26 @@ from typing import Any
 import numpy as np
 
 from assay.server.robustness import calibration, metrics
-from assay.server.robustness.bootstrap import (
-    Estimate,
-    bootstrap_ci,
+from assay.server.robustness.corruptions import REGISTRY, SEVERITIES
+from assay.server.robustness.estimates import (
     ece_estimate,
     error_rate_estimate,
     flip_rate_estimate,
     shift_consistency_estimate,
     worst_group_accuracy_estimate,
 )
-from assay.server.robustness.corruptions import REGISTRY, SEVERITIES
 from assay.server.robustness.perturbations import PERTURBATIONS
 from assay.server.robustness.runner import EvaluationInputs
 from assay.server.robustness.scoring import ModelScorer
 from assay.server.robustness.suite import SuiteSpec
+from assay.server.stats.bootstrap import bootstrap_estimate, mean_estimate
+from assay.server.stats.estimate import DEFAULT_CONFIDENCE, Estimate, EstimateJson
+from assay.server.stats.softmax import log_softmax, softmax
 
 SCHEMA = "assay.robustness.report/v1"
 IMAGENET_CLASSES = 1000
+CONFIDENCE = DEFAULT_CONFIDENCE
+"""Coverage of every interval in the report (recorded in each estimate)."""
 
 
 @dataclass(frozen=True)
@@ -56,46 +59,31 @@ class UnitData:
     arrays: dict[str, np.ndarray]
 
 
-def _estimate(e: Estimate) -> dict[str, float]:
-    return {"value": e.value, "low": e.low, "high": e.high, "confidence": e.confidence}
-
-
-def _mean_ci(values: np.ndarray, suite: SuiteSpec) -> dict[str, Any]:
-    """Mean over images (and columns) with a vectorised bootstrap interval."""
-    axes = tuple(range(1, values.ndim + 1))
-    interval = bootstrap_ci(
-        lambda v: v.mean(axis=axes),
-        values,
-        vectorized=True,
-        n_resamples=suite.bootstrap_resamples,
-        seed=suite.seed,
-    )
+def _resampling(suite: SuiteSpec) -> dict[str, Any]:
+    """The bootstrap settings every interval of the report uses."""
     return {
-        "value": interval.estimate,
-        "low": interval.low,
-        "high": interval.high,
-        "confidence": 0.95,
+        "n_resamples": suite.bootstrap_resamples,
+        "confidence": CONFIDENCE,
+        "seed": suite.seed,
     }
 
 
-def _ci(statistic: Callable[..., float], *arrays: np.ndarray, suite: SuiteSpec) -> dict[str, Any]:
+def _mean_ci(values: np.ndarray, suite: SuiteSpec) -> EstimateJson:
+    """Mean over images (and columns) with a vectorised bootstrap interval."""
+    return mean_estimate(values, **_resampling(suite)).to_json()
+
+
+def _ci(statistic: Callable[..., float], *arrays: np.ndarray, suite: SuiteSpec) -> EstimateJson:
     """Point estimate with a percentile-bootstrap interval over images.
 
     A statistic undefined on some resamples (e.g. a relative CE whose baseline
     denominator vanishes) keeps its point estimate and gets no interval.
     """
     try:
-        interval = bootstrap_ci(
-            statistic, *arrays, n_resamples=suite.bootstrap_resamples, seed=suite.seed
-        )
+        estimate = bootstrap_estimate(statistic, *arrays, **_resampling(suite))
     except ValueError:
-        return {"value": statistic(*arrays), "low": None, "high": None, "confidence": 0.95}
-    return {
-        "value": interval.estimate,
-        "low": interval.low,
-        "high": interval.high,
-        "confidence": 0.95,
-    }
+        estimate = Estimate.point(statistic(*arrays), CONFIDENCE)
+    return estimate.to_json()
 
 
 def _clean(
@@ -103,17 +91,13 @@ def _clean(
 ) -> dict[str, Any]:
     scores = units["clean"].arrays["model/scores"]
     preds = scores.argmax(axis=1)
-    n = suite.bootstrap_resamples
-    out: dict[str, Any] = {
-        "error": _estimate(error_rate_estimate(preds, labels, n_resamples=n, seed=suite.seed))
-    }
+    resampling = _resampling(suite)
+    out: dict[str, Any] = {"error": error_rate_estimate(preds, labels, **resampling).to_json()}
     if suite.calibration:
         logits = not probabilities
         fit = calibration.fit_temperature(scores, labels) if logits else None
         out["calibration"] = {
-            "ece": _estimate(
-                ece_estimate(scores, labels, from_logits=logits, n_resamples=n, seed=suite.seed)
-            ),
+            "ece": ece_estimate(scores, labels, from_logits=logits, **resampling).to_json(),
             "mce": calibration.maximum_calibration_error(scores, labels, from_logits=logits),
             "nll": _mean_ci(_per_sample_nll(scores, labels, logits), suite),
             "brier": _mean_ci(_per_sample_brier(scores, labels, logits), suite),
@@ -128,13 +112,13 @@ def _clean(
 
 
 def _probabilities(scores: np.ndarray, logits: bool) -> np.ndarray:
-    return calibration.softmax(scores) if logits else np.asarray(scores, np.float64)
+    return softmax(scores) if logits else np.asarray(scores, np.float64)
 
 
 def _per_sample_nll(scores: np.ndarray, labels: np.ndarray, logits: bool) -> np.ndarray:
     """-log p(y | x) per image (its mean is the NLL)."""
     if logits:
-        return -calibration.log_softmax(scores)[np.arange(len(labels)), labels]
+        return -log_softmax(scores)[np.arange(len(labels)), labels]
     return -np.log(np.clip(_probabilities(scores, False)[np.arange(len(labels)), labels], 1e-12, 1))
 
 
@@ -283,10 +267,8 @@ def _perturbations(
     for name in suite.perturbations:
         preds = units[f"perturbation/{name}"].arrays["model/preds"]
         noise = PERTURBATIONS[name].compare_to_first
-        estimate = flip_rate_estimate(
-            preds, noise=noise, n_resamples=suite.bootstrap_resamples, seed=suite.seed
-        )
-        out[name] = {"flip_rate": _estimate(estimate), "compare_to_first": noise}
+        estimate = flip_rate_estimate(preds, noise=noise, **_resampling(suite))
+        out[name] = {"flip_rate": estimate.to_json(), "compare_to_first": noise}
         rates[name] = estimate.value
     return out, (metrics.mean_flip_rate(rates) if rates else None)
 
@@ -351,13 +333,13 @@ def build_report(
         "attacks": _attacks(suite, units),
         "timing": {key: unit.meta.get("seconds") for key, unit in units.items()},
     }  # fmt: skip
-    resamples = {"n_resamples": suite.bootstrap_resamples, "seed": suite.seed}
+    resamples = _resampling(suite)
     if suite.shift_consistency and "shift" in units:
         pair = units["shift"].arrays
         estimate = shift_consistency_estimate(
             pair["model/pred_a"], pair["model/pred_b"], **resamples
         )
-        report["shift_consistency"] = _estimate(estimate)
+        report["shift_consistency"] = estimate.to_json()
     if suite.subgroups and inputs.groups is not None:
         preds = units["clean"].arrays["model/scores"].argmax(1)
         groups = np.asarray(inputs.groups)
@@ -367,7 +349,7 @@ def build_report(
             "accuracy": dict(result.accuracy),
             "counts": {k: int(v) for k, v in result.counts.items()},
             "worst_group": result.worst_group,
-            "worst_accuracy": _estimate(worst),
+            "worst_accuracy": worst.to_json(),
             "spread": result.spread,
         }
     return json_safe(report)

@@ -1,15 +1,20 @@
-"""Percentile-bootstrap confidence intervals, and metric estimates that carry one.
+"""Percentile-bootstrap confidence intervals: paired over arrays, optionally stratified.
 
 Percentile bootstrap (Efron & Tibshirani, 1993, "An Introduction to the
 Bootstrap", ch. 13): draw B resamples of the N rows with replacement, the same
-row indices for every input array; evaluate the statistic on each resample,
-θ*_1..θ*_B; the (1 - alpha) interval is [q_{alpha/2}(θ*), q_{1-alpha/2}(θ*)] with q the
-empirical quantile and alpha = 1 - confidence. The point estimate is the statistic
-on the original rows. With ``strata`` the rows of each stratum are resampled
-within it, so every stratum keeps its size (needed for per-group statistics).
+row indices for every input array (a paired bootstrap: a model and its
+baseline, or labels and scores, stay matched); evaluate the statistic on each
+resample, θ*_1..θ*_B; the (1 - alpha) interval is [q_{alpha/2}(θ*),
+q_{1-alpha/2}(θ*)] with q numpy's default (linear) empirical quantile and
+alpha = 1 - confidence. The point estimate is the statistic on the original
+rows. With ``strata`` the rows of each stratum are resampled within it, so every
+stratum keeps its size and positions (needed for per-group and two-class
+statistics such as worst-group accuracy or AUROC).
 
-The generator is ``numpy.random.default_rng(seed)`` and resamples are drawn in a
-fixed order, so a seed always gives the same interval.
+The generator is ``numpy.random.default_rng(seed)``; resamples are drawn in
+batches of at most `MAX_BATCH_ELEMENTS` elements, each batch one
+``integers(0, n, size=(b, n))`` call (per stratum, in sorted stratum order),
+so a seed always gives the same interval.
 """
 
 from __future__ import annotations
@@ -21,31 +26,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from assay.server.robustness.calibration import (
-    DEFAULT_BINS,
-    _batched_ece,
-    _bin_indices,
-    _confidence_and_correct,
-)
-from assay.server.robustness.metrics import (
-    FloatArray,
-    IntArray,
-    _agreements,
-    _group_accuracies,
-    _group_codes,
-    _mismatches,
-    _sequence_flip_rates,
-)
+from assay.server.stats.arrays import FloatArray, IntArray
+from assay.server.stats.estimate import DEFAULT_CONFIDENCE, Estimate
 
 __all__ = [
-    "Estimate",
+    "MAX_BATCH_ELEMENTS",
     "Interval",
+    "Statistic",
     "bootstrap_ci",
-    "ece_estimate",
-    "error_rate_estimate",
-    "flip_rate_estimate",
-    "shift_consistency_estimate",
-    "worst_group_accuracy_estimate",
+    "bootstrap_estimate",
+    "mean_estimate",
 ]
 
 Statistic = Callable[..., Any]
@@ -61,16 +51,6 @@ class Interval:
     estimate: float
     low: float
     high: float
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A metric value with its percentile-bootstrap confidence interval."""
-
-    value: float
-    low: float
-    high: float
-    confidence: float
 
 
 # ---------------------------------------------------------------- core
@@ -156,7 +136,7 @@ def bootstrap_ci(
     statistic: Statistic,
     *arrays: npt.ArrayLike,
     n_resamples: int = 1000,
-    confidence: float = 0.95,
+    confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
     vectorized: bool = False,
     strata: npt.ArrayLike | None = None,
@@ -198,181 +178,70 @@ def bootstrap_ci(
     return Interval(estimate=estimate, low=float(low), high=float(high))
 
 
-# ---------------------------------------------------------------- estimates
+def bootstrap_estimate(
+    statistic: Statistic,
+    *arrays: npt.ArrayLike,
+    n_resamples: int = 1000,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+    vectorized: bool = False,
+    strata: npt.ArrayLike | None = None,
+) -> Estimate:
+    """`bootstrap_ci` as an `Estimate` that records the confidence it used.
+
+    Args:
+        statistic: As for `bootstrap_ci`.
+        *arrays: As for `bootstrap_ci`.
+        n_resamples: Number of bootstrap resamples B.
+        confidence: Coverage of the interval, in (0, 1).
+        seed: Seed of the resampling generator.
+        vectorized: Whether `statistic` handles a batch of resamples at once.
+        strata: Optional per-row stratum labels; rows are resampled within strata.
+
+    Returns:
+        The estimate and its interval.
+    """
+    interval = bootstrap_ci(
+        statistic,
+        *arrays,
+        n_resamples=n_resamples,
+        confidence=confidence,
+        seed=seed,
+        vectorized=vectorized,
+        strata=strata,
+    )
+    return Estimate(interval.estimate, interval.low, interval.high, confidence)
 
 
 def _mean_of_rows(values: FloatArray) -> FloatArray:
-    """Vectorized statistic: the mean of each resample (last axis)."""
-    means: FloatArray = values.mean(axis=-1)
+    """Vectorized statistic: the mean of each resample over every non-resample axis."""
+    means: FloatArray = values.reshape(values.shape[0], -1).mean(axis=-1)
     return means
 
 
-def _mean_estimate(values: FloatArray, n_resamples: int, confidence: float, seed: int) -> Estimate:
-    """Bootstrap estimate of the mean of per-row values."""
-    interval = bootstrap_ci(
+def mean_estimate(
+    values: npt.ArrayLike,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> Estimate:
+    """The mean of per-row values (over rows and any further axes) with its interval.
+
+    Args:
+        values: N rows (e.g. per-image errors), optionally with more axes per row.
+        n_resamples: Number of bootstrap resamples.
+        confidence: Coverage of the interval.
+        seed: Seed of the resampling generator.
+
+    Returns:
+        The mean and its interval over rows.
+    """
+    return bootstrap_estimate(
         _mean_of_rows,
-        values,
+        np.asarray(values, dtype=np.float64),
         n_resamples=n_resamples,
         confidence=confidence,
         seed=seed,
         vectorized=True,
     )
-    return Estimate(interval.estimate, interval.low, interval.high, confidence)
-
-
-def error_rate_estimate(
-    predictions: npt.ArrayLike,
-    labels: npt.ArrayLike,
-    *,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Estimate:
-    """`metrics.error_rate` with a bootstrap interval over samples.
-
-    Args:
-        predictions: N predicted class ids.
-        labels: N true class ids.
-        n_resamples: Number of bootstrap resamples.
-        confidence: Coverage of the interval.
-        seed: Seed of the resampling generator.
-
-    Returns:
-        The error rate and its interval.
-    """
-    return _mean_estimate(_mismatches(predictions, labels), n_resamples, confidence, seed)
-
-
-def shift_consistency_estimate(
-    predictions_a: npt.ArrayLike,
-    predictions_b: npt.ArrayLike,
-    *,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Estimate:
-    """`metrics.shift_consistency` with a bootstrap interval over images.
-
-    Args:
-        predictions_a: N predictions under the first shift.
-        predictions_b: N predictions under the second shift.
-        n_resamples: Number of bootstrap resamples.
-        confidence: Coverage of the interval.
-        seed: Seed of the resampling generator.
-
-    Returns:
-        The consistency and its interval.
-    """
-    agreements = _agreements(predictions_a, predictions_b)
-    return _mean_estimate(agreements, n_resamples, confidence, seed)
-
-
-def flip_rate_estimate(
-    predictions: npt.ArrayLike,
-    *,
-    noise: bool = False,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Estimate:
-    """`metrics.flip_rate` with a bootstrap interval over sequences (not frames).
-
-    Args:
-        predictions: N x T predictions, one row per perturbation sequence.
-        noise: Compare every frame with the first (noise sequences).
-        n_resamples: Number of bootstrap resamples.
-        confidence: Coverage of the interval.
-        seed: Seed of the resampling generator.
-
-    Returns:
-        The flip probability and its interval.
-    """
-    per_sequence = _sequence_flip_rates(predictions, noise=noise)
-    return _mean_estimate(per_sequence, n_resamples, confidence, seed)
-
-
-def ece_estimate(
-    scores: npt.ArrayLike,
-    labels: npt.ArrayLike,
-    *,
-    n_bins: int = DEFAULT_BINS,
-    from_logits: bool = False,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Estimate:
-    """`calibration.expected_calibration_error` with a bootstrap interval over samples.
-
-    Args:
-        scores: N x K probabilities (or logits with `from_logits`).
-        labels: N integer labels.
-        n_bins: Number of equal-width confidence bins.
-        from_logits: Apply softmax to `scores` first.
-        n_resamples: Number of bootstrap resamples.
-        confidence: Coverage of the interval.
-        seed: Seed of the resampling generator.
-
-    Returns:
-        The ECE and its interval.
-    """
-    top_confidence, correct = _confidence_and_correct(scores, labels, from_logits)
-    bins = _bin_indices(top_confidence, n_bins)
-
-    def statistic(b: IntArray, conf: FloatArray, hit: FloatArray) -> FloatArray:
-        return _batched_ece(b, conf, hit, n_bins)
-
-    interval = bootstrap_ci(
-        statistic,
-        bins,
-        top_confidence,
-        correct,
-        n_resamples=n_resamples,
-        confidence=confidence,
-        seed=seed,
-        vectorized=True,
-    )
-    return Estimate(interval.estimate, interval.low, interval.high, confidence)
-
-
-def worst_group_accuracy_estimate(
-    predictions: npt.ArrayLike,
-    labels: npt.ArrayLike,
-    groups: npt.ArrayLike,
-    *,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Estimate:
-    """`metrics.worst_group_accuracy` with a bootstrap interval, resampled within groups.
-
-    Resampling within each group keeps every group's size fixed, so no resample
-    loses a group (which would bias the minimum upwards).
-
-    Args:
-        predictions: N predicted class ids.
-        labels: N true class ids.
-        groups: N group ids.
-        n_resamples: Number of bootstrap resamples.
-        confidence: Coverage of the interval.
-        seed: Seed of the resampling generator.
-
-    Returns:
-        The worst-group accuracy and its interval.
-    """
-    correct, codes, names = _group_codes(predictions, labels, groups)
-
-    def statistic(hit: FloatArray, code: IntArray) -> FloatArray:
-        worst: FloatArray = _group_accuracies(hit, code, len(names)).min(axis=1)
-        return worst
-
-    interval = bootstrap_ci(
-        statistic,
-        correct,
-        codes,
-        n_resamples=n_resamples,
-        confidence=confidence,
-        seed=seed,
-        vectorized=True,
-        strata=codes,
-    )
-    return Estimate(interval.estimate, interval.low, interval.high, confidence)
