@@ -84,3 +84,11 @@ def test_stubs_load_on_another_protobuf_runtime(version: str, with_triton: bool)
 def test_stubs_load_on_the_installed_runtime_beside_tritonclient() -> None:
     installed = importlib.metadata.version("protobuf")
     assert _run([], installed, True).split() == [installed, "16"]
+
+
+def test_the_install_resolved_a_current_tritonclient() -> None:
+    # Users with a current tritonclient can install assay beside it (issue: 2.41 was forced).
+    major, minor = (int(p) for p in importlib.metadata.version("tritonclient").split(".")[:2])
+    assert (major, minor) >= (2, 73)
+    protobuf_major = int(importlib.metadata.version("protobuf").split(".")[0])
+    assert protobuf_major in (6, 7)
