@@ -98,6 +98,8 @@ def test_cli_health(background: AssayServer) -> None:
         cli_app, ["health", "--target", target, "--service", "assay.model.nope"]
     )
     assert unknown.exit_code == 1 and "NOT_FOUND" in unknown.output
+    assert "no health status named 'assay.model.nope'" in unknown.output
+    assert "_InactiveRpcError" not in unknown.output
     down = runner.invoke(cli_app, ["health", "--target", "127.0.0.1:1", "--timeout-s", "1"])
     assert down.exit_code == 1
 
@@ -154,4 +156,7 @@ def test_demo_command_runs_end_to_end(tmp_path) -> None:  # type: ignore[no-unty
     assert "digits_cnn: 20/20 sample digits correct" in result.stdout
     assert "grpc_server_handled_total" in result.stdout
     assert "AI-generated image detection" in result.stdout
-    assert "detector evaluation report written to assay-aigen-report.html" in result.stdout
+    assert "report written to assay-aigen-report.html" in result.stderr
+    # The demo's data folder was temporary, so the next steps refit the detector.
+    assert "assay aigen fit --detector aigen_demo" in result.stdout
+    assert "were in a temporary folder, now deleted" in result.stdout

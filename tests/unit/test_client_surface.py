@@ -80,3 +80,14 @@ class FakeRpcError(grpc.RpcError):
 def test_errors_are_chosen_by_code_not_text(code: grpc.StatusCode, cls: type) -> None:
     error = from_rpc_error(FakeRpcError(code))
     assert type(error) is cls and error.code is code and isinstance(error, sdk.AssayClientError)
+
+
+class DetailLessRpcError(FakeRpcError):
+    def details(self) -> str:
+        return ""
+
+
+def test_an_error_without_details_says_so_in_one_line() -> None:
+    error = from_rpc_error(DetailLessRpcError(grpc.StatusCode.NOT_FOUND))
+    assert type(error) is sdk.NotFoundError
+    assert error.details == "(the server sent no details)"

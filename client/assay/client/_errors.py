@@ -116,5 +116,8 @@ _BY_CODE: dict[grpc.StatusCode, type[AssayClientError]] = {
 def from_rpc_error(error: grpc.RpcError) -> AssayClientError:
     """The typed exception for a failed call (sync or aio)."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    details = (error.details() if hasattr(error, "details") else None) or str(error)
+    details = error.details() if hasattr(error, "details") else str(error)
+    # An empty details string (e.g. health's NOT_FOUND) would otherwise become the
+    # multi-line repr of the RpcError.
+    details = details or "(the server sent no details)"
     return _BY_CODE.get(code, ServerError)(code, details)

@@ -48,8 +48,10 @@ def fit(
         )  # fmt: skip
 
     (profile,) = cli.run_job(target, "fit", start, lambda client, _: client.list_profiles(model))
-    title = f"OOD profile of {profile.model} v{profile.version} (TPR {profile.target_tpr:.0%})"
-    shown = cli.table(title, ("scorer", "threshold"), right=("threshold",))
+    # The TPR goes in the column header: in the title it would wrap over a table this narrow.
+    title = f"OOD profile of {profile.model} v{profile.version}"
+    column = f"threshold (TPR {profile.target_tpr:.0%})"
+    shown = cli.table(title, ("scorer", column), right=(column,))
     for name, threshold in profile.thresholds.items():
         marker = " (default)" if name == profile.default_scorer else ""
         shown.add_row(name + marker, f"{threshold:.4g}")

@@ -20,6 +20,7 @@ from rich.table import Table
 from assay.client import _aigen_cli, _evaluate_cli, _ood_cli
 from assay.client import _cli_common as cli
 from assay.client._client import Client
+from assay.client._errors import NotFoundError
 from assay.client._types import ModelInfo, Prediction
 
 if TYPE_CHECKING:
@@ -115,7 +116,13 @@ def health(
 ) -> None:
     """Exit 0 when the gRPC health service reports SERVING (for container health checks)."""
     with cli.connect(target, timeout_s=timeout_s, retries=0) as client:
-        serving = client.is_serving(service)
+        try:
+            serving = client.is_serving(service)
+        except NotFoundError:
+            cli.err_console.print(
+                f"error NOT_FOUND: no health status named {service!r}", markup=False
+            )
+            raise typer.Exit(code=1) from None
     cli.console.print("SERVING" if serving else "NOT_SERVING")
     raise typer.Exit(code=0 if serving else 1)
 
@@ -247,6 +254,27 @@ def demo(
         folder = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory("-assay-demo")))
         settings = load_settings(grpc={"port": 0}, metrics={"port": 0}, data={"dir": str(folder)})
         _run_demo(stack.enter_context(BackgroundServer(settings)), samples, report)
+    cli.console.print(_next_steps(data_dir), markup=False, soft_wrap=True)
+
+
+_TEMPORARY = (
+    "the demo's jobs and profiles were in a temporary folder, now deleted (--data-dir keeps them)"
+)
+
+
+def _next_steps(data_dir: Path | None) -> str:
+    """What to try after the demo, and where (whether) its jobs and profiles were kept."""
+    commands = (
+        "next: `assay serve` in one terminal, then "
+        "`assay predict --model digits_cnn IMAGE...`, "
+        "`assay evaluate --model digits_cnn --data deploy/samples/digits_heldout --out r.html`, "
+        "or `assay aigen fit --detector aigen_demo --data deploy/samples/aigen/fit.jsonl` "
+        "and `assay aigen detect --stability IMAGE...`"
+    )
+    if data_dir is None:
+        return f"{commands}\n{_TEMPORARY}"
+    serve = f"ASSAY_DATA__DIR={data_dir} assay serve"
+    return f"{commands}\nthe demo's jobs and profiles are in {data_dir} (`{serve}` serves them)"
 
 
 def _run_demo(server: AssayServer, samples: Path, report: Path) -> None:
@@ -275,12 +303,6 @@ def _run_demo(server: AssayServer, samples: Path, report: Path) -> None:
         if any(m.name == "aigen_demo" for m in served):
             _demo_aigen(client, samples / "aigen", report.with_name("assay-aigen-report.html"))
     _show_metrics(metrics_url)
-    cli.console.print(
-        "next: `assay serve` in one terminal, then "
-        "`assay predict --model digits_cnn IMAGE...` or "
-        "`assay evaluate --model digits_cnn --data deploy/samples/digits_heldout --out r.html` "
-        "or `assay aigen detect --stability IMAGE...` (the demo detector is now calibrated)"
-    )
 
 
 def _demo_robustness(client: Client, data: Path, out: Path) -> None:
@@ -305,8 +327,7 @@ def _demo_aigen(client: Client, data: Path, out: Path) -> None:
     job = client.evaluate_aigen_detector("aigen_demo", str(data / "eval.jsonl"))
     document = cli.job_report(client, job, "detector evaluation")
     cli.console.print(_aigen_cli.summary_table(document))
-    written = cli.write_report(document, out)
-    cli.console.print(f"detector evaluation report written to {written}")
+    cli.write_report(document, out)
 
 
 app.command()(_evaluate_cli.evaluate)
