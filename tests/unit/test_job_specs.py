@@ -225,6 +225,8 @@ async def test_start_stores_the_dumped_spec_and_runs_the_typed_one(store: Sqlite
     record = await manager.start("toy_ood_profile", OodProfileSpec(model="m", dataset="d", seed=3))
     assert record.spec == OodProfileSpec(model="m", dataset="d", seed=3).model_dump(mode="json")
     assert await _finish(manager, record.id) is JobState.SUCCEEDED
+    finished = store.get(record.id)  # the kind never reported progress; success completes it
+    assert (finished.done, finished.total, finished.stage) == (1, 1, "done")
     assert kind.ran == [OodProfileSpec(model="m", dataset="d", seed=3)]
     # fields are validated the same way as a model is
     from_fields = await manager.start("toy_ood_profile", {"model": "m", "dataset": "d"})

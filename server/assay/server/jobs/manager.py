@@ -212,6 +212,8 @@ class JobManager:
             self._end(record.id, JobState.FAILED, message, ErrorCode.INTERNAL)
         else:
             try:
+                # Succeeding means every unit is done, whatever the kind last reported.
+                self.store.progress(record.id, record.total, "done")
                 self.store.set_result(record.id, result)
             except FailedPreconditionError:
                 return  # cancelled while finishing: the cancellation stands
