@@ -421,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"ERROR {error}", flush=True)
                 continue
             outcomes += group
-            print(_report(group, equivalent).splitlines()[0], flush=True)
+            print("\n".join(_report(group, equivalent).splitlines()[:-1]), flush=True)
     print(_report(outcomes, equivalent))
     passed = not failed and score(outcomes, equivalent)[2] >= args.fail_under
     return 0 if passed else 1
