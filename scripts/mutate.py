@@ -383,7 +383,10 @@ def _report(outcomes: Sequence[Outcome], equivalent: set[str]) -> str:
         )
     survivors = [o for o in outcomes if o.status == "survived" and o.mutant.key not in equivalent]
     lines += [f"SURVIVED {o.mutant.key}" for o in survivors]
-    stale = equivalent - {o.mutant.key for o in outcomes if o.status == "survived"}
+    ran = {o.mutant.path for o in outcomes}
+    stale = {key for key in equivalent if key.split(":", 1)[0] in ran} - {
+        o.mutant.key for o in outcomes if o.status == "survived"
+    }
     lines += [f"NOTE listed as equivalent but not a survivor: {key}" for key in sorted(stale)]
     detected, counted, percent = score(outcomes, equivalent)
     lines.append(
