@@ -383,7 +383,10 @@ def _report(outcomes: Sequence[Outcome], equivalent: set[str]) -> str:
         )
     survivors = [o for o in outcomes if o.status == "survived" and o.mutant.key not in equivalent]
     lines += [f"SURVIVED {o.mutant.key}" for o in survivors]
-    stale = equivalent - {o.mutant.key for o in outcomes if o.status == "survived"}
+    ran = {o.mutant.path for o in outcomes}
+    stale = {key for key in equivalent if key.split(":", 1)[0] in ran} - {
+        o.mutant.key for o in outcomes if o.status == "survived"
+    }
     lines += [f"NOTE listed as equivalent but not a survivor: {key}" for key in sorted(stale)]
     detected, counted, percent = score(outcomes, equivalent)
     lines.append(
@@ -421,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"ERROR {error}", flush=True)
                 continue
             outcomes += group
-            print(_report(group, equivalent).splitlines()[0], flush=True)
+            print("\n".join(_report(group, equivalent).splitlines()[:-1]), flush=True)
     print(_report(outcomes, equivalent))
     passed = not failed and score(outcomes, equivalent)[2] >= args.fail_under
     return 0 if passed else 1

@@ -363,3 +363,78 @@ async def test_max_inflight_batches_bounds_concurrent_backend_calls() -> None:
     await asyncio.wait_for(asyncio.gather(*requests), HANG_GUARD_S)
     assert gate.sizes == [1, 1, 1]
     await batcher.aclose()
+
+
+async def test_one_dimensional_outputs_are_split_by_row() -> None:
+    async def per_row(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"score": inputs["x"][:, 0] + 1}
+
+    batcher = MicroBatcher(per_row, max_batch_size=4, max_delay_ms=NEVER_MS, max_queue=10)
+    first, second = await asyncio.wait_for(
+        asyncio.gather(batcher.submit(rows(1, 2)), batcher.submit(rows(3, 4))), HANG_GUARD_S
+    )
+    np.testing.assert_array_equal(first["score"], [2, 3])
+    np.testing.assert_array_equal(second["score"], [4, 5])
+    await batcher.aclose()
+
+
+async def test_a_scalar_output_is_a_backend_error_naming_its_shape() -> None:
+    async def scalar(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": np.float32(1.0)}  # type: ignore[dict-item]
+
+    batcher = MicroBatcher(scalar, max_batch_size=4, max_delay_ms=1, max_queue=10)
+    with pytest.raises(BackendError, match=r"'y' with shape \(\) for a batch of 1"):
+        await batcher.submit(rows(1))
+    await batcher.aclose()
+
+
+async def test_aclose_leaves_no_queued_rows() -> None:
+    gate = Gate()
+    batcher = MicroBatcher(
+        gate, max_batch_size=2, max_delay_ms=NEVER_MS, max_queue=10, max_inflight_batches=1
+    )
+    running = asyncio.ensure_future(batcher.submit(rows(1)))
+    await asyncio.wait_for(gate.started.wait(), HANG_GUARD_S)
+    queued = [asyncio.ensure_future(batcher.submit(rows(i, i))) for i in (2, 3, 4)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert batcher.queued_rows >= 4
+    closing = asyncio.ensure_future(batcher.aclose())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert batcher.queued_rows == 0
+    gate.release.set()
+    await asyncio.wait_for(closing, HANG_GUARD_S)
+    await running
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert all(isinstance(r, UnavailableError) for r in results)
+    assert batcher.queued_rows == 0
+
+
+async def test_two_batches_run_at_once_by_default() -> None:
+    gate = Gate()
+    batcher = MicroBatcher(gate, max_batch_size=1, max_delay_ms=NEVER_MS, max_queue=10)
+    requests = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(4)]
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert gate.sizes == [1, 1]
+    gate.release.set()
+    await asyncio.wait_for(asyncio.gather(*requests), HANG_GUARD_S)
+    await batcher.aclose()
+
+
+async def test_a_request_that_does_not_fit_waits_for_the_next_batch() -> None:
+    gate = Gate()
+    batcher = MicroBatcher(
+        gate, max_batch_size=4, max_delay_ms=NEVER_MS, max_queue=20, max_inflight_batches=1
+    )
+    first = asyncio.ensure_future(batcher.submit(rows(0)))
+    await asyncio.wait_for(gate.started.wait(), HANG_GUARD_S)
+    queued = [asyncio.ensure_future(batcher.submit(rows(*range(n)))) for n in (2, 3, 1)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    gate.release.set()
+    await asyncio.wait_for(asyncio.gather(first, *queued), HANG_GUARD_S)
+    # 2 + 3 > 4: the 2-row request leaves alone (the 3-row head does not fit), then 3 + 1.
+    assert gate.sizes == [1, 2, 4]
+    await batcher.aclose()

@@ -81,3 +81,60 @@ def test_single_class_metrics_are_null_not_a_number() -> None:
     metrics = binary_metrics(labels, probs, 0.5, resamples=20, seed=0)
     assert metrics["generated_accuracy_at_0_5"]["value"] is None
     assert metrics["real_accuracy_at_0_5"]["value"] == 0.5
+
+
+def test_log_odds_clip_probabilities_and_thresholds_at_one_in_a_million() -> None:
+    from assay.server.aigen.calibration import calibrated_log_odds
+
+    edge = np.log(1e-6) - np.log1p(-1e-6)  # logit(1e-6)
+    odds = calibrated_log_odds(np.array([[0.0, 1.0], [0.5, 0.5]]), np.array([0.5, 1.5]))
+    np.testing.assert_allclose(odds, [[edge, 0.0], [0.0, edge]], rtol=1e-9, atol=1e-12)
+    assert np.isfinite(odds).all()
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "thresholds", "match"),
+    [
+        (np.array([0.5, 0.5]), np.array([0.5, 0.5]), "N x 2"),
+        (np.full((2, 3), 0.5), np.array([0.5, 0.5]), "N x 2"),
+        (np.array([[-0.5, 0.5]]), np.array([0.5, 0.5]), r"in \[0, 1\]"),
+        (np.array([[1.5, 0.5]]), np.array([0.5, 0.5]), r"in \[0, 1\]"),
+        (np.array([[np.nan, 0.5]]), np.array([0.5, 0.5]), r"in \[0, 1\]"),
+        (np.array([[0.5, 0.5]]), np.array([0.5, np.inf]), "finite"),
+    ],
+)
+def test_log_odds_refuse_bad_inputs(
+    probabilities: np.ndarray, thresholds: np.ndarray, match: str
+) -> None:
+    from assay.server.aigen.calibration import calibrated_log_odds
+
+    with pytest.raises(ValueError, match=match):
+        calibrated_log_odds(probabilities, thresholds)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (3,)])
+def test_ensemble_refuses_empty_or_flat_input(shape: tuple[int, ...]) -> None:
+    from assay.server.aigen.calibration import ensemble
+
+    with pytest.raises(ValueError, match="non-empty N x D"):
+        ensemble(np.zeros(shape))
+
+
+@pytest.mark.parametrize("target_fpr", [-0.1, 1.1, float("nan"), float("inf")])
+def test_target_fpr_outside_zero_one_is_refused(target_fpr: float) -> None:
+    with pytest.raises(ValueError, match="target_fpr"):
+        fit_detector_threshold([0.1, 0.2], [0.9], target_fpr)
+
+
+@pytest.mark.parametrize("scores", [[], [[0.1, 0.2]]])
+def test_detector_scores_must_be_a_non_empty_vector(scores: list[object]) -> None:
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        fit_detector_threshold(scores, [0.9], 0.05)
+
+
+def test_calibrations_are_immutable_values() -> None:
+    import dataclasses
+
+    calibration = fit_detector_threshold([0.1, 0.2], [0.9], 0.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        calibration.threshold = 0.0  # type: ignore[misc]

@@ -214,3 +214,55 @@ def test_defaults_are_1000_resamples_seed_0_and_95_percent() -> None:
     assert (estimate.low, estimate.high, estimate.confidence) == (low, high, 0.95)
     mean = mean_estimate(DATA)
     assert (mean.low, mean.high, mean.confidence) == pytest.approx((low, high, 0.95), abs=1e-15)
+
+
+def hand_stratified(labels: np.ndarray, n_resamples: int, seed: int, batch: int) -> np.ndarray:
+    """Resample indices drawn as documented: per batch, per stratum in sorted order."""
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(labels == code) for code in np.unique(labels)]
+    blocks = []
+    for start in range(0, n_resamples, batch):
+        size = min(batch, n_resamples - start)
+        block = np.empty((size, labels.size), dtype=np.intp)
+        for positions in strata:
+            block[:, positions] = positions[
+                rng.integers(0, positions.size, size=(size, positions.size))
+            ]
+        blocks.append(block)
+    return np.concatenate(blocks)
+
+
+def test_large_stratified_inputs_are_drawn_in_batches_of_max_batch_elements() -> None:
+    # 5000 rows x 1000 resamples exceed 2**22 elements: batches of 2**22 // 5000 = 838.
+    labels = np.arange(5000) % 3
+    values = np.random.default_rng(8).random(5000)
+    interval = bootstrap_ci(lambda x: x.mean(axis=-1), values, vectorized=True, strata=labels)
+    rows = hand_stratified(labels, 1000, 0, (1 << 22) // 5000)
+    expected = np.quantile(values[rows].mean(axis=-1), [0.025, 0.975])
+    assert (interval.low, interval.high) == pytest.approx(tuple(expected), abs=1e-15)
+
+
+def test_rows_wider_than_a_batch_are_drawn_one_resample_at_a_time() -> None:
+    # 2048 rows of 2049 values exceed 2**22 elements per resample: one resample per batch.
+    labels = np.arange(2048) % 2
+    values = np.zeros((2048, 2049), dtype=np.float32)
+    values[:, 0] = np.random.default_rng(9).random(2048)
+    interval = bootstrap_ci(
+        lambda x: x[..., 0].mean(axis=-1), values, n_resamples=3, vectorized=True, strata=labels
+    )
+    rows = hand_stratified(labels, 3, 0, 1)
+    expected = np.quantile(values[rows, 0].mean(axis=-1), [0.025, 0.975])
+    assert (interval.low, interval.high) == pytest.approx(tuple(expected), abs=1e-6)
+
+
+def test_rows_without_columns_can_be_resampled() -> None:
+    interval = bootstrap_ci(lambda x: float(x.shape[0]), np.zeros((5, 0)), n_resamples=3)
+    assert (interval.estimate, interval.low, interval.high) == (5.0, 5.0, 5.0)
+
+
+def test_intervals_are_immutable_values() -> None:
+    import dataclasses
+
+    interval = bootstrap_ci(np.mean, DATA, n_resamples=10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        interval.low = 0.0  # type: ignore[misc]

@@ -124,3 +124,14 @@ def test_ap_needs_a_positive() -> None:
     with pytest.raises(ValueError, match="at least one positive"):
         average_precision([0, 0], [0.1, 0.2])
     assert average_precision([1, 1], [0.1, 0.2]) == 1.0
+
+
+@pytest.mark.parametrize("tpr", [0.05, 0.5, 0.95, 0.999])
+def test_fpr_at_tpr_rows_on_large_unsorted_rows_match_a_full_sort(tpr: float) -> None:
+    rng = np.random.default_rng(2)
+    in_scores = rng.normal(size=(8, 2000))
+    out_scores = rng.normal(loc=1.0, size=(8, 300))
+    m = tpr_rank(tpr, 2000)
+    threshold = np.sort(in_scores, axis=-1)[:, m - 1]
+    expected = (out_scores <= threshold[:, None]).mean(axis=-1)
+    np.testing.assert_array_equal(fpr_at_tpr_rows(in_scores, out_scores, tpr), expected)

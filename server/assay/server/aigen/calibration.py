@@ -144,7 +144,7 @@ def calibrated_log_odds(probabilities: ArrayLike, thresholds: ArrayLike) -> NDAr
         raise ValueError("probabilities must be in [0, 1]")
     if not np.all(np.isfinite(t)):
         raise ValueError("thresholds must be finite")
-    return _logit(p) - _logit(np.clip(t, 0.0, 1.0))[None, :]
+    return _logit(p) - _logit(t)[None, :]  # _logit clips thresholds too
 
 
 def ensemble(log_odds: ArrayLike) -> NDArray[np.float64]:

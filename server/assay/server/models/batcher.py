@@ -181,6 +181,7 @@ class MicroBatcher:
                 idle = self._flush_when_idle and not self._running
                 flush_at = batch[0].enqueued_at + self._max_delay_s
                 if full or idle or loop.time() >= flush_at - _CLOCK_SLACK_S:
+                    self._collecting = []  # dispatched: aclose() must let it finish
                     return batch
                 timer = loop.call_at(flush_at, self._wakeup.set)
             self._wakeup.clear()

@@ -95,8 +95,8 @@ def tpr_rank(tpr: float, n_in: int) -> int:
 
 def fpr_at_tpr_rows(in_scores: FloatArray, out_scores: FloatArray, tpr: float) -> FloatArray:
     """FPR@TPR of each row: the share of out scores ``<=`` the m-th smallest in score."""
-    m = tpr_rank(tpr, in_scores.shape[-1])
-    threshold = np.partition(in_scores, m - 1, axis=-1)[..., m - 1]
+    k = tpr_rank(tpr, in_scores.shape[-1]) - 1  # 0-based position of the m-th smallest
+    threshold = np.partition(in_scores, k, axis=-1)[..., k]
     result: FloatArray = (out_scores <= threshold[..., None]).mean(axis=-1)
     return result
 
