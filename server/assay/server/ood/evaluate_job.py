@@ -34,17 +34,13 @@ from assay.server.stats.softmax import softmax
 SCHEMA = "assay.ood.evaluation/v1"
 
 
-def _estimate(e: Any) -> dict[str, float]:
-    return {"value": e.value, "low": e.low, "high": e.high, "confidence": e.confidence}
-
-
 def _scores_json(scores: DetectorScores) -> dict[str, Any]:
     return {
-        "auroc": _estimate(scores.auroc),
-        "aupr_in": _estimate(scores.aupr_in),
-        "aupr_out": _estimate(scores.aupr_out),
-        "fpr_at_tpr": _estimate(scores.fpr_at_tpr),
-        "detection_accuracy": _estimate(scores.detection_accuracy),
+        "auroc": scores.auroc.to_json(),
+        "aupr_in": scores.aupr_in.to_json(),
+        "aupr_out": scores.aupr_out.to_json(),
+        "fpr_at_tpr": scores.fpr_at_tpr.to_json(),
+        "detection_accuracy": scores.detection_accuracy.to_json(),
         "tpr": scores.tpr,
         "n_in": scores.n_in,
         "n_out": scores.n_out,
