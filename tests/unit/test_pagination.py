@@ -79,6 +79,9 @@ def _forge(document: object) -> str:
         _forge({"after": [], "filter": "0"}),
         _forge({"after": [{"a": 1}], "filter": "0"}),
         base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        base64.urlsafe_b64encode(b"[" * 1500).decode(),  # nesting deep enough to recurse
+        base64.urlsafe_b64encode(b"[" * 100_000).decode(),  # and over the size limit
+        _forge({"after": ["x" * 3000], "filter": "0"}),
     ],
 )
 def test_malformed_tokens_are_invalid_argument(token: str) -> None:

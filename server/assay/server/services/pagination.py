@@ -33,6 +33,9 @@ T = TypeVar("T")
 
 _BAD_TOKEN = "page_token is not a token this server issued; pass next_page_token unchanged"
 
+MAX_TOKEN_CHARS = 2048
+"""Longer than any token this server issues (keys are names of at most 128 characters)."""
+
 
 @dataclass(frozen=True)
 class PageRequest:
@@ -57,10 +60,13 @@ def _digest(filters: Mapping[str, Any]) -> str:
 
 
 def _decode(token: str) -> dict[str, Any]:
+    if len(token) > MAX_TOKEN_CHARS:
+        raise InvalidArgumentError(_BAD_TOKEN)
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         document = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError too
+    # UnicodeDecodeError and JSONDecodeError are ValueErrors; deep nesting is a RecursionError.
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise InvalidArgumentError(_BAD_TOKEN) from exc
     if not isinstance(document, dict):
         raise InvalidArgumentError(_BAD_TOKEN)
