@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,20 @@ def test_store_round_trip_listing_and_delete(tmp_path: Path) -> None:
     assert store.delete("b", "2").value == 0.75 and store.load("b", "2") is None
     with pytest.raises(NotFoundError, match="model 'b' version '2' has no toy profile"):
         store.delete("b", "2")
+    assert not (tmp_path / "b" / "2").exists() and store.versions("b") == ["1"]
+
+
+def test_delete_leaves_another_kind_sharing_the_folder(tmp_path: Path) -> None:
+    others = dataclasses.replace(TOYS, kind="other", stem="other")
+    toys, other = ProfileStore(tmp_path, TOYS), ProfileStore(tmp_path, others)
+    toys.save(Toy("m", "1", 0.5, np.ones(2)))
+    other.save(Toy("m", "1", 2.0))
+    toys.delete("m", "1")
+    assert toys.load("m", "1") is None
+    kept = other.load("m", "1")
+    assert kept is not None and kept.value == 2.0
+    other.delete("m", "1")
+    assert not (tmp_path / "m").exists()  # the emptied folders go too
 
 
 def test_store_refuses_bad_keys_before_touching_the_disk(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ detect that through their arrays digest).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -203,7 +203,13 @@ class ProfileStore(Generic[P]):
             raise NotFoundError(
                 f"{self.format.owner} {name!r} version {version!r} has no {self.format.title}"
             )
-        shutil.rmtree(self._stem(key).parent)
+        stem = self._stem(key)
+        # Only this kind's files go: another kind may keep its profile in the same folder.
+        for suffix in (".json", ".npz"):
+            stem.with_name(stem.name + suffix).unlink(missing_ok=True)
+        for folder in (stem.parent, stem.parent.parent):  # version, then name, when left empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         self._cache.pop(key, None)
         return profile
 
