@@ -206,9 +206,10 @@ class JobManager:
             raise  # server shutdown: stays RUNNING, resumed at next start
         except AssayError as exc:
             self._end(record.id, JobState.FAILED, str(exc), exc.code)
-        except Exception as exc:
+        except Exception:
             log.exception("job %s failed", record.id)
-            message = f"internal error: {type(exc).__name__}: {exc}"
+            # Like an RPC's INTERNAL: a generic message; the details are in the server log.
+            message = f"internal error in job {record.id}; the server log has the details"
             self._end(record.id, JobState.FAILED, message, ErrorCode.INTERNAL)
         else:
             try:
