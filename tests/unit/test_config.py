@@ -79,6 +79,11 @@ def test_unreadable_or_malformed_files_fail_clearly(tmp_path: Path) -> None:
         ({"input": {"height": 8, "width": 8, "mean": [1, 2]}}, "input.mean has 2 values"),
         ({"input": {"height": 8, "width": 8, "std": [0]}}, "must not contain 0"),
         ({"labels": ["a"], "labels_file": "l.txt"}, "not both"),
+        # the profiles' name rule: names and versions key stored profiles
+        ({"name": "digits\n"}, r"name 'digits\\n' is not valid"),
+        ({"name": "../m"}, "is not valid: use 1-128 characters"),
+        ({"version": "1/2"}, "version '1/2' is not valid"),
+        ({"name": "x" * 129}, "is not valid"),
     ],
 )
 def test_model_config_consistency(changes: dict[str, object], message: str) -> None:

@@ -9,13 +9,21 @@ never at the first request.
 from __future__ import annotations
 
 import enum
-import re
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+from assay.server.errors import InvalidArgumentError
+from assay.server.profiles.names import check_name
+
+
+def _resource_name(value: str, what: str) -> str:
+    """The profiles' name rule (names and versions key stored profiles), as a ValueError."""
+    try:
+        return check_name(value, what)
+    except InvalidArgumentError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Task(enum.StrEnum):
@@ -213,22 +221,12 @@ class ModelConfig(_Strict):
     @field_validator("version")
     @classmethod
     def _check_version(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(
-                f"version {value!r} must start with a letter or digit and use only "
-                "letters, digits, '_', '.', '-' (it names folders, e.g. of OOD profiles)"
-            )
-        return value
+        return _resource_name(value, "version")
 
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(
-                f"name {value!r} must start with a letter or digit and use only "
-                "letters, digits, '_', '.', '-' (at most 128 characters)"
-            )
-        return value
+        return _resource_name(value, "name")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:
