@@ -12,15 +12,13 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from assay.server.errors import InvalidArgumentError
-from assay.server.jobs.specs import DatasetPath, JobSpec, ModelName
+from assay.server.jobs.specs import DatasetPath, ModelJobSpec, ModelName
 from assay.server.robustness.suite import SuiteSpec, parse_suite
 
 
-class RobustnessSpec(JobSpec):
+class RobustnessSpec(ModelJobSpec):
     """A robustness suite on a dataset, optionally against a baseline model."""
 
-    model: ModelName
-    version: str = ""
     dataset: DatasetPath
     preset: str = "quick"
     overrides: dict[str, Any] = Field(default_factory=dict)
