@@ -19,7 +19,9 @@ import assay.server
 
 SERVER = Path(assay.server.__file__).parent
 CAPABILITIES = ("robustness", "ood", "aigen", "gate", "monitoring")
+SHARED = ("stats", "profiles", "jobs", "models")
 WIRE = ("grpc", "google.protobuf", "assay.v1")
+FRONT_DOORS = ("assay.server.services", "assay.server.app")
 PRESENT = [c for c in CAPABILITIES if (SERVER / c).is_dir()]
 
 
@@ -56,12 +58,10 @@ def _under(module: str, prefix: str) -> bool:
     return module == prefix or module.startswith(prefix + ".")
 
 
-def _violations(capability: str) -> list[str]:
+def _violations(package: str, bad: list[str]) -> list[str]:
     found = []
-    for path in sorted((SERVER / capability).rglob("*.py")):
+    for path in sorted((SERVER / package).rglob("*.py")):
         for line, module in _imports(path):
-            siblings = [c for c in CAPABILITIES if c != capability]
-            bad = [f"assay.server.{c}" for c in siblings] + list(WIRE)
             for prefix in bad:
                 if _under(module, prefix):
                     found.append(f"{path.relative_to(SERVER)}:{line} imports {prefix}")
@@ -74,7 +74,20 @@ def test_the_capabilities_exist() -> None:
 
 @pytest.mark.parametrize("capability", PRESENT)
 def test_capability_imports_no_sibling_and_no_wire_format(capability: str) -> None:
-    assert _violations(capability) == []
+    siblings = [f"assay.server.{c}" for c in CAPABILITIES if c != capability]
+    assert _violations(capability, [*siblings, *WIRE, *FRONT_DOORS]) == []
+
+
+@pytest.mark.parametrize("shared", SHARED)
+def test_the_shared_layer_imports_no_capability_and_no_front_door(shared: str) -> None:
+    capabilities = [f"assay.server.{c}" for c in CAPABILITIES]
+    assert _violations(shared, [*capabilities, *FRONT_DOORS]) == []
+
+
+@pytest.mark.parametrize("shared", [s for s in SHARED if s != "models"])
+def test_the_shared_layer_stays_free_of_the_wire_format(shared: str) -> None:
+    # models/ is exempt: its Triton backend is a gRPC client by nature.
+    assert _violations(shared, list(WIRE)) == []
 
 
 def test_the_check_sees_relative_lazy_and_package_imports() -> None:
