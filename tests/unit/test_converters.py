@@ -8,7 +8,7 @@ import pytest
 
 from assay.server.aigen.specs import AigenEvaluationSpec, AigenProfileSpec
 from assay.server.errors import InvalidArgumentError
-from assay.server.ood.specs import OodEvaluationSpec, OodProfileSpec
+from assay.server.ood.specs import AnomalyEvaluationSpec, OodEvaluationSpec, OodProfileSpec
 from assay.server.services.converters import require, spec_from_request
 from assay.server.services.mirror import mirrored
 from assay.v1 import aigen_pb2, common_pb2, ood_pb2
@@ -93,3 +93,22 @@ def test_mirrored_refuses_a_record_field_of_the_wrong_type() -> None:
         mirrored(ood_pb2.OodProfile, Stamped("x", 1.0))
     with pytest.raises(TypeError):
         mirrored(aigen_pb2.CropScore, _Crop("1", 2, 3, 4, 0.5))  # type: ignore[arg-type]
+
+
+START_REQUESTS = [
+    (ood_pb2.FitProfileRequest, OodProfileSpec, "model"),
+    (ood_pb2.EvaluateOodScorersRequest, OodEvaluationSpec, "model"),
+    (ood_pb2.EvaluateAnomalyRequest, AnomalyEvaluationSpec, "model"),
+    (aigen_pb2.FitDetectorRequest, AigenProfileSpec, "detector"),
+    (aigen_pb2.EvaluateAigenDetectorRequest, AigenEvaluationSpec, "detector"),
+]
+
+
+@pytest.mark.parametrize(("request_type", "spec_type", "ref"), START_REQUESTS)
+def test_every_start_request_field_has_a_spec_field(
+    request_type: type, spec_type: type, ref: str
+) -> None:
+    # spec_from_request copies fields by name: a request field without a spec field
+    # would be dropped silently, so a new proto field must come with its spec field.
+    names = {f.name for f in request_type.DESCRIPTOR.fields} - {ref}
+    assert names <= set(spec_type.model_fields), names - set(spec_type.model_fields)
