@@ -451,6 +451,15 @@ def test_profile_refuses_newer_schema_and_mismatched_arrays(tmp_path: Path) -> N
     path.write_text(json.dumps({**document, "arrays_sha256": "0" * 64}))
     with pytest.raises(ValueError, match="arrays_sha256"):
         load_profile(tmp_path / "m")
+    # a fit time the API could not turn into a Timestamp is a bad profile at load
+    for created_at, message in (
+        ("yesterday", "is not ISO-8601"),
+        ("2026-12-07T10:00:00", "has no UTC offset"),
+        (1765101600, "created_at must be an ISO-8601 string"),
+    ):
+        path.write_text(json.dumps({**document, "created_at": created_at}))
+        with pytest.raises(ValueError, match=message):
+            load_profile(tmp_path / "m")
 
 
 def test_profile_save_rejects_bad_entries(tmp_path: Path) -> None:

@@ -245,10 +245,23 @@ def profile_from_document(document: Any, arrays: Arrays | None) -> ModelProfile:
             fingerprint=model["fingerprint"],
             target_tpr=float(document["target_tpr"]),
             scorers=scorers,
-            created_at=document["created_at"],
+            created_at=_checked_time(document["created_at"]),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"the OOD profile JSON is malformed: missing or bad {exc}") from None
+
+
+def _checked_time(value: object) -> str:
+    """The stored ISO-8601 fit time, refused at load unless it parses with a UTC offset."""
+    if not isinstance(value, str):
+        raise TypeError(f"created_at must be an ISO-8601 string, not {type(value).__name__}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"the OOD profile's created_at {value[:40]!r} is not ISO-8601") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"the OOD profile's created_at {value[:40]!r} has no UTC offset")
+    return value
 
 
 def load_profile(path: Path) -> ModelProfile:
