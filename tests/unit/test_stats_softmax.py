@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import expit
 from scipy.special import log_softmax as scipy_log_softmax
 from scipy.special import logsumexp as scipy_logsumexp
 
 from assay.server.stats.bincount import batched_bincount
-from assay.server.stats.softmax import log_softmax, logsumexp, softmax
+from assay.server.stats.softmax import log_softmax, logsumexp, sigmoid, softmax
 
 LOGITS = np.random.default_rng(0).normal(scale=5.0, size=(6, 9))
 
@@ -17,6 +18,15 @@ def test_against_scipy() -> None:
     np.testing.assert_allclose(logsumexp(LOGITS), scipy_logsumexp(LOGITS, axis=-1), rtol=1e-14)
     np.testing.assert_allclose(log_softmax(LOGITS), scipy_log_softmax(LOGITS, axis=-1), atol=1e-13)
     np.testing.assert_allclose(softmax(LOGITS), np.exp(scipy_log_softmax(LOGITS, axis=-1)))
+
+
+def test_sigmoid_against_scipy_and_the_two_class_softmax() -> None:
+    x = np.array([-800.0, -30.0, -1.5, 0.0, 0.25, 7.0, 800.0])
+    with np.errstate(over="raise"):  # neither branch may overflow
+        np.testing.assert_allclose(sigmoid(x), expit(x), rtol=1e-15)
+    pairs = np.stack([np.zeros_like(x), x], axis=-1)
+    np.testing.assert_allclose(sigmoid(x), softmax(pairs)[:, 1], rtol=1e-12)
+    assert sigmoid(0.0) == 0.5 and 0.0 < sigmoid(-700.0) < 1e-300  # no early underflow
 
 
 def test_large_logits_do_not_overflow() -> None:

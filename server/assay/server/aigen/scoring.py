@@ -36,7 +36,7 @@ from assay.server.models.config import (
     Task,
 )
 from assay.server.models.registry import ServedModel
-from assay.server.stats.softmax import softmax
+from assay.server.stats.softmax import sigmoid, softmax
 
 CHUNK_ROWS = 256
 """Crops (or images) per batcher submission: bounded memory, overlapped with preprocessing."""
@@ -83,7 +83,7 @@ def generated_probability(config: ModelConfig, outputs: dict[str, np.ndarray]) -
     index = config.aigen.generated_index
     if index is None:
         column = values[:, 0]
-        probs = column if role else _sigmoid(column)
+        probs = column if role else sigmoid(column)
     elif role:
         probs = values[:, index]
     else:
@@ -91,15 +91,6 @@ def generated_probability(config: ModelConfig, outputs: dict[str, np.ndarray]) -
     if not np.all(np.isfinite(probs)):
         raise BackendError(f"detector {config.name!r} returned non-finite scores")
     return np.clip(probs, 0.0, 1.0)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x)
-    positive = x >= 0
-    out[positive] = 1.0 / (1.0 + np.exp(-x[positive]))
-    e = np.exp(x[~positive])
-    out[~positive] = e / (1.0 + e)
-    return out
 
 
 def _model_colour(model: ServedModel, image: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ Pure functions and records: the scores come from
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from assay.server.aigen.scoring import CropProbability, DetectorScores
 from assay.server.aigen.spectral import SpectralEvidence
 from assay.server.aigen.stability import Verdict, stable_verdict
 from assay.server.models.registry import ServedModel
+from assay.server.stats.softmax import sigmoid
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def judge(
             )
             for d, (model, calibration) in enumerate(panel.members)
         ]
-        probability = float(probs[i, 0]) if len(panel.models) == 1 else _sigmoid(float(z[i]))
+        probability = float(probs[i, 0]) if len(panel.models) == 1 else float(sigmoid(z[i]))
         verdict: Verdict = "GENERATED" if generated[i] else "REAL"
         report = None
         notes = _notes(panel, [s.padded[i] for s in scored])
@@ -239,7 +239,3 @@ def _notes(panel: Panel, padded: Sequence[bool]) -> list[str]:
         if pad
     ]
     return notes
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

@@ -1,4 +1,4 @@
-"""Stable log-sum-exp, log-softmax and softmax over the last axis.
+"""Stable log-sum-exp, log-softmax and softmax over the last axis, and the logistic sigmoid.
 
 Every form subtracts the row maximum ``m`` first: ``logsumexp(z) = m + log Σ_j
 exp(z_j - m)``, so no term overflows and the largest term is exactly 1 (no
@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from assay.server.stats.arrays import FloatArray
 
-__all__ = ["log_softmax", "logsumexp", "softmax"]
+__all__ = ["log_softmax", "logsumexp", "sigmoid", "softmax"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -73,3 +73,15 @@ def softmax(
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=-1, keepdims=True)
     return shifted
+
+
+def sigmoid(values: npt.ArrayLike) -> FloatArray:
+    """``1 / (1 + exp(-x))`` element-wise in float64, without overflow for large ``|x|``.
+
+    The two-class softmax: written as ``exp(x) / (1 + exp(x))`` for negative
+    ``x`` so that ``exp`` never sees a large positive argument.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    result: FloatArray = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return result
