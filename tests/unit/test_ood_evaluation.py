@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from assay.server.ood.evaluation import (
     ContaminationWarning,
-    DetectorScores,
+    DetectorMetrics,
     aupimo,
     aupr_in,
     aupr_out,
@@ -104,11 +104,11 @@ def test_bad_detector_inputs_raise() -> None:
         fpr_at_tpr([1.0], [2.0], tpr=0.0)
 
 
-def scores_with(auroc_value: float, fpr_value: float) -> DetectorScores:
+def scores_with(auroc_value: float, fpr_value: float) -> DetectorMetrics:
     def e(value: float) -> Estimate:
         return Estimate(value, value, value, 0.95)
 
-    return DetectorScores(e(auroc_value), e(0.5), e(0.5), e(fpr_value), e(0.5), 0.95, 10, 10)
+    return DetectorMetrics(e(auroc_value), e(0.5), e(0.5), e(fpr_value), e(0.5), 0.95, 10, 10)
 
 
 def test_rank_detectors_orders_by_auroc_then_fpr() -> None:

@@ -24,7 +24,7 @@ from assay.server.aigen.evaluate_job import DetectorEvaluationJobs
 from assay.server.aigen.fit_job import DetectorFits
 from assay.server.ood import anomaly_job, evaluate_job, fitting
 from assay.server.ood.anomaly_job import AnomalyEvaluations
-from assay.server.ood.evaluate_job import DetectorEvaluations
+from assay.server.ood.evaluate_job import OodScorerEvaluations
 from assay.server.ood.service import OodProfiles
 from assay.server.robustness import report as robustness_report
 from assay.server.robustness.evaluation import RobustnessJobs
@@ -63,7 +63,7 @@ def test_every_schema_the_server_writes_and_every_job_kind_has_a_schema_file() -
         k.kind
         for k in (
             RobustnessJobs,
-            DetectorEvaluations,
+            OodScorerEvaluations,
             AnomalyEvaluations,
             DetectorEvaluationJobs,
             OodProfiles,

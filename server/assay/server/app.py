@@ -31,7 +31,7 @@ from assay.server.metrics import MetricsEndpoint, ServerMetrics
 from assay.server.models.loading import build_registry
 from assay.server.models.registry import ModelRegistry
 from assay.server.ood.anomaly_job import AnomalyEvaluations
-from assay.server.ood.evaluate_job import DetectorEvaluations
+from assay.server.ood.evaluate_job import OodScorerEvaluations
 from assay.server.ood.profiles import OOD_PROFILES
 from assay.server.ood.service import OodProfiles
 from assay.server.profiles import ProfileStore
@@ -206,7 +206,7 @@ async def create_server(
     kinds: dict[str, JobKind[Any]] = {
         RobustnessJobs.kind: evaluations,
         OodProfiles.kind: profiles,
-        DetectorEvaluations.kind: DetectorEvaluations(profiles),
+        OodScorerEvaluations.kind: OodScorerEvaluations(profiles),
         AnomalyEvaluations.kind: AnomalyEvaluations(profiles),
         DetectorFits.kind: DetectorFits(registry, data, detectors),
         DetectorEvaluationJobs.kind: DetectorEvaluationJobs(registry, data, detectors),

@@ -20,7 +20,7 @@ from assay.server.datasets import Dataset
 from assay.server.jobs.manager import JobContext
 from assay.server.models.registry import ServedModel
 from assay.server.ood.evaluation import (
-    DetectorScores,
+    DetectorMetrics,
     contamination_warning,
     evaluate_detector,
     rank_detectors,
@@ -34,7 +34,7 @@ from assay.server.stats.softmax import softmax
 SCHEMA = "assay.ood.evaluation/v1"
 
 
-def _scores_json(scores: DetectorScores) -> dict[str, Any]:
+def _scores_json(scores: DetectorMetrics) -> dict[str, Any]:
     return {
         "auroc": scores.auroc.to_json(),
         "aupr_in": scores.aupr_in.to_json(),
@@ -47,7 +47,7 @@ def _scores_json(scores: DetectorScores) -> dict[str, Any]:
     }
 
 
-class DetectorEvaluations(ProfileJobs):
+class OodScorerEvaluations(ProfileJobs):
     """The "ood_evaluation" job kind."""
 
     kind = "ood_evaluation"
@@ -82,7 +82,7 @@ class DetectorEvaluations(ProfileJobs):
         await context.progress(0, 1 + len(ood_sets), "in-distribution set")
         in_out = await self._outputs(model, in_set)
         in_scores = _columns(verdicts(profile, in_out, scorers), scorers)
-        results: dict[str, dict[str, DetectorScores]] = {s: {} for s in scorers}
+        results: dict[str, dict[str, DetectorMetrics]] = {s: {} for s in scorers}
         plots: dict[str, dict[str, Any]] = {s: {} for s in scorers}
         warnings = {}
         for done, (name, dataset) in enumerate(ood_sets.items(), start=1):

@@ -63,7 +63,7 @@ from assay.server.stats.ranking import (
 
 __all__ = [
     "ContaminationWarning",
-    "DetectorScores",
+    "DetectorMetrics",
     "Offender",
     "PimoScores",
     "RankedDetector",
@@ -150,7 +150,7 @@ def detection_accuracy(in_scores: npt.ArrayLike, out_scores: npt.ArrayLike) -> f
 
 
 @dataclass(frozen=True)
-class DetectorScores:
+class DetectorMetrics:
     """One detector on one (in-distribution, OOD) pair, each metric with its interval."""
 
     auroc: Estimate
@@ -171,7 +171,7 @@ def evaluate_detector(
     n_resamples: int = 1000,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
-) -> DetectorScores:
+) -> DetectorMetrics:
     """All detector metrics with stratified percentile-bootstrap intervals.
 
     Args:
@@ -209,7 +209,7 @@ def evaluate_detector(
             strata=strata,
         )
 
-    return DetectorScores(
+    return DetectorMetrics(
         auroc=estimate(auroc_rows),
         aupr_in=estimate(_aupr_in_rows),
         aupr_out=estimate(_aupr_out_rows),
@@ -229,7 +229,7 @@ class RankedDetector(NamedTuple):
     mean_fpr_at_tpr: float
 
 
-def rank_detectors(results: Mapping[str, Mapping[str, DetectorScores]]) -> list[RankedDetector]:
+def rank_detectors(results: Mapping[str, Mapping[str, DetectorMetrics]]) -> list[RankedDetector]:
     """Scorers ranked best first: highest mean AUROC, ties by lowest mean FPR, then name.
 
     Args:
@@ -259,7 +259,7 @@ def rank_detectors(results: Mapping[str, Mapping[str, DetectorScores]]) -> list[
     return sorted(ranked, key=lambda r: (-r.mean_auroc, r.mean_fpr_at_tpr, r.scorer))
 
 
-def recommended_detector(results: Mapping[str, Mapping[str, DetectorScores]]) -> str:
+def recommended_detector(results: Mapping[str, Mapping[str, DetectorMetrics]]) -> str:
     """The recommended default scorer: the first of `rank_detectors`."""
     return rank_detectors(results)[0].scorer
 

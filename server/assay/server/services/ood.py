@@ -11,7 +11,7 @@ from PIL import Image
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobManager
 from assay.server.ood.anomaly_job import AnomalyEvaluations
-from assay.server.ood.evaluate_job import DetectorEvaluations
+from assay.server.ood.evaluate_job import OodScorerEvaluations
 from assay.server.ood.fitting import default_scorer, holdout_quantiles
 from assay.server.ood.profiles import ModelProfile
 from assay.server.ood.service import AnomalyVerdict, OodProfiles
@@ -109,7 +109,7 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
         """Start a job comparing the profile's OOD scorers."""
         require(("model.name", request.model.name), ("in_dataset", request.in_dataset))
         spec = spec_from_request(OodEvaluationSpec, request)
-        return await start_job(self._jobs, DetectorEvaluations.kind, spec)
+        return await start_job(self._jobs, OodScorerEvaluations.kind, spec)
 
     async def DetectAnomaly(
         self, request: ood_pb2.DetectAnomalyRequest, context: grpc.aio.ServicerContext
