@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import typer
 
@@ -150,3 +151,35 @@ def test_ctrl_c_while_following_a_job_cancels_it_on_the_server(target: str) -> N
         client.watch_job = watch  # type: ignore[method-assign]
         final = list(client.watch_job(job.id))[-1].job
     assert final.state == "cancelled" and final.done < final.total
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["returned", "failed-precondition"])
+def test_ctrl_c_just_after_the_job_ended_still_exits_130(
+    target: str, refused: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cancel comes too late: the server returns the ended job or refuses the cancel."""
+    with sdk.Client(target) as client:
+        job = client.evaluate_ood_scorers(
+            "digits_cnn", str(HELDOUT), [str(NOISE.parent)], sample_limit=20
+        )
+        done = job.wait(timeout_s=120)
+        if refused:
+
+            def cancel_job(job_id: str, *, timeout_s: float | None = None) -> sdk.Job:
+                details = f"job {job_id} is succeeded; only a live job can be cancelled"
+                raise sdk.FailedPreconditionError(grpc.StatusCode.FAILED_PRECONDITION, details)
+
+            client.cancel_job = cancel_job  # type: ignore[method-assign]
+
+        def interrupted(job_id: str) -> Iterator[sdk.JobProgress]:
+            raise KeyboardInterrupt
+            yield  # a generator, as watch_job is
+
+        client.watch_job = interrupted  # type: ignore[method-assign]
+        with pytest.raises(typer.Exit) as exit_info:
+            cli.follow_job(client, job, "evaluation")
+        assert exit_info.value.exit_code == 130
+        assert done.state is client.get_job(job.id).state is sdk.JobState.SUCCEEDED
+    said = " ".join(capsys.readouterr().err.split())
+    ended = "had already ended" + ("" if refused else " (succeeded)")
+    assert f"interrupted; evaluation (job {job.id}) {ended}" in said, said

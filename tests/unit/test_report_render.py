@@ -14,6 +14,7 @@ from rich.console import Console
 
 import assay.client
 from assay.client import _cli_common, _html
+from assay.client._evaluate_cli import summary_table
 from assay.client.aigen_report_html import render_aigen_html
 from assay.client.anomaly_report_html import MAX_IMAGES, render_anomaly_html, write_anomaly_html
 from assay.client.ood_report_html import render_ood_html
@@ -157,3 +158,27 @@ def test_tables_fold_long_cells_instead_of_cutting_them() -> None:
     text = out.getvalue()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 40
     assert text.count("x") == 60 and text.count("9") == 30 and text.count("words") == 8
+
+
+def at_confidence(node: Any, level: float | None) -> Any:
+    """A copy of a report with every estimate's recorded confidence set to `level`."""
+    if isinstance(node, dict):
+        return {k: level if k == "confidence" else at_confidence(v, level) for k, v in node.items()}
+    if isinstance(node, list):
+        return [at_confidence(v, level) for v in node]
+    return node
+
+
+def test_summaries_name_the_confidence_the_report_records() -> None:
+    report = robustness_cases.full_report()
+    assert report["clean"]["error"]["confidence"] == 0.95
+    for level, header, heading in [
+        (0.95, "value [95% CI]", "Summary (95 % bootstrap intervals)"),
+        (0.9, "value [90% CI]", "Summary (90 % bootstrap intervals)"),
+        (0.975, "value [97.5% CI]", "Summary (97.5 % bootstrap intervals)"),
+        (None, "value [CI]", "Summary (bootstrap intervals)"),
+    ]:
+        recorded = at_confidence(report, level)
+        table = summary_table(recorded)
+        assert [c.header for c in table.columns] == ["metric", header]
+        assert heading in render_html(recorded)

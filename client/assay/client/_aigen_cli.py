@@ -166,7 +166,8 @@ def detect(
         bool, typer.Option("--stability", help="Re-score JPEG re-saves, down-scales and a blur.")
     ] = False,
     max_flip_fraction: Annotated[
-        float | None, typer.Option(help="Tolerated share of flipped variants (default: server's).")
+        float | None,
+        typer.Option(help="Tolerated share of flipped variants (default: the server's)."),
     ] = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="Show crop scores, spectral evidence and notes.")
@@ -205,8 +206,12 @@ def fit(
             "--data", "-d", help="Labelled set: real/ and generated/ folders, or a manifest."
         ),
     ],
-    target_fpr: Annotated[float, typer.Option(help="Maximum FPR on real images.")] = 0.05,
-    holdout_fraction: Annotated[float, typer.Option(help="Share held out for checks.")] = 0.3,
+    target_fpr: Annotated[
+        float | None, typer.Option(help="Maximum FPR on real images (default: the server's).")
+    ] = None,
+    holdout_fraction: Annotated[
+        float | None, typer.Option(help="Share held out for checks (default: the server's).")
+    ] = None,
     sample_limit: cli.SampleLimit = None,
     upload: cli.Upload = None,
     target: cli.Target = cli.DEFAULT_TARGET,

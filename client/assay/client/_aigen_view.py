@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from assay.client._html import items, mapping, num
+from assay.client._html import finite_or_none, items, mapping
 
 TRANSFORMS = (
     ("jpeg", "JPEG quality", "none"),
@@ -36,7 +36,7 @@ def colors(report: Mapping[str, Any]) -> dict[str, str]:
 
 def threshold(report: Mapping[str, Any]) -> float | None:
     """The decision threshold of the calibration, None where not reported."""
-    return num(mapping(report.get("calibration")).get("threshold"))
+    return finite_or_none(mapping(report.get("calibration")).get("threshold"))
 
 
 def uncalibrated(report: Mapping[str, Any]) -> bool:
@@ -61,7 +61,7 @@ def rules(report: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def confidence(report: Mapping[str, Any]) -> str:
     """The intervals' confidence as "95 %"."""
-    value = num(mapping(report.get("settings")).get("confidence"))
+    value = finite_or_none(mapping(report.get("settings")).get("confidence"))
     return f"{100 * (value or 0.95):g} %"
 
 
@@ -70,7 +70,7 @@ def robustness(report: Mapping[str, Any], kind: str, clean: str) -> list[tuple[s
     entries = [
         (p, r)
         for r in items(mapping(report.get("robustness")).get(kind))
-        if (p := num(r.get("param"))) is not None
+        if (p := finite_or_none(r.get("param"))) is not None
     ]
     if not entries:
         return []

@@ -7,6 +7,7 @@ follows one to its end.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, TypeVar
@@ -17,16 +18,19 @@ from assay.client import _calls as calls
 from assay.client._aigen import DetectorProfileInfo, GeneratedVerdict
 from assay.client._channel import DEFAULT_TARGET, channel_options
 from assay.client._convert import ImageLike
-from assay.client._errors import DeadlineExceededError, from_rpc_error
-from assay.client._jobs import AsyncJob, JobInfo, JobProgress, succeeded, timed_out
+from assay.client._errors import DeadlineExceededError, UnavailableError, from_rpc_error
+from assay.client._jobs import AsyncJob, JobInfo, JobProgress
 from assay.client._report import Report
 from assay.client._types import AnomalyResult, ModelInfo, OodProfileInfo, OodScore, Prediction
+from assay.client._waiting import JobWait
 
 T = TypeVar("T")
 
 
 class AsyncClient:
     """asyncio client with the same methods as `Client`, as coroutines. Use `async with`.
+
+    Numbers left None take the server's defaults; 0 does too (see `Client`).
 
     Args:
         target: host:port of the assay server.
@@ -89,13 +93,16 @@ class AsyncClient:
         return AsyncJob.of(info, self._wait)
 
     async def _wait(self, job_id: str, timeout_s: float | None) -> AsyncJob:
-        last: JobInfo | None = None
-        try:
-            async for event in self._stream(calls.watch_job(job_id, timeout_s)):
-                last = event.job
-        except DeadlineExceededError as exc:
-            raise timed_out(job_id, timeout_s, last) from exc
-        return self._job(succeeded(job_id, last))
+        waiting = JobWait(job_id, timeout_s)
+        while True:  # watch again while the server is away (see `_waiting`)
+            try:
+                async for event in self._stream(waiting.watch()):
+                    waiting.seen(event)
+                return self._job(waiting.result())
+            except UnavailableError as exc:
+                await asyncio.sleep(waiting.pause(exc))
+            except DeadlineExceededError as exc:
+                raise waiting.timed_out() from exc
 
     # ------------------------------------------------------------------ models and inference
 
@@ -114,7 +121,7 @@ class AsyncClient:
         model: str,
         images: Iterable[ImageLike],
         *,
-        top_k: int = 0,
+        top_k: int | None = None,
         outputs: Iterable[str] = (),
         version: str = "",
         ids: Iterable[str] | None = None,
@@ -125,6 +132,7 @@ class AsyncClient:
 
         `signals=["ood"]` adds the model's OOD verdicts from the same inference,
         "anomaly" its PatchCore verdicts, "aigen" the AI-generated-image verdict.
+        `top_k` classes come back per image (None or 0: the server's default).
         """
         call = calls.predict(model, images, top_k, outputs, version, ids, signals, timeout_s)
         return await self._send(call)
@@ -145,7 +153,7 @@ class AsyncClient:
         self,
         model: str,
         dataset: str,
-        preset: str = "quick",
+        preset: str | None = None,
         *,
         version: str = "",
         baseline: str | None = None,
@@ -153,6 +161,7 @@ class AsyncClient:
     ) -> AsyncJob:
         """Start a robustness suite on a dataset under the server's roots; returns at once.
 
+        `preset` is "quick", "standard" or "adversarial" (None: the server's default);
         `suite` overrides preset fields: corruptions, severities, perturbations,
         attacks ([{"kind": "square_linf", "epsilon": 0.03, "queries": 500}]),
         sample_limit, seed, shift_consistency, calibration, subgroups, perturbation_frames.
@@ -167,11 +176,14 @@ class AsyncClient:
         labels: Sequence[str],
         *,
         groups: Sequence[str] | None = None,
-        preset: str = "quick",
+        preset: str | None = None,
         timeout_s: float | None = None,
         **suite: Any,
     ) -> Report:
-        """A suite on a small inline batch (at most 64 images); returns the report."""
+        """A suite on a small inline batch (at most 64 images); returns the report.
+
+        `preset` and `suite` as in `start_evaluation`.
+        """
         call = calls.score_robustness(model, images, labels, groups, preset, timeout_s, suite)
         return await self._send(call)
 
@@ -183,12 +195,17 @@ class AsyncClient:
         dataset: str,
         *,
         scorers: Iterable[str] = (),
-        target_tpr: float = 0.95,
-        holdout_fraction: float = 0.2,
+        target_tpr: float | None = None,
+        holdout_fraction: float | None = None,
         sample_limit: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> AsyncJob:
-        """Start fitting the model's OOD profile on in-distribution images (a job)."""
+        """Start fitting the model's OOD profile on in-distribution images (a job).
+
+        `target_tpr` is the share of in-distribution holdout images each threshold
+        keeps and `holdout_fraction` the share of images held out to set them.
+        Leave a number None for the server's default (see `Client` on zeros).
+        """
         args = (model, dataset, scorers, target_tpr, holdout_fraction, sample_limit, seed)
         return self._job(await self._send(calls.fit_profile(*args)))
 
@@ -200,9 +217,12 @@ class AsyncClient:
         *,
         scorers: Iterable[str] = (),
         sample_limit: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> AsyncJob:
-        """Start comparing the profile's scorers on in-distribution vs OOD sets (a job)."""
+        """Start comparing the profile's scorers on in-distribution vs OOD sets (a job).
+
+        `sample_limit` applies per set (None: every image); `seed` None: the server's.
+        """
         args = (model, in_dataset, ood_datasets, scorers, sample_limit, seed)
         return self._job(await self._send(calls.evaluate_ood_scorers(*args)))
 
@@ -271,12 +291,17 @@ class AsyncClient:
         detector: str,
         dataset: str,
         *,
-        target_fpr: float = 0.05,
-        holdout_fraction: float = 0.3,
+        target_fpr: float | None = None,
+        holdout_fraction: float | None = None,
         sample_limit: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> AsyncJob:
-        """Start calibrating a detector on a labelled real/generated set (a job)."""
+        """Start calibrating a detector on a labelled real/generated set (a job).
+
+        `target_fpr` is the share of real images the threshold may flag and
+        `holdout_fraction` the share held out to report its rates. Leave a number
+        None for the server's default (see `Client` on zeros).
+        """
         args = (detector, dataset, target_fpr, holdout_fraction, sample_limit, seed)
         return self._job(await self._send(calls.fit_detector(*args)))
 
@@ -288,9 +313,12 @@ class AsyncClient:
         jpeg_qualities: Iterable[int] = (),
         resize_scales: Iterable[float] = (),
         sample_limit: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> AsyncJob:
-        """Start evaluating a detector per generator and under re-encoding (a job)."""
+        """Start evaluating a detector per generator and under re-encoding (a job).
+
+        Empty curves, and None for `sample_limit` and `seed`, take the server's defaults.
+        """
         args = (detector, dataset, jpeg_qualities, resize_scales, sample_limit, seed)
         return self._job(await self._send(calls.evaluate_aigen_detector(*args)))
 

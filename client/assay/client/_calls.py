@@ -5,8 +5,10 @@ pattern): each public method passes its arguments, positionally and in the
 order of its signature, to the function of the same name here, and sends what
 comes back: a `Call` (one request, one response), a `Pages` (a List RPC read
 page after page) or, for `watch_job`, a `Call` whose response is a stream.
-Everything else (defaults aside, which sit in the public signatures) lives
-here once: request building, deadlines, pagination and parsing.
+Everything else lives here once: request building, deadlines, pagination and
+parsing. Defaults do not: a parameter that mirrors a server default is None in
+the public signatures and leaves its request field unset (`_given`), so the
+server's job spec decides and no number is written down twice.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from assay.client._aigen import DetectorProfileInfo, GeneratedVerdict, detector_profile
@@ -122,20 +125,23 @@ class Pages(Generic[T]):
         return items[: self.limit] if self.limit else items
 
 
-class _Limited(Protocol):
-    sample_limit: int
-
-
-L = TypeVar("L", bound=_Limited)
+M = TypeVar("M", bound=Message)
 
 
 def _same(response: T) -> T:
     return response
 
 
-def _limited(request: L, sample_limit: int | None) -> L:
-    if sample_limit is not None:
-        request.sample_limit = sample_limit
+def _given(request: M, **fields: Any) -> M:
+    """`request` with the fields whose value is not None set; None leaves a field unset.
+
+    The server reads an unset field as "the spec's default". For a plain proto3
+    scalar, unset and zero are the same on the wire, so an explicit 0 also gets
+    the default; an ``optional`` field (sample_limit) records that it was set.
+    """
+    for name, value in fields.items():
+        if value is not None:
+            setattr(request, name, value)
     return request
 
 
@@ -182,7 +188,7 @@ def get_model(name: str, version: str, timeout_s: float | None) -> Call[ModelInf
 def predict(
     model: str,
     images: Iterable[ImageLike],
-    top_k: int,
+    top_k: int | None,
     outputs: Iterable[str],
     version: str,
     ids: Iterable[str] | None,
@@ -193,11 +199,10 @@ def predict(
     request = inference_pb2.PredictRequest(
         model=_ref(model, version),
         images=_images(images, ids),
-        top_k=top_k,
         outputs=list(outputs),
         signals=list(signals),
     )
-    return Call("inference.Predict", request, predictions, timeout_s)
+    return Call("inference.Predict", _given(request, top_k=top_k), predictions, timeout_s)
 
 
 def is_serving(service: str, timeout_s: float | None) -> Call[bool]:
@@ -231,13 +236,18 @@ def upload_dataset(name: str, folder: str | os.PathLike[str], replace: bool) -> 
 
 
 def start_evaluation(
-    model: str, dataset: str, preset: str, version: str, baseline: str | None, suite: dict[str, Any]
+    model: str,
+    dataset: str,
+    preset: str | None,
+    version: str,
+    baseline: str | None,
+    suite: dict[str, Any],
 ) -> Call[JobInfo]:
     """StartEvaluation."""
     request = robustness_pb2.StartEvaluationRequest(
         model=_ref(model, version),
         dataset=dataset,
-        suite=suite_message(preset, suite),
+        suite=suite_message(preset or "", suite),
         baseline=_ref(baseline or ""),
     )
     return Call("robustness.StartEvaluation", request, job)
@@ -248,7 +258,7 @@ def score_robustness(
     images: Iterable[ImageLike],
     labels: Sequence[str],
     groups: Sequence[str] | None,
-    preset: str,
+    preset: str | None,
     timeout_s: float | None,
     suite: dict[str, Any],
 ) -> Call[Report]:
@@ -258,7 +268,7 @@ def score_robustness(
         images=[image_message(i) for i in images],
         labels=list(labels),
         groups=list(groups or ()),
-        suite=suite_message(preset, suite),
+        suite=suite_message(preset or "", suite),
     )
     return Call("robustness.ScoreRobustness", request, _report, timeout_s)
 
@@ -270,21 +280,21 @@ def fit_profile(
     model: str,
     dataset: str,
     scorers: Iterable[str],
-    target_tpr: float,
-    holdout_fraction: float,
+    target_tpr: float | None,
+    holdout_fraction: float | None,
     sample_limit: int | None,
-    seed: int,
+    seed: int | None,
 ) -> Call[JobInfo]:
     """FitProfile."""
-    request = ood_pb2.FitProfileRequest(
-        model=_ref(model),
-        dataset=dataset,
-        scorers=list(scorers),
+    request = ood_pb2.FitProfileRequest(model=_ref(model), dataset=dataset, scorers=list(scorers))
+    given = _given(
+        request,
         target_tpr=target_tpr,
         holdout_fraction=holdout_fraction,
+        sample_limit=sample_limit,
         seed=seed,
     )
-    return Call("ood.FitProfile", _limited(request, sample_limit), job)
+    return Call("ood.FitProfile", given, job)
 
 
 def evaluate_ood_scorers(
@@ -293,7 +303,7 @@ def evaluate_ood_scorers(
     ood_datasets: Iterable[str],
     scorers: Iterable[str],
     sample_limit: int | None,
-    seed: int,
+    seed: int | None,
 ) -> Call[JobInfo]:
     """EvaluateOodScorers."""
     request = ood_pb2.EvaluateOodScorersRequest(
@@ -301,9 +311,9 @@ def evaluate_ood_scorers(
         in_dataset=in_dataset,
         ood_datasets=list(ood_datasets),
         scorers=list(scorers),
-        seed=seed,
     )
-    return Call("ood.EvaluateOodScorers", _limited(request, sample_limit), job)
+    given = _given(request, sample_limit=sample_limit, seed=seed)
+    return Call("ood.EvaluateOodScorers", given, job)
 
 
 def list_profiles(model: str) -> Pages[OodProfileInfo]:
@@ -384,20 +394,21 @@ def detect_generated(
 def fit_detector(
     detector: str,
     dataset: str,
-    target_fpr: float,
-    holdout_fraction: float,
+    target_fpr: float | None,
+    holdout_fraction: float | None,
     sample_limit: int | None,
-    seed: int,
+    seed: int | None,
 ) -> Call[JobInfo]:
     """FitDetector."""
-    request = aigen_pb2.FitDetectorRequest(
-        detector=_refs([detector])[0],
-        dataset=dataset,
+    request = aigen_pb2.FitDetectorRequest(detector=_refs([detector])[0], dataset=dataset)
+    given = _given(
+        request,
         target_fpr=target_fpr,
         holdout_fraction=holdout_fraction,
+        sample_limit=sample_limit,
         seed=seed,
     )
-    return Call("aigen.FitDetector", _limited(request, sample_limit), job)
+    return Call("aigen.FitDetector", given, job)
 
 
 def evaluate_aigen_detector(
@@ -406,17 +417,17 @@ def evaluate_aigen_detector(
     jpeg_qualities: Iterable[int],
     resize_scales: Iterable[float],
     sample_limit: int | None,
-    seed: int,
+    seed: int | None,
 ) -> Call[JobInfo]:
     """EvaluateAigenDetector (empty curves = the server's defaults)."""
     request = aigen_pb2.EvaluateAigenDetectorRequest(
         detector=_refs([detector])[0],
         dataset=dataset,
-        seed=seed,
         jpeg_qualities=list(jpeg_qualities),
         resize_scales=list(resize_scales),
     )
-    return Call("aigen.EvaluateAigenDetector", _limited(request, sample_limit), job)
+    given = _given(request, sample_limit=sample_limit, seed=seed)
+    return Call("aigen.EvaluateAigenDetector", given, job)
 
 
 def list_detector_profiles(detector: str) -> Pages[DetectorProfileInfo]:

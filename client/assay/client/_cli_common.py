@@ -31,7 +31,7 @@ from rich.table import Table
 from assay.client import _html
 from assay.client._channel import DEFAULT_TARGET
 from assay.client._client import Client
-from assay.client._errors import AssayClientError
+from assay.client._errors import AssayClientError, FailedPreconditionError
 from assay.client._jobs import JobInfo, JobState
 from assay.client._report import Report
 
@@ -140,18 +140,39 @@ def _watch(client: Client, job: JobInfo) -> JobInfo:
     return job
 
 
+def _interrupted(client: Client, job: JobInfo, what: str) -> NoReturn:
+    """Ctrl-C: cancel the job unless it ended meanwhile, say which, and exit 130.
+
+    A job that ended between the last progress event and the cancel is not an
+    error (the server answers FAILED_PRECONDITION, or the finished job); nor is
+    a cancel the server cannot take: the user asked to stop, so it is still 130.
+    """
+    try:
+        ended: JobInfo | None = client.cancel_job(job.id)
+    except FailedPreconditionError:
+        ended = None
+    except AssayClientError as exc:
+        warn(f"could not cancel job {job.id} ({exc.code.name}: {exc.details}); it may still run")
+        raise typer.Exit(code=130) from None
+    if ended is not None and ended.state is JobState.CANCELLED:
+        err_console.print(f"cancelled {what} (job {job.id}; finished units are kept)")
+    else:
+        state = f" ({ended.state})" if ended is not None else ""
+        err_console.print(f"interrupted; {what} (job {job.id}) had already ended{state}")
+    raise typer.Exit(code=130)
+
+
 def follow_job(client: Client, job: JobInfo, what: str) -> JobInfo:
     """Follow a job to its end with a progress bar; the succeeded job, else exit.
 
-    Ctrl-C cancels the job on the server (finished units are kept) and exits 130;
-    a job that fails or is cancelled elsewhere exits 1 naming `what`.
+    Ctrl-C cancels the job on the server (finished units are kept) and exits 130,
+    also when the job had just ended (see `_interrupted`); a job that fails or is
+    cancelled elsewhere exits 1 naming `what`.
     """
     try:
         job = _watch(client, job)
     except KeyboardInterrupt:
-        client.cancel_job(job.id)
-        err_console.print(f"cancelled {what} (job {job.id}; finished units are kept)")
-        raise typer.Exit(code=130) from None
+        _interrupted(client, job, what)
     if job.state is not JobState.SUCCEEDED:
         err_console.print(f"[red]{what} {job.state}[/red]: {escape(str(job.error))}")
         raise typer.Exit(code=1)

@@ -12,6 +12,7 @@ succeed raises a `JobError` from `wait`.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -21,16 +22,22 @@ from assay.client import _calls as calls
 from assay.client._aigen import DetectorProfileInfo, GeneratedVerdict
 from assay.client._channel import DEFAULT_TARGET, channel_options
 from assay.client._convert import ImageLike
-from assay.client._errors import DeadlineExceededError, from_rpc_error
-from assay.client._jobs import Job, JobInfo, JobProgress, succeeded, timed_out
+from assay.client._errors import DeadlineExceededError, UnavailableError, from_rpc_error
+from assay.client._jobs import Job, JobInfo, JobProgress
 from assay.client._report import Report
 from assay.client._types import AnomalyResult, ModelInfo, OodProfileInfo, OodScore, Prediction
+from assay.client._waiting import JobWait
 
 T = TypeVar("T")
 
 
 class Client:
     """Blocking client. Use as a context manager or call close().
+
+    A note on zeros: a number left None (`target_tpr`, `holdout_fraction`,
+    `seed`, `top_k`, ...) is not sent, so the server's default applies. The wire
+    cannot tell a plain number's 0 from "not sent", so the server reads 0 as its
+    default too: ``seed=0`` means the server's default seed, not "seed 0".
 
     Args:
         target: host:port of the assay server.
@@ -93,13 +100,16 @@ class Client:
         return Job.of(info, self._wait)
 
     def _wait(self, job_id: str, timeout_s: float | None) -> Job:
-        last: JobInfo | None = None
-        try:
-            for event in self._stream(calls.watch_job(job_id, timeout_s)):
-                last = event.job
-        except DeadlineExceededError as exc:
-            raise timed_out(job_id, timeout_s, last) from exc
-        return self._job(succeeded(job_id, last))
+        waiting = JobWait(job_id, timeout_s)
+        while True:  # watch again while the server is away (see `_waiting`)
+            try:
+                for event in self._stream(waiting.watch()):
+                    waiting.seen(event)
+                return self._job(waiting.result())
+            except UnavailableError as exc:
+                time.sleep(waiting.pause(exc))
+            except DeadlineExceededError as exc:
+                raise waiting.timed_out() from exc
 
     # ------------------------------------------------------------------ models and inference
 
@@ -118,7 +128,7 @@ class Client:
         model: str,
         images: Iterable[ImageLike],
         *,
-        top_k: int = 0,
+        top_k: int | None = None,
         outputs: Iterable[str] = (),
         version: str = "",
         ids: Iterable[str] | None = None,
@@ -129,6 +139,7 @@ class Client:
 
         `signals=["ood"]` adds the model's OOD verdicts from the same inference,
         "anomaly" its PatchCore verdicts, "aigen" the AI-generated-image verdict.
+        `top_k` classes come back per image (None or 0: the server's default).
         """
         call = calls.predict(model, images, top_k, outputs, version, ids, signals, timeout_s)
         return self._send(call)
@@ -149,7 +160,7 @@ class Client:
         self,
         model: str,
         dataset: str,
-        preset: str = "quick",
+        preset: str | None = None,
         *,
         version: str = "",
         baseline: str | None = None,
@@ -157,6 +168,7 @@ class Client:
     ) -> Job:
         """Start a robustness suite on a dataset under the server's roots; returns at once.
 
+        `preset` is "quick", "standard" or "adversarial" (None: the server's default);
         `suite` overrides preset fields: corruptions, severities, perturbations,
         attacks ([{"kind": "square_linf", "epsilon": 0.03, "queries": 500}]),
         sample_limit, seed, shift_consistency, calibration, subgroups, perturbation_frames.
@@ -171,11 +183,14 @@ class Client:
         labels: Sequence[str],
         *,
         groups: Sequence[str] | None = None,
-        preset: str = "quick",
+        preset: str | None = None,
         timeout_s: float | None = None,
         **suite: Any,
     ) -> Report:
-        """A suite on a small inline batch (at most 64 images); returns the report."""
+        """A suite on a small inline batch (at most 64 images); returns the report.
+
+        `preset` and `suite` as in `start_evaluation`.
+        """
         call = calls.score_robustness(model, images, labels, groups, preset, timeout_s, suite)
         return self._send(call)
 
@@ -187,12 +202,17 @@ class Client:
         dataset: str,
         *,
         scorers: Iterable[str] = (),
-        target_tpr: float = 0.95,
-        holdout_fraction: float = 0.2,
+        target_tpr: float | None = None,
+        holdout_fraction: float | None = None,
         sample_limit: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> Job:
-        """Start fitting the model's OOD profile on in-distribution images (a job)."""
+        """Start fitting the model's OOD profile on in-distribution images (a job).
+
+        `target_tpr` is the share of in-distribution holdout images each threshold
+        keeps and `holdout_fraction` the share of images held out to set them.
+        Leave a number None for the server's default (see `Client` on zeros).
+        """
         args = (model, dataset, scorers, target_tpr, holdout_fraction, sample_limit, seed)
         return self._job(self._send(calls.fit_profile(*args)))
 
@@ -204,9 +224,12 @@ class Client:
         *,
         scorers: Iterable[str] = (),
         sample_limit: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> Job:
-        """Start comparing the profile's scorers on in-distribution vs OOD sets (a job)."""
+        """Start comparing the profile's scorers on in-distribution vs OOD sets (a job).
+
+        `sample_limit` applies per set (None: every image); `seed` None: the server's.
+        """
         args = (model, in_dataset, ood_datasets, scorers, sample_limit, seed)
         return self._job(self._send(calls.evaluate_ood_scorers(*args)))
 
@@ -275,12 +298,17 @@ class Client:
         detector: str,
         dataset: str,
         *,
-        target_fpr: float = 0.05,
-        holdout_fraction: float = 0.3,
+        target_fpr: float | None = None,
+        holdout_fraction: float | None = None,
         sample_limit: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> Job:
-        """Start calibrating a detector on a labelled real/generated set (a job)."""
+        """Start calibrating a detector on a labelled real/generated set (a job).
+
+        `target_fpr` is the share of real images the threshold may flag and
+        `holdout_fraction` the share held out to report its rates. Leave a number
+        None for the server's default (see `Client` on zeros).
+        """
         args = (detector, dataset, target_fpr, holdout_fraction, sample_limit, seed)
         return self._job(self._send(calls.fit_detector(*args)))
 
@@ -292,9 +320,12 @@ class Client:
         jpeg_qualities: Iterable[int] = (),
         resize_scales: Iterable[float] = (),
         sample_limit: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> Job:
-        """Start evaluating a detector per generator and under re-encoding (a job)."""
+        """Start evaluating a detector per generator and under re-encoding (a job).
+
+        Empty curves, and None for `sample_limit` and `seed`, take the server's defaults.
+        """
         args = (detector, dataset, jpeg_qualities, resize_scales, sample_limit, seed)
         return self._job(self._send(calls.evaluate_aigen_detector(*args)))
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from assay.client import _cli_common as cli
 from assay.client._client import Client
+from assay.client._html import finite_or_none, mapping
 from assay.client._jobs import Job
 
 
@@ -29,10 +30,17 @@ def _fmt(estimate: dict[str, Any] | None, percent: bool = True) -> str:
     return text
 
 
+def _interval_header(report: Mapping[str, Any]) -> str:
+    """The value column's header, naming the confidence the report's intervals have."""
+    level = finite_or_none(mapping(report["clean"]["error"]).get("confidence"))
+    return "value [CI]" if level is None else f"value [{100 * level:g}% CI]"
+
+
 def summary_table(report: Mapping[str, Any]) -> Table:
-    """The headline numbers of a robustness report, with 95 % intervals."""
+    """The headline numbers of a robustness report, with their intervals."""
     title = f"robustness of {report['model']['name']} ({report['dataset']['images']} images)"
-    found = cli.table(title, ("metric", "value [95% CI]"), right=("value [95% CI]",))
+    column = _interval_header(report)
+    found = cli.table(title, ("metric", column), right=(column,))
     calibration = report["clean"].get("calibration") or {}
     subgroups = report.get("subgroups") or {}
     rows = [
@@ -64,7 +72,10 @@ def evaluate(
         Path,
         typer.Option("--data", "-d", help="ImageFolder or .jsonl/.csv manifest on the server."),
     ],
-    suite: Annotated[str, typer.Option(help="Preset: quick, standard, adversarial.")] = "quick",
+    suite: Annotated[
+        str | None,
+        typer.Option(help="Preset: quick, standard, adversarial (default: the server's)."),
+    ] = None,
     baseline: Annotated[str | None, typer.Option(help="Baseline model for mCE.")] = None,
     corruptions: Annotated[str | None, typer.Option(help="Comma-separated corruptions.")] = None,
     severities: Annotated[

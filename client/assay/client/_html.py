@@ -95,7 +95,7 @@ def plots(capability: str) -> ModuleType:
 # ------------------------------------------------------------------ report values
 
 
-def num(x: Any) -> float | None:
+def finite_or_none(x: Any) -> float | None:
     """A finite report number, else None."""
     if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x):
         return float(x)
@@ -104,22 +104,22 @@ def num(x: Any) -> float | None:
 
 def pct(x: Any, missing: str = "n/a") -> str:
     """A rate as "12.3%", `missing` where it is not a finite number."""
-    value = num(x)
+    value = finite_or_none(x)
     return missing if value is None else f"{value:.1%}"
 
 
 def est(e: Any, missing: str = "n/a") -> str:
     """An estimate E as "12.3% [10.1%, 14.6%]" (the interval only where both bounds exist)."""
-    if not isinstance(e, Mapping) or num(e.get("value")) is None:
+    if not isinstance(e, Mapping) or finite_or_none(e.get("value")) is None:
         return pct(e, missing)
-    low, high = num(e.get("low")), num(e.get("high"))
+    low, high = finite_or_none(e.get("low")), finite_or_none(e.get("high"))
     interval = f" [{low:.1%}, {high:.1%}]" if low is not None and high is not None else ""
     return f"{e['value']:.1%}{interval}"
 
 
 def value(e: Any) -> float | None:
     """The value of an estimate E (or a bare number), None where missing."""
-    return num(e.get("value") if isinstance(e, Mapping) else e)
+    return finite_or_none(e.get("value") if isinstance(e, Mapping) else e)
 
 
 def mapping(x: Any) -> Mapping[str, Any]:
@@ -136,7 +136,7 @@ def floats(values: Any) -> list[float]:
     """A list of finite report numbers, or [] where absent or any item is not one."""
     if not isinstance(values, list | tuple):
         return []
-    found = [v for v in map(num, values) if v is not None]
+    found = [v for v in map(finite_or_none, values) if v is not None]
     return found if len(found) == len(values) else []
 
 

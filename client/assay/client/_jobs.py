@@ -19,7 +19,6 @@ import grpc
 
 from assay.client._errors import (
     JobCancelledError,
-    JobError,
     JobFailedError,
     JobTimeoutError,
     UnavailableError,
@@ -114,10 +113,19 @@ class Job(JobInfo):
     def wait(self, timeout_s: float | None = None) -> Job:
         """Block until the job ends and return it succeeded (None: no time limit).
 
+        A progress stream the server breaks (UNAVAILABLE: a restart, a drain) is
+        opened again, after a pause of 0.1 s doubling up to 2 s, until the job
+        ends or `timeout_s` passes: a restarted server resumes the job.
+
         Raises:
             JobFailedError: It failed (`code` is its status code, e.g. INVALID_ARGUMENT).
             JobCancelledError: It was cancelled.
-            JobTimeoutError: It had not ended after `timeout_s` (it keeps running).
+            JobTimeoutError: It had not ended after `timeout_s`, including when the
+                server was unreachable then (the job keeps running or resumes).
+            UnavailableError: Only without `timeout_s`: the server stayed
+                unreachable for 5 minutes.
+            AssayClientError: Any other error of the WatchJob call, as its typed
+                subclass (e.g. NotFoundError: the server does not know the job).
         """
         return self._wait(self.id, timeout_s)
 
@@ -215,10 +223,15 @@ def succeeded(job_id: str, last: JobInfo | None) -> JobInfo:
     return last
 
 
-def timed_out(job_id: str, timeout_s: float | None, last: JobInfo | None) -> JobError:
-    """The error for a wait whose deadline passed (`last`: the latest state seen)."""
+def timed_out(
+    job_id: str, timeout_s: float | None, last: JobInfo | None, reason: str = ""
+) -> JobTimeoutError:
+    """The error for a wait whose deadline passed (`last`: the latest state seen).
+
+    `reason`, where given, ends the message in parentheses.
+    """
     state = last.state if last is not None else "unknown"
-    details = f"job {job_id} still {state} after {timeout_s} s"
+    details = f"job {job_id} still {state} after {timeout_s} s" + (f" ({reason})" if reason else "")
     return JobTimeoutError(grpc.StatusCode.DEADLINE_EXCEEDED, details, job_id, last)
 
 

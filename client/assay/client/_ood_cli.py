@@ -33,7 +33,10 @@ def fit(
     scorers: Annotated[
         str | None, typer.Option(help="Comma-separated scorers (default: all the model allows).")
     ] = None,
-    target_tpr: Annotated[float, typer.Option(help="Holdout share each threshold keeps.")] = 0.95,
+    target_tpr: Annotated[
+        float | None,
+        typer.Option(help="Holdout share each threshold keeps (default: the server's)."),
+    ] = None,
     sample_limit: cli.SampleLimit = None,
     upload: cli.Upload = None,
     target: cli.Target = cli.DEFAULT_TARGET,
@@ -177,7 +180,7 @@ def anomaly_fit(
         model=model,
         data=data,
         scorers="patchcore",
-        target_tpr=0.95,
+        target_tpr=None,
         sample_limit=None,
         upload=None,
         target=target,

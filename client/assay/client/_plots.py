@@ -23,16 +23,16 @@ DPI = 100
 MODEL, BASELINE, WORST = "C0", "C1", "C3"
 
 
-def num(x: Any) -> float:
+def as_float(x: Any) -> float:
     """A report number as a float, NaN where null or not a number."""
     return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else math.nan
 
 
-def est(e: Any) -> tuple[float, float, float]:
+def est_floats(e: Any) -> tuple[float, float, float]:
     """(value, low, high) of an estimate E, NaN where null; a bare number has no bounds."""
     if isinstance(e, Mapping):
-        return num(e.get("value")), num(e.get("low")), num(e.get("high"))
-    return num(e), math.nan, math.nan
+        return as_float(e.get("value")), as_float(e.get("low")), as_float(e.get("high"))
+    return as_float(e), math.nan, math.nan
 
 
 def text(value: Any) -> str:
@@ -42,20 +42,20 @@ def text(value: Any) -> str:
 
 def percent(x: Any) -> str:
     """A rate as "12.3%", "n/a" where null."""
-    return f"{num(x):.1%}" if math.isfinite(num(x)) else "n/a"
+    return f"{as_float(x):.1%}" if math.isfinite(as_float(x)) else "n/a"
 
 
-def pct(values: Sequence[float]) -> list[float]:
+def percents(values: Sequence[float]) -> list[float]:
     """Rates as percentages."""
     return [100.0 * v for v in values]
 
 
 def ests(items: Sequence[Any]) -> tuple[list[float], list[list[float]]]:
     """Percent values and their asymmetric error bars (never negative; 0 without a bound)."""
-    triples = [est(e) for e in items]
+    triples = [est_floats(e) for e in items]
     below = [max(v - lo, 0.0) if math.isfinite(v - lo) else 0.0 for v, lo, _ in triples]
     above = [max(hi - v, 0.0) if math.isfinite(hi - v) else 0.0 for v, _, hi in triples]
-    return pct([v for v, _, _ in triples]), [pct(below), pct(above)]
+    return percents([v for v, _, _ in triples]), [percents(below), percents(above)]
 
 
 def names_axis(ax: Axes, names: Sequence[str]) -> None:
@@ -70,7 +70,7 @@ def names_axis(ax: Axes, names: Sequence[str]) -> None:
 
 def band(ax: Axes, estimate: Any, color: str, label: str) -> None:
     """A horizontal line at an estimate and a shaded band over its CI."""
-    value, low, high = est(estimate)
+    value, low, high = est_floats(estimate)
     if math.isfinite(value):
         ax.axhline(
             100 * value, color=color, linestyle="--", linewidth=1, label=f"{label} {value:.1%}"

@@ -17,8 +17,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from assay.client import _aigen_view as view
-from assay.client._html import floats, mapping, num, value
-from assay.client._plots import BASELINE, MODEL, band, est, ests, names_axis, percent, png, text
+from assay.client._html import finite_or_none, floats, mapping, value
+from assay.client._plots import (
+    BASELINE,
+    MODEL,
+    band,
+    est_floats,
+    ests,
+    names_axis,
+    percent,
+    png,
+    text,
+)
 
 MAX_CURVES = 10
 """Generators drawn in one curve, histogram or spectrum figure at most (one colour each)."""
@@ -163,7 +173,7 @@ def _robustness_figure(report: Mapping[str, Any]) -> tuple[str, Figure] | None:
             ("AP", f"accuracy at {view.at(report)}"),
             strict=True,
         ):
-            triples = [est(mapping(e).get(key)) for _, e in points]
+            triples = [est_floats(mapping(e).get(key)) for _, e in points]
             value, low, high = ([100 * t[i] for t in triples] for i in range(3))
             ax.fill_between(x, low, high, color=MODEL, alpha=0.2, linewidth=0, label=band)
             ax.plot(x, value, "o-", color=MODEL, label=name)
@@ -209,7 +219,7 @@ def _spectra(report: Mapping[str, Any]) -> tuple[str, Figure] | None:
         ax.set(xlabel="frequency (cycles/pixel)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    crop = num(spectra.get("crop"))
+    crop = finite_or_none(spectra.get("crop"))
     caption = "Azimuthally averaged log power spectrum of each image's noise residual"
     caption += f" ({crop:.0f} px tiles)" if crop is not None else ""
     caption += ", averaged per group; generators' up-sampling often leaves excess power at "

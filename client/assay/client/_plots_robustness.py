@@ -18,13 +18,13 @@ from assay.client._plots import (
     BASELINE,
     MODEL,
     WORST,
+    as_float,
     band,
-    est,
+    est_floats,
     ests,
     names_axis,
-    num,
-    pct,
     percent,
+    percents,
     png,
     text,
 )
@@ -48,7 +48,7 @@ def severity_grid(corruptions: Mapping[str, Any]) -> Figure | None:
         entry = corruptions[name] or {}
         errors = entry.get("errors") or {}
         x = sorted(int(s) for s in errors)
-        triples = [est(errors[str(s)]) for s in x]
+        triples = [est_floats(errors[str(s)]) for s in x]
         value, low, high = ([100 * t[i] for t in triples] for i in range(3))
         ax.fill_between(x, low, high, color=MODEL, alpha=0.2, linewidth=0, label="95 % CI")
         ax.plot(x, value, "o-", color=MODEL, label="model")
@@ -56,7 +56,11 @@ def severity_grid(corruptions: Mapping[str, Any]) -> Figure | None:
         if base:
             bx = sorted(int(s) for s in base)
             ax.plot(
-                bx, [100 * num(base[str(s)]) for s in bx], "s--", color=BASELINE, label="baseline"
+                bx,
+                [100 * as_float(base[str(s)]) for s in bx],
+                "s--",
+                color=BASELINE,
+                label="baseline",
             )
         ax.set_title(text(name) + (" (extra)" if entry.get("extra") else ""), fontsize=9)
         ax.set_xticks(x or [1])
@@ -78,12 +82,12 @@ def corruption_bars(report: Mapping[str, Any]) -> Figure | None:
     fig = Figure(figsize=(max(6.0, 0.6 * len(names) + 2), 4.0), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(names))
-    ce = [num(e.get("ce")) for e in entries]
+    ce = [as_float(e.get("ce")) for e in entries]
     if any(math.isfinite(c) for c in ce):
-        ax.bar(x - 0.2, pct(ce), 0.4, color=MODEL, label="CE")
+        ax.bar(x - 0.2, percents(ce), 0.4, color=MODEL, label="CE")
         ax.bar(
             x + 0.2,
-            pct([num(e.get("relative_ce")) for e in entries]),
+            percents([as_float(e.get("relative_ce")) for e in entries]),
             0.4,
             color=BASELINE,
             label="relative CE",
@@ -109,11 +113,11 @@ def reliability(calibration: Mapping[str, Any] | None) -> Figure | None:
     bins = [b for b in (calibration or {}).get("reliability") or [] if isinstance(b, Mapping)]
     if not calibration or not bins:
         return None
-    lower = [num(b.get("lower")) for b in bins]
-    width = [num(b.get("upper")) - lo for b, lo in zip(bins, lower, strict=True)]
-    accuracy = [num(b.get("accuracy")) for b in bins]
-    confidence = [num(b.get("mean_confidence")) for b in bins]
-    counts = [int(c) if math.isfinite(c) else 0 for c in (num(b.get("count")) for b in bins)]
+    lower = [as_float(b.get("lower")) for b in bins]
+    width = [as_float(b.get("upper")) - lo for b, lo in zip(bins, lower, strict=True)]
+    accuracy = [as_float(b.get("accuracy")) for b in bins]
+    confidence = [as_float(b.get("mean_confidence")) for b in bins]
+    counts = [int(c) if math.isfinite(c) else 0 for c in (as_float(b.get("count")) for b in bins)]
     fig = Figure(figsize=(5.5, 5.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.bar(lower, accuracy, width, align="edge", color=MODEL, edgecolor="white", label="accuracy")
@@ -135,10 +139,10 @@ def reliability(calibration: Mapping[str, Any] | None) -> Figure | None:
     bars = bottom.bar(lower, counts, width, align="edge", color="0.55")
     bottom.bar_label(bars, labels=[str(c) if c else "" for c in counts], fontsize=7)
     bottom.set(xlabel="confidence", ylabel="images", ylim=(0, max([*counts, 1]) * 1.3))
-    _, low, high = est(calibration.get("ece"))
-    title = f"ECE {percent(est(calibration.get('ece'))[0])}"
+    _, low, high = est_floats(calibration.get("ece"))
+    title = f"ECE {percent(est_floats(calibration.get('ece'))[0])}"
     title += f" [{low:.1%}, {high:.1%}]" if math.isfinite(low + high) else ""
-    temperature = num(calibration.get("temperature"))
+    temperature = as_float(calibration.get("temperature"))
     if math.isfinite(temperature):
         after = percent(calibration.get("ece_after_temperature"))
         title += f"\ntemperature {temperature:.3g} (ECE after scaling {after})"
@@ -180,22 +184,24 @@ def attacks(items: Sequence[Any]) -> Figure | None:
     fig = Figure(figsize=(10.0, 3.8), layout="constrained")
     acc_ax, rate_ax = fig.subplots(1, 2, sharex=True)
     for i, (label, group) in enumerate(groups.items()):
-        group.sort(key=lambda a: num(a.get("epsilon")))
-        eps = [num(a.get("epsilon")) for a in group]
+        group.sort(key=lambda a: as_float(a.get("epsilon")))
+        eps = [as_float(a.get("epsilon")) for a in group]
         values, err = ests([a.get("robust_accuracy") for a in group])
         color = f"C{i % 10}"
         acc_ax.errorbar(eps, values, yerr=err, fmt="o-", capsize=3, color=color, label=text(label))
-        acc_ax.plot(eps, pct([num(a.get("clean_accuracy")) for a in group]), "x:", color=color)
+        acc_ax.plot(
+            eps, percents([as_float(a.get("clean_accuracy")) for a in group]), "x:", color=color
+        )
         rate_ax.plot(
             eps,
-            pct([num(a.get("success_rate")) for a in group]),
+            percents([as_float(a.get("success_rate")) for a in group]),
             "o-",
             color=color,
             label=text(label),
         )
     acc_ax.set(title="Robust accuracy (solid, 95 % CI) vs clean (dotted)", ylabel="accuracy (%)")
     rate_ax.set(title="Attack success rate", ylabel="success rate (%)")
-    epsilons = [e for a in items if isinstance(a, Mapping) if (e := num(a.get("epsilon"))) > 0]
+    epsilons = [e for a in items if isinstance(a, Mapping) if (e := as_float(a.get("epsilon"))) > 0]
     wide = bool(epsilons) and max(epsilons) > 10 * min(epsilons)
     for ax in (acc_ax, rate_ax):
         ax.set(
@@ -211,17 +217,19 @@ def subgroups(groups: Mapping[str, Any] | None, clean_error: Any) -> Figure | No
     accuracy = (groups or {}).get("accuracy") or {}
     if not groups or not accuracy:
         return None
-    names = sorted(accuracy, key=lambda g: (not math.isfinite(num(accuracy[g])), num(accuracy[g])))
+    names = sorted(
+        accuracy, key=lambda g: (not math.isfinite(as_float(accuracy[g])), as_float(accuracy[g]))
+    )
     shown = names[:MAX_GROUPS]
     counts = groups.get("counts") or {}
     worst = groups.get("worst_group")
     fig = Figure(figsize=(min(14.0, max(5.0, 0.5 * len(shown) + 2)), 4.5), layout="constrained")
     ax = fig.subplots()
     colors = [WORST if g == worst else MODEL for g in shown]
-    ax.bar(range(len(shown)), [100 * num(accuracy[g]) for g in shown], 0.6, color=colors)
+    ax.bar(range(len(shown)), [100 * as_float(accuracy[g]) for g in shown], 0.6, color=colors)
     if worst in shown:
         _, err = ests([groups.get("worst_accuracy")])
-        value = 100 * est(groups.get("worst_accuracy"))[0]
+        value = 100 * est_floats(groups.get("worst_accuracy"))[0]
         ax.errorbar(
             [shown.index(worst)],
             [value],
@@ -231,7 +239,7 @@ def subgroups(groups: Mapping[str, Any] | None, clean_error: Any) -> Figure | No
             capsize=4,
             label="worst group, 95 % CI",
         )
-    band(ax, 1 - num(est(clean_error)[0]), "k", "overall accuracy")
+    band(ax, 1 - as_float(est_floats(clean_error)[0]), "k", "overall accuracy")
     names_axis(ax, [f"{g}\n(n={counts.get(g, '?')})" for g in shown])
     ax.set(ylim=(0, 105), ylabel="accuracy (%)")
     more = f", {len(names) - len(shown)} more not shown" if len(names) > len(shown) else ""

@@ -30,7 +30,7 @@ from typing import Any
 
 from assay.client import _aigen_view as view
 from assay.client import _html
-from assay.client._html import est, mapping, num, table, value
+from assay.client._html import est, finite_or_none, mapping, table, value
 
 __all__ = ["render_aigen_html", "write_aigen_html"]
 
@@ -62,7 +62,7 @@ def _policy(detector: Mapping[str, Any]) -> str:
 
 
 def _created(x: Any) -> str:
-    seconds = num(x)
+    seconds = finite_or_none(x)
     try:
         moment = datetime.fromtimestamp(seconds, tz=UTC) if seconds is not None else None
     except (OverflowError, OSError, ValueError):
@@ -75,7 +75,7 @@ def _settings(report: Mapping[str, Any]) -> str:
     if not settings:
         return "not reported"
     limit = settings.get("sample_limit")
-    confidence = num(settings.get("confidence"))
+    confidence = finite_or_none(settings.get("confidence"))
     return (
         f"{settings.get('bootstrap_resamples', '?')} bootstrap resamples, seed "
         f"{settings.get('seed', '?')}, "
@@ -120,7 +120,7 @@ def _calibration(report: Mapping[str, Any]) -> str:
             "detector profile (a threshold at a target false-positive rate on real images) "
             "before trusting these accuracies.</p></div>"
         )
-    threshold, fpr = view.threshold(report), num(calibration.get("target_fpr"))
+    threshold, fpr = view.threshold(report), finite_or_none(calibration.get("target_fpr"))
     parts = [f"threshold {threshold:.3g}" if threshold is not None else "threshold ?"]
     parts += [f"target FPR {100 * fpr:g}%"] if fpr is not None else []
     parts += [f"source {calibration.get('source', '?')}"] + ([note] if note else [])
@@ -222,7 +222,7 @@ def _examples(report: Mapping[str, Any]) -> str:
             str(e.get("path", "?")),
             str(e.get("group", "?")),
             str(e.get("label", "?")),
-            "?" if (p := num(e.get("probability"))) is None else f"{p:.3f}",
+            "?" if (p := finite_or_none(e.get("probability"))) is None else f"{p:.3f}",
             outcome(e.get("correct")),
         ]
         for e in items

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.client import _html
-from assay.client._html import est, mapping, num, table, value
+from assay.client._html import est, finite_or_none, mapping, table, value
 
 __all__ = ["render_anomaly_html", "write_anomaly_html"]
 
@@ -30,7 +30,7 @@ def _header(report: Mapping[str, Any]) -> str:
     model, dataset = mapping(report.get("model")), mapping(report.get("dataset"))
     defects = mapping(dataset.get("defect"))
     per = ", ".join(f"{name} {count}" for name, count in defects.items())
-    total = sum(n for count in defects.values() if (n := num(count)) is not None)
+    total = sum(n for count in defects.values() if (n := finite_or_none(count)) is not None)
     rows = [
         ("Model", f"{model.get('name', '?')} version {model.get('version') or '-'}"),
         ("Dataset", str(dataset.get("source", "?"))),

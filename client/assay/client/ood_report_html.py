@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from assay.client import _html
-from assay.client._html import est, floats, mapping, num, pct, table, value
+from assay.client._html import est, finite_or_none, floats, mapping, pct, table, value
 
 __all__ = ["render_ood_html", "write_ood_html"]
 
@@ -98,7 +98,7 @@ def _settings(report: Mapping[str, Any]) -> tuple[float, float]:
             if isinstance(entry, Mapping):
                 auroc = entry.get("auroc")
                 confidence = auroc.get("confidence") if isinstance(auroc, Mapping) else None
-                return num(entry.get("tpr")) or 0.95, num(confidence) or 0.95
+                return finite_or_none(entry.get("tpr")) or 0.95, finite_or_none(confidence) or 0.95
     return 0.95, 0.95
 
 
@@ -141,8 +141,8 @@ def _header(report: Mapping[str, Any], scorers: Sequence[str]) -> str:
 
 
 def _contamination_line(warning: Mapping[str, Any]) -> str:
-    count, total = num(warning.get("count")), num(warning.get("total"))
-    threshold = num(warning.get("threshold"))
+    count, total = finite_or_none(warning.get("count")), finite_or_none(warning.get("total"))
+    threshold = finite_or_none(warning.get("threshold"))
     if count is None or not total or threshold is None:
         return str(warning.get("message") or "This OOD set may be contaminated.")
     return (
@@ -161,7 +161,7 @@ def _offenders(warning: Mapping[str, Any]) -> str:
         [
             str(o.get("index", "?")),
             str(o.get("class_name", "?")),
-            "?" if (c := num(o.get("confidence"))) is None else f"{c:.3f}",
+            "?" if (c := finite_or_none(o.get("confidence"))) is None else f"{c:.3f}",
         ]
         for o in shown
     ]

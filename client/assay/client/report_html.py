@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.client import _html
-from assay.client._html import est, num, pct, table
+from assay.client._html import est, finite_or_none, pct, table
 
 __all__ = ["render_html", "write_html"]
 
@@ -93,9 +93,9 @@ def _summary(report: Mapping[str, Any]) -> str:
     ]
     if calibration:
         notes = [
-            f"{key} {num(calibration.get(key.lower())):.3g}"
+            f"{key} {finite_or_none(calibration.get(key.lower())):.3g}"
             for key in ("NLL", "Brier", "Temperature")
-            if num(calibration.get(key.lower())) is not None
+            if finite_or_none(calibration.get(key.lower())) is not None
         ]
         rows.append(("ECE", est(calibration.get("ece")), ", ".join(notes)))
     else:
@@ -111,7 +111,9 @@ def _summary(report: Mapping[str, Any]) -> str:
     else:
         rows.append(("Worst-group accuracy", "n/a (no groups)", ""))
     head = ("Metric", "Value", "Notes")
-    return "<h2>Summary (95 % bootstrap intervals)</h2>" + table(head, rows, range(1, 2))
+    level = finite_or_none(_html.mapping(clean.get("error")).get("confidence"))
+    intervals = "bootstrap intervals" if level is None else f"{100 * level:g} % bootstrap intervals"
+    return f"<h2>Summary ({intervals})</h2>" + table(head, rows, range(1, 2))
 
 
 def _corruption_table(corruptions: Mapping[str, Any]) -> str:
