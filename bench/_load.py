@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -72,10 +73,13 @@ class ServerProcess:
     def __init__(
         self, args: list[str], env: dict[str, str] | None = None, stdin: bytes | None = None
     ) -> None:
+        # Each benchmark server keeps its jobs and profiles in its own temporary folder,
+        # never in the user's ~/.local/share/assay (unless the caller names a folder).
+        self._data = tempfile.TemporaryDirectory(prefix="assay-bench-")
         self.proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "ASSAY_DATA__DIR": self._data.name, **(env or {})},
             stdin=subprocess.PIPE if stdin is not None else None,
             stderr=subprocess.PIPE,
         )
@@ -106,6 +110,7 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
         self._stderr.close()
+        self._data.cleanup()
 
 
 def scrape(port: int) -> dict[str, float]:
