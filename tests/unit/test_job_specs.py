@@ -18,11 +18,11 @@ from assay.server.aigen.specs import (
 )
 from assay.server.errors import ErrorCode, InvalidArgumentError
 from assay.server.jobs import JobState, SqliteJobStore
-from assay.server.jobs._codec import dump_json
 from assay.server.jobs.manager import JobContext, JobManager
 from assay.server.jobs.specs import JobSpec, SpecT, build_spec, describe, parse_spec
 from assay.server.ood.specs import AnomalyEvaluationSpec, OodEvaluationSpec, OodProfileSpec
 from assay.server.robustness.specs import RobustnessSpec
+from assay.server.store.codec import dump_json
 
 # --- defaults and ranges ------------------------------------------------------------
 

@@ -2,17 +2,19 @@
 
 Sources, highest priority first: keyword overrides, `ASSAY_*` environment
 variables (nested with `__`, e.g. `ASSAY_GRPC__PORT=50052`), then an optional
-YAML or TOML file. Nothing else in the server reads the environment.
+YAML or TOML file. Nothing else in the server reads the environment (the
+default data folder follows XDG_DATA_HOME, read here too).
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -20,6 +22,13 @@ from assay.server.errors import ConfigError
 from assay.server.models.config import ModelConfig
 
 _Positive = Annotated[int, Field(gt=0)]
+
+
+def default_data_dir() -> Path:
+    """$XDG_DATA_HOME/assay, else ~/.local/share/assay: one per user, never a shared path."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path("~/.local/share").expanduser()
+    return base / "assay"
 
 
 class _Section(BaseModel):
@@ -101,16 +110,34 @@ class TritonSettings(_Section):
 
 
 class DataSettings(_Section):
-    """Where evaluation data comes from and where results are kept."""
+    """Where evaluation data comes from and where state is kept."""
 
     roots: tuple[Path, ...] = ()
     """Folders datasets may be read from; any other path is PERMISSION_DENIED.
     Empty = the bundled demo data (deploy/samples) in a source checkout."""
-    dir: Path = Path("~/.local/share/assay").expanduser()
-    """The server's data folder: the job database (jobs.sqlite3) and uploaded
-    datasets (datasets/, always a dataset root) live here."""
+    dir: Path = Field(default_factory=default_data_dir)
+    """The server's data folder: uploaded datasets (datasets/, always a dataset
+    root) and, unless `url` says otherwise, the SQLite store (assay.sqlite3).
+    Default: $XDG_DATA_HOME/assay, else ~/.local/share/assay. Replicas share it
+    on a ReadWriteMany volume so an upload through one is readable by all."""
+    url: str | None = None
+    """The store: sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DB
+    (a password belongs in the PGPASSWORD environment or a Secret-mounted
+    passfile, not here). None = sqlite:///<dir>/assay.sqlite3."""
+    pool_max: Annotated[int, Field(ge=1, le=256)] = 8
+    """Most PostgreSQL connections one server opens."""
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    """How long a store call waits for a connection before UNAVAILABLE."""
+    profile_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    """How often a server checks the store for profiles another replica
+    replaced; a cached profile is at most this stale."""
     max_upload_mb: Annotated[float, Field(gt=0)] = 1024.0
     """Largest dataset a client may upload."""
+
+    @property
+    def store_url(self) -> str:
+        """`url`, or the default SQLite file in `dir`."""
+        return self.url or f"sqlite:///{self.dir / 'assay.sqlite3'}"
 
 
 class JobSettings(_Section):
@@ -122,6 +149,28 @@ class JobSettings(_Section):
     """Jobs running at once; more wait as PENDING."""
     inline_max_images: Annotated[int, Field(ge=1, le=1024)] = 64
     """Largest ScoreRobustness batch (no job)."""
+    lease_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """How long a replica's claim on a running job lasts without a heartbeat;
+    after that another replica takes the job over."""
+    heartbeat_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """How often the owner renews its leases; keep it well below lease_s."""
+    takeover_poll_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """How often a replica looks for jobs whose lease ran out."""
+    retention_days: Annotated[float, Field(ge=0)] = 30.0
+    """Ended jobs (with units and report) are deleted this long after they
+    last changed; 0 keeps them forever."""
+    max_pending: Annotated[int, Field(ge=1)] = 1000
+    """Jobs waiting to run, over all replicas of a store; more are
+    RESOURCE_EXHAUSTED."""
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> JobSettings:
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError(
+                f"heartbeat_s ({self.heartbeat_s}) must be below lease_s ({self.lease_s}), "
+                "or leases run out between heartbeats"
+            )
+        return self
 
 
 class ImageSettings(_Section):

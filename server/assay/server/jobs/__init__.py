@@ -5,7 +5,7 @@ finished work: at start the server resumes or fails what ``interrupted()``
 returns.
 """
 
-from assay.server.jobs.records import JobRecord, JobState, Unit
 from assay.server.jobs.store import JobStore, SqliteJobStore
+from assay.server.store.records import JobRecord, JobState, Unit
 
 __all__ = ["JobRecord", "JobState", "JobStore", "SqliteJobStore", "Unit"]

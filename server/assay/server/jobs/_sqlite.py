@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from assay.server.errors import ErrorCode, FailedPreconditionError, NotFoundError
-from assay.server.jobs.records import JobRecord, JobState
+from assay.server.store.records import JobRecord, JobState
 
 SCHEMA_VERSION = 2
 """Schema version this code writes, kept in SQLite's ``user_version``."""

@@ -30,9 +30,9 @@ from assay.server.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
 )
-from assay.server.jobs.records import JobRecord, JobState, Unit
 from assay.server.jobs.specs import JobSpec, SpecT, describe, parse_spec
 from assay.server.jobs.store import JobStore
+from assay.server.store.records import JobRecord, JobState, Unit
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from typing import Any, Protocol
 import numpy.typing as npt
 
 from assay.server.errors import ErrorCode, FailedPreconditionError, InvalidArgumentError
-from assay.server.jobs._codec import dump_json, pack_arrays, unpack_arrays
 from assay.server.jobs._sqlite import (
     JOB_COLUMNS,
     get_job,
@@ -38,7 +37,8 @@ from assay.server.jobs._sqlite import (
     open_database,
     to_record,
 )
-from assay.server.jobs.records import JobRecord, JobState, Unit
+from assay.server.store.codec import dump_json, pack_arrays, unpack_arrays
+from assay.server.store.records import JobRecord, JobState, Unit
 
 
 class JobStore(Protocol):

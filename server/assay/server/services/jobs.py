@@ -15,11 +15,11 @@ from assay.server.errors import (
     NotFoundError,
 )
 from assay.server.jobs.manager import JobEvent, JobManager
-from assay.server.jobs.records import JobRecord, JobState
 from assay.server.jobs.specs import JobSpec
 from assay.server.services.mirror import mirrored
 from assay.server.services.pagination import check_key_types, page_request
 from assay.server.services.timestamps import timestamp
+from assay.server.store.records import JobRecord, JobState
 from assay.v1 import jobs_pb2, jobs_pb2_grpc
 
 _STATES = {
