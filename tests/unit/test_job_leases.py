@@ -256,7 +256,8 @@ async def test_takeover_claims_no_more_than_the_free_slots(store_b: SqliteStore)
         start = first.lease_until or 0.0
         await poll(job(store_b, ids[0]), lambda r: (r.lease_until or 0) > start + 0.4)
         waiting = [await asyncio.to_thread(store_b.get, i) for i in ids[1:]]
-        assert [(r.state, r.owner, r.attempts) for r in waiting] == [(JobState.PENDING, None, 0)] * 2
+        unclaimed = (JobState.PENDING, None, 0)
+        assert [(r.state, r.owner, r.attempts) for r in waiting] == [unclaimed, unclaimed]
         kind.gate.set()
         for job_id in ids:  # one after the other, as slots free up
             done = await poll(job(store_b, job_id), lambda r: r.state.terminal)

@@ -132,7 +132,9 @@ class JobKind(Protocol[SpecT]):
         ...
 
 
-def job_event(record: JobRecord, partial: dict[str, Any], context: JobContext[Any] | None) -> JobEvent:
+def job_event(
+    record: JobRecord, partial: dict[str, Any], context: JobContext[Any] | None
+) -> JobEvent:
     """The event watchers get for ``record``; rate and ETA come from the local run, if any."""
     rate, eta = 0.0, None
     if context is not None:

@@ -346,9 +346,7 @@ class JobManager:
             if not self._watchers[job_id]:
                 del self._watchers[job_id]
 
-    async def _next_event(
-        self, queue: asyncio.Queue[JobEvent], last: JobRecord
-    ) -> JobEvent | None:
+    async def _next_event(self, queue: asyncio.Queue[JobEvent], last: JobRecord) -> JobEvent | None:
         try:
             return await asyncio.wait_for(queue.get(), WATCH_POLL_S)
         except TimeoutError:
