@@ -121,7 +121,7 @@ def jobs(
         typer.Argument(
             help="ID shows one job; cancel ID cancels a live job (finished units are kept); "
             "delete ID deletes an ended job with its report.",
-            metavar="[ID | cancel ID | delete ID]",
+            metavar="ID | cancel ID | delete ID",
             show_default=False,
         ),
     ] = None,

@@ -160,9 +160,8 @@ class LeaseKeeper:
     def _renewed(self, lease: Lease, record: JobRecord, started: float) -> None:
         lease.valid_until = started + self._lease_s
         if record.state.terminal:
-            log.info("job %s: %s through another replica; stopping", record.id, record.state)
-            self.stop(record.id, Stop.CANCELLED)
             self._on_cancelled(record)
+            self.stop(record.id, Stop.CANCELLED)
 
     def _renew_all(self, ids: Sequence[str]) -> list[JobRecord | Exception]:
         """One renew per lease, in one thread hop; an error is kept as that lease's outcome."""

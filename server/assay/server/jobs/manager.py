@@ -79,7 +79,11 @@ class JobManager:
         """Jobs this replica runs or waits to run, by id."""
         self._watchers: dict[str, set[asyncio.Queue[JobEvent]]] = {}
         self._leases = LeaseKeeper(
-            store, self.owner, self.settings.lease_s, self.settings.heartbeat_s, self.publish
+            store,
+            self.owner,
+            self.settings.lease_s,
+            self.settings.heartbeat_s,
+            self.ended_elsewhere,
         )
         self._background: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -243,7 +247,14 @@ class JobManager:
             self._lost(job_id, exc)
             return
         except FailedPreconditionError:  # ended meanwhile (cancelled through some replica)
-            record = await asyncio.to_thread(self.store.get, job_id)
+            self.ended_elsewhere(await asyncio.to_thread(self.store.get, job_id))
+            return
+        self.publish(record)
+
+    def ended_elsewhere(self, record: JobRecord) -> None:
+        """A job this replica runs was ended from outside the run: say so and tell watchers."""
+        if self._leases.reason(record.id) is None:  # not a cancel through this replica
+            log.info("job %s: %s through another replica; stopping", record.id, record.state.value)
         self.publish(record)
 
     def _lost(self, job_id: str, exc: Exception) -> None:
