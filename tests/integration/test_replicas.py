@@ -85,8 +85,10 @@ class Replica:
         """host:port, once the server says it listens."""
         if self._port is None:
             found = until(
-                lambda: re.search(r"assay listening on [\d.]+:(\d+)", self.text())
-                or self.process.poll(),
+                lambda: (
+                    re.search(r"assay listening on [\d.]+:(\d+)", self.text())
+                    or self.process.poll()
+                ),
                 bool,
                 timeout_s=90,
             )

@@ -373,7 +373,7 @@ class JobManager:
             "jobs: this replica is %s (lease %gs, heartbeat %gs, takeover every %gs)",
             self.owner, settings.lease_s, settings.heartbeat_s, settings.takeover_poll_s,
         )  # fmt: skip
-        await self.take_over()
+        await self._take_over_once()
         loop = asyncio.get_running_loop()
         self._background.append(loop.create_task(self._take_over_forever(), name="job-takeover"))
         if settings.retention_days > 0:
@@ -384,10 +384,13 @@ class JobManager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.takeover_poll_s)
             self._wake.clear()
-            try:
-                await self.take_over()
-            except Exception as exc:  # the store may be down for a while: try again later
-                log.warning("job takeover pass failed: %s", exc)
+            await self._take_over_once()
+
+    async def _take_over_once(self) -> None:
+        try:
+            await self.take_over()
+        except Exception as exc:  # the store may be down for a while: the next pass retries
+            log.warning("job takeover pass failed: %s", exc)
 
     async def _sweep_forever(self) -> None:
         period = min(3600.0, max(1.0, self.settings.retention_days * DAY_S / 10))
