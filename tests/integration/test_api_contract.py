@@ -23,6 +23,7 @@ from assay.server.jobs.manager import JobContext, JobManager
 from assay.server.jobs.specs import JobSpec
 from assay.server.services.interceptors import ErrorMappingInterceptor
 from assay.server.services.jobs import JobServicer
+from assay.server.settings import JobSettings
 from assay.server.store import SqliteStore
 from assay.v1 import (
     aigen_pb2,
@@ -67,7 +68,7 @@ async def jobs_server(
 ) -> AsyncIterator[tuple[JobManager, jobs_pb2_grpc.JobServiceStub]]:
     store = SqliteStore(tmp_path / "jobs.db")
     kinds = {"ok": _Finishes(), "refused": _RefusesItsInput(), "crash": _Crashes()}
-    manager = JobManager(store, kinds, max_running=4)
+    manager = JobManager(store, kinds, JobSettings(max_running=4))
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(manager), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -197,6 +198,24 @@ async def test_the_sdk_reads_the_code_and_times(jobs_server: Any) -> None:
     assert sdk_job.created_at == pytest.approx(record.created_at, abs=1e-6)
     ok = await stub.GetJob(jobs_pb2.GetJobRequest(id=await _finished(manager, "ok")))
     assert to_job(ok).error_code == ""
+
+
+async def test_delete_job_removes_an_ended_job_and_refuses_a_live_one(jobs_server: Any) -> None:
+    manager, stub = jobs_server
+    ended = await _finished(manager, "ok")
+    live = manager.store.create("ok", {}, 1)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.DeleteJob(jobs_pb2.DeleteJobRequest(id=live.id))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cancel it first" in (info.value.details() or "")
+    deleted = await stub.DeleteJob(jobs_pb2.DeleteJobRequest(id=ended))
+    assert (deleted.id, deleted.state) == (ended, jobs_pb2.JOB_STATE_SUCCEEDED)
+    for call in (stub.GetJob(jobs_pb2.GetJobRequest(id=ended)),
+                 stub.GetReport(jobs_pb2.GetReportRequest(id=ended)),
+                 stub.DeleteJob(jobs_pb2.DeleteJobRequest(id=ended))):  # fmt: skip
+        assert await _code(call) == grpc.StatusCode.NOT_FOUND
+    empty = stub.DeleteJob(jobs_pb2.DeleteJobRequest(id=""))
+    assert await _code(empty) == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.fixture

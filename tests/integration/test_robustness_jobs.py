@@ -203,9 +203,11 @@ async def test_score_robustness_inline(app: AssayServer) -> None:
 
 
 def test_killed_server_resumes_the_job_without_losing_units(tmp_path: Path) -> None:
-    """kill -9 a real server mid-job; a restarted one resumes and finishes it."""
+    """kill -9 a real server mid-job; a restarted one takes it over once its lease ran out."""
     env = {**os.environ, "ASSAY_GRPC__PORT": "0", "ASSAY_METRICS__PORT": "0",
-           "ASSAY_DATA__DIR": str(tmp_path), "ASSAY_DATA__ROOTS": json.dumps([str(ROOT / "deploy" / "samples")])}  # fmt: skip
+           "ASSAY_DATA__DIR": str(tmp_path), "ASSAY_DATA__ROOTS": json.dumps([str(ROOT / "deploy" / "samples")]),
+           # the killed server's lease must run out before anyone resumes its job: keep it short
+           "ASSAY_JOBS__LEASE_S": "3", "ASSAY_JOBS__HEARTBEAT_S": "0.5", "ASSAY_JOBS__TAKEOVER_POLL_S": "0.5"}  # fmt: skip
 
     def serve() -> tuple[subprocess.Popen[str], int]:
         proc = subprocess.Popen([sys.executable, "-m", "assay.client", "serve"], cwd=ROOT, env=env,

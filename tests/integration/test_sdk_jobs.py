@@ -189,3 +189,41 @@ def test_cli_anomaly_evaluate_and_ood_delete_profile(server: AssayServer, tmp_pa
     assert f"deleted the OOD profile of {MODEL}" in deleted.output and "patchcore" in deleted.output
     again = runner.invoke(cli_app, ["ood", "delete-profile", MODEL, *where])
     assert again.exit_code == 1 and "NOT_FOUND" in again.output
+
+
+def test_jobs_are_cancelled_and_deleted_through_the_sdk_and_the_cli(server: AssayServer) -> None:
+    runner, where = CliRunner(), ["--target", target(server)]
+    with sdk.Client(target(server)) as client:
+        live = slow_suite(client)
+        with pytest.raises(sdk.FailedPreconditionError, match="cancel it first"):
+            client.delete_job(live.id)
+        cancelled = runner.invoke(cli_app, ["jobs", "cancel", live.id, *where])
+        assert cancelled.exit_code == 0, cancelled.output
+        assert live.id in cancelled.output and "cancelled" in cancelled.output
+        deleted = runner.invoke(cli_app, ["jobs", "delete", live.id, *where])
+        assert deleted.exit_code == 0, deleted.output
+        assert f"deleted job {live.id} (robustness, cancelled)" in deleted.output
+        with pytest.raises(sdk.NotFoundError):
+            client.get_job(live.id)
+        gone = runner.invoke(cli_app, ["jobs", "delete", live.id, *where])
+        assert gone.exit_code == 1 and "NOT_FOUND" in gone.output
+
+        other = slow_suite(client)
+        client.cancel_job(other.id)
+        info = client.delete_job(other.id)
+        assert isinstance(info, sdk.JobInfo) and (info.id, info.state) == (other.id, "cancelled")
+        assert other.id not in [j.id for j in client.list_jobs()]
+    wrong = runner.invoke(cli_app, ["jobs", "remove", "x", *where])
+    assert wrong.exit_code == 2 and "cancel ID" in wrong.output
+
+
+async def test_async_delete_job(server: AssayServer) -> None:
+    async with sdk.AsyncClient(target(server)) as client:
+        job = await client.start_evaluation(MODEL, str(HELDOUT), "standard", sample_limit=100)
+        with pytest.raises(sdk.FailedPreconditionError):
+            await client.delete_job(job.id)
+        await client.cancel_job(job.id)
+        deleted = await client.delete_job(job.id)
+        assert deleted.id == job.id and deleted.state is sdk.JobState.CANCELLED
+        with pytest.raises(sdk.NotFoundError):
+            await client.delete_job(job.id)

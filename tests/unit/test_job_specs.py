@@ -254,7 +254,7 @@ async def test_a_stored_spec_that_no_longer_validates_fails_only_its_job(
     fits, detectors = Recording(OodProfileSpec), Recording(AigenProfileSpec)
     manager = JobManager(store, {"toy_ood_profile": fits, "toy_aigen_profile": detectors})
 
-    resumed = await manager.resume_interrupted()
+    resumed = await manager.take_over()
 
     assert resumed == [good.id]
     assert await _finish(manager, good.id) is JobState.SUCCEEDED

@@ -352,6 +352,13 @@ class AsyncClient:
         """Cancel a live job (finished units are kept)."""
         return self._job(await self._send(calls.cancel_job(job_id, timeout_s)))
 
+    async def delete_job(self, job_id: str, *, timeout_s: float | None = None) -> JobInfo:
+        """Delete an ended job with its report; returns it as it was.
+
+        FailedPreconditionError while the job is live: cancel it first.
+        """
+        return await self._send(calls.delete_job(job_id, timeout_s))
+
     async def get_report(self, job_id: str, *, timeout_s: float | None = None) -> Report:
         """The report of a succeeded job (FailedPreconditionError before it succeeds)."""
         return await self._send(calls.get_report(job_id, timeout_s))

@@ -466,6 +466,11 @@ def cancel_job(job_id: str, timeout_s: float | None) -> Call[JobInfo]:
     return Call("jobs.CancelJob", jobs_pb2.CancelJobRequest(id=job_id), job, timeout_s)
 
 
+def delete_job(job_id: str, timeout_s: float | None) -> Call[JobInfo]:
+    """DeleteJob."""
+    return Call("jobs.DeleteJob", jobs_pb2.DeleteJobRequest(id=job_id), job, timeout_s)
+
+
 def get_report(job_id: str, timeout_s: float | None) -> Call[Report]:
     """GetReport."""
     return Call("jobs.GetReport", jobs_pb2.GetReportRequest(id=job_id), _report, timeout_s)

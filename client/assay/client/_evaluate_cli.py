@@ -112,17 +112,49 @@ def evaluate(
         cli.console.print(summary_table(report))
 
 
+_JOB_ACTIONS = ("cancel", "delete")
+
+
 def jobs(
-    job_id: Annotated[str | None, typer.Argument(help="Show only this job.")] = None,
+    words: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="ID shows one job; cancel ID cancels a live job (finished units are kept); "
+            "delete ID deletes an ended job with its report.",
+            metavar="ID | cancel ID | delete ID",
+            show_default=False,
+        ),
+    ] = None,
     target: cli.Target = cli.DEFAULT_TARGET,
 ) -> None:
-    """List jobs (newest first), or show one."""
+    """List jobs (newest first), show one, cancel one or delete one."""
+    action, job_id = _job_command(words or [])
     with cli.connect(target) as client:
-        found = [client.get_job(job_id)] if job_id else client.list_jobs()
+        if action == "delete":
+            deleted = client.delete_job(job_id)
+            cli.console.print(f"deleted job {deleted.id} ({deleted.kind}, {deleted.state})")
+            return
+        if action == "cancel":
+            found = [client.cancel_job(job_id)]
+        else:
+            found = [client.get_job(job_id)] if job_id else client.list_jobs()
     listed = cli.table("jobs", ("id", "kind", "state", "done", "stage", "error"))
     for j in found:
         listed.add_row(j.id, j.kind, j.state, f"{j.done}/{j.total}", j.stage, j.error)
     cli.console.print(listed)
+
+
+def _job_command(words: list[str]) -> tuple[str, str]:
+    """(action, job id) from `assay jobs` arguments; ("", "") lists every job."""
+    if len(words) == 2 and words[0] in _JOB_ACTIONS:
+        return words[0], words[1]
+    if len(words) == 1 and words[0] not in _JOB_ACTIONS:
+        return "", words[0]
+    if not words:
+        return "", ""
+    raise typer.BadParameter(
+        "expected nothing, a job id, `cancel ID` or `delete ID`", param_hint="'[ID]'"
+    )
 
 
 def report(

@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61ssay/v1/jobs.proto\x12\x08\x61ssay.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x96\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.assay.v1.JobState\x12\x0c\n\x04\x64one\x18\x04 \x01(\r\x12\r\n\x05total\x18\x05 \x01(\r\x12\r\n\x05stage\x18\x06 \x01(\t\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\x12\x11\n\tspec_json\x18\x0b \x01(\t\"\x81\x01\n\x08JobEvent\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.assay.v1.Job\x12\x19\n\x11images_per_second\x18\x02 \x01(\x01\x12\x18\n\x0b\x65ta_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cpartial_json\x18\x04 \x01(\tB\x0e\n\x0c_eta_seconds\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"j\n\x0fListJobsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\"\n\x06states\x18\x02 \x03(\x0e\x32\x12.assay.v1.JobState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"H\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.assay.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10GetReportRequest\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x06Report\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xb1\x02\n\nJobService\x12\x30\n\x06GetJob\x12\x17.assay.v1.GetJobRequest\x1a\r.assay.v1.Job\x12\x41\n\x08ListJobs\x12\x19.assay.v1.ListJobsRequest\x1a\x1a.assay.v1.ListJobsResponse\x12\x36\n\tCancelJob\x12\x1a.assay.v1.CancelJobRequest\x1a\r.assay.v1.Job\x12;\n\x08WatchJob\x12\x19.assay.v1.WatchJobRequest\x1a\x12.assay.v1.JobEvent0\x01\x12\x39\n\tGetReport\x12\x1a.assay.v1.GetReportRequest\x1a\x10.assay.v1.Reportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61ssay/v1/jobs.proto\x12\x08\x61ssay.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x96\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.assay.v1.JobState\x12\x0c\n\x04\x64one\x18\x04 \x01(\r\x12\r\n\x05total\x18\x05 \x01(\r\x12\r\n\x05stage\x18\x06 \x01(\t\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\x12\x11\n\tspec_json\x18\x0b \x01(\t\"\x81\x01\n\x08JobEvent\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.assay.v1.Job\x12\x19\n\x11images_per_second\x18\x02 \x01(\x01\x12\x18\n\x0b\x65ta_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cpartial_json\x18\x04 \x01(\tB\x0e\n\x0c_eta_seconds\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"j\n\x0fListJobsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\"\n\x06states\x18\x02 \x03(\x0e\x32\x12.assay.v1.JobState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"H\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.assay.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10GetReportRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x44\x65leteJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x06Report\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xe9\x02\n\nJobService\x12\x30\n\x06GetJob\x12\x17.assay.v1.GetJobRequest\x1a\r.assay.v1.Job\x12\x41\n\x08ListJobs\x12\x19.assay.v1.ListJobsRequest\x1a\x1a.assay.v1.ListJobsResponse\x12\x36\n\tCancelJob\x12\x1a.assay.v1.CancelJobRequest\x1a\r.assay.v1.Job\x12;\n\x08WatchJob\x12\x19.assay.v1.WatchJobRequest\x1a\x12.assay.v1.JobEvent0\x01\x12\x39\n\tGetReport\x12\x1a.assay.v1.GetReportRequest\x1a\x10.assay.v1.Report\x12\x36\n\tDeleteJob\x12\x1a.assay.v1.DeleteJobRequest\x1a\r.assay.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assay.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=851
-  _globals['_JOBSTATE']._serialized_end=1006
+  _globals['_JOBSTATE']._serialized_start=883
+  _globals['_JOBSTATE']._serialized_end=1038
   _globals['_JOB']._serialized_start=92
   _globals['_JOB']._serialized_end=370
   _globals['_JOBEVENT']._serialized_start=373
@@ -51,8 +51,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHJOBREQUEST']._serialized_end=776
   _globals['_GETREPORTREQUEST']._serialized_start=778
   _globals['_GETREPORTREQUEST']._serialized_end=808
-  _globals['_REPORT']._serialized_start=810
-  _globals['_REPORT']._serialized_end=848
-  _globals['_JOBSERVICE']._serialized_start=1009
-  _globals['_JOBSERVICE']._serialized_end=1314
+  _globals['_DELETEJOBREQUEST']._serialized_start=810
+  _globals['_DELETEJOBREQUEST']._serialized_end=840
+  _globals['_REPORT']._serialized_start=842
+  _globals['_REPORT']._serialized_end=880
+  _globals['_JOBSERVICE']._serialized_start=1041
+  _globals['_JOBSERVICE']._serialized_end=1402
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,11 @@ class JobServiceStub(object):
                 request_serializer=assay_dot_v1_dot_jobs__pb2.GetReportRequest.SerializeToString,
                 response_deserializer=assay_dot_v1_dot_jobs__pb2.Report.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/assay.v1.JobService/DeleteJob',
+                request_serializer=assay_dot_v1_dot_jobs__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=assay_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer(object):
@@ -84,8 +89,9 @@ class JobServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Cancels a live job; finished units are kept. A job that already ended is
-        returned unchanged.
+        """Cancels a live job, whichever replica runs it (that replica stops it
+        within jobs.heartbeat_s); finished units are kept. A job that already
+        ended is returned unchanged.
         Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -106,6 +112,17 @@ class JobServiceServicer(object):
         Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id (or
         a succeeded job whose report is missing), FAILED_PRECONDITION while the
         job has not succeeded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJob(self, request, context):
+        """Deletes an ended job with its stored units and report; returns the job as
+        it was. Ended jobs are also deleted jobs.retention_days after they last
+        changed.
+        Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id,
+        FAILED_PRECONDITION while the job is PENDING or RUNNING (cancel it first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,6 +155,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetReport,
                     request_deserializer=assay_dot_v1_dot_jobs__pb2.GetReportRequest.FromString,
                     response_serializer=assay_dot_v1_dot_jobs__pb2.Report.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=assay_dot_v1_dot_jobs__pb2.DeleteJobRequest.FromString,
+                    response_serializer=assay_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -276,6 +298,33 @@ class JobService(object):
             '/assay.v1.JobService/GetReport',
             assay_dot_v1_dot_jobs__pb2.GetReportRequest.SerializeToString,
             assay_dot_v1_dot_jobs__pb2.Report.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.v1.JobService/DeleteJob',
+            assay_dot_v1_dot_jobs__pb2.DeleteJobRequest.SerializeToString,
+            assay_dot_v1_dot_jobs__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,8 +45,9 @@ class JobServiceStub:
     page_token that is malformed or was issued for another kind/states filter.
     """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.Job]
-    """Cancels a live job; finished units are kept. A job that already ended is
-    returned unchanged.
+    """Cancels a live job, whichever replica runs it (that replica stops it
+    within jobs.heartbeat_s); finished units are kept. A job that already
+    ended is returned unchanged.
     Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
     """
     WatchJob: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.JobEvent]
@@ -59,6 +60,13 @@ class JobServiceStub:
     Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id (or
     a succeeded job whose report is missing), FAILED_PRECONDITION while the
     job has not succeeded.
+    """
+    DeleteJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.DeleteJobRequest, _jobs_pb2.Job]
+    """Deletes an ended job with its stored units and report; returns the job as
+    it was. Ended jobs are also deleted jobs.retention_days after they last
+    changed.
+    Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id,
+    FAILED_PRECONDITION while the job is PENDING or RUNNING (cancel it first).
     """
 
 @_typing.type_check_only
@@ -76,8 +84,9 @@ class JobServiceAsyncStub(JobServiceStub):
     page_token that is malformed or was issued for another kind/states filter.
     """
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
-    """Cancels a live job; finished units are kept. A job that already ended is
-    returned unchanged.
+    """Cancels a live job, whichever replica runs it (that replica stops it
+    within jobs.heartbeat_s); finished units are kept. A job that already
+    ended is returned unchanged.
     Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
     """
     WatchJob: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.JobEvent]  # type: ignore[assignment]
@@ -90,6 +99,13 @@ class JobServiceAsyncStub(JobServiceStub):
     Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id (or
     a succeeded job whose report is missing), FAILED_PRECONDITION while the
     job has not succeeded.
+    """
+    DeleteJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.DeleteJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
+    """Deletes an ended job with its stored units and report; returns the job as
+    it was. Ended jobs are also deleted jobs.retention_days after they last
+    changed.
+    Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id,
+    FAILED_PRECONDITION while the job is PENDING or RUNNING (cancel it first).
     """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -122,8 +138,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.CancelJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
-        """Cancels a live job; finished units are kept. A job that already ended is
-        returned unchanged.
+        """Cancels a live job, whichever replica runs it (that replica stops it
+        within jobs.heartbeat_s); finished units are kept. A job that already
+        ended is returned unchanged.
         Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id.
         """
 
@@ -148,6 +165,19 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id (or
         a succeeded job whose report is missing), FAILED_PRECONDITION while the
         job has not succeeded.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteJob(
+        self,
+        request: _jobs_pb2.DeleteJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.Job, _abc.Awaitable[_jobs_pb2.Job]]:
+        """Deletes an ended job with its stored units and report; returns the job as
+        it was. Ended jobs are also deleted jobs.retention_days after they last
+        changed.
+        Returns INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown id,
+        FAILED_PRECONDITION while the job is PENDING or RUNNING (cancel it first).
         """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -129,7 +129,7 @@ class AssayServer:
         """Start serving and report health."""
         await self.server.start()
         self.workers.warm()
-        await self.jobs.resume_interrupted()
+        await self.jobs.begin()  # takes over jobs whose lease is free, then keeps looking
         await self.publish_health()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_readiness())
         log.info("assay listening on %s:%d", self.settings.grpc.host, self.port)
@@ -159,7 +159,7 @@ class AssayServer:
                 await self._watcher
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grpc.grace_period_s if grace_s is None else grace_s)
-        await self.jobs.aclose()  # running jobs stay RUNNING and resume at the next start
+        await self.jobs.aclose()  # running jobs stay RUNNING, their leases released for takeover
         self.workers.close()
         self.jobs.store.close()
         await self.registry.aclose()
@@ -218,7 +218,7 @@ async def create_server(
         DetectorFits.kind: DetectorFits(registry, data, detectors),
         DetectorEvaluationJobs.kind: DetectorEvaluationJobs(registry, data, detectors),
     }
-    jobs = JobManager(store, kinds, settings.jobs.max_running)
+    jobs = JobManager(store, kinds, settings.jobs)
 
     server = grpc.aio.server(
         interceptors=[MetricsInterceptor(metrics), ErrorMappingInterceptor()],

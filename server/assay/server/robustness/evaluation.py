@@ -152,7 +152,7 @@ class RobustnessJobs:
         inputs = EvaluationInputs(images, labels, groups)
         torchscript = scorers["model"].model.config.torchscript
         await SuiteRunner(suite, inputs, scorers, self._workers, torchscript).run(context)
-        units = {k: UnitData(u.meta, u.arrays) for k, u in context.units().items()}
+        units = {k: UnitData(u.meta, u.arrays) for k, u in (await context.units()).items()}
         source = str(dataset.source)
         echo = spec.model_dump(mode="json")
         return build_report(suite, units, inputs, scorers, source=source, spec=echo)

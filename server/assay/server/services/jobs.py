@@ -1,7 +1,12 @@
-"""JobService: get, list, cancel, watch jobs and fetch their reports."""
+"""JobService: get, list, cancel, watch and delete jobs, and fetch their reports.
+
+Every store read runs on a worker thread (``asyncio.to_thread``), never on the
+event loop, so a slow database never stalls other calls.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -101,7 +106,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.Job:
         """One job."""
-        return job_to_proto(self._manager.store.get(_job_id(request.id)))
+        return job_to_proto(await asyncio.to_thread(self._manager.store.get, _job_id(request.id)))
 
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
@@ -120,7 +125,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         if page.after is not None:
             created_at, job_id = check_key_types(page.after, (int, float), str)
             before = (float(created_at), str(job_id))
-        records = self._manager.store.list(
+        records = await asyncio.to_thread(
+            self._manager.store.list,
             kind=request.kind or None,
             states=states or None,
             limit=page.size + 1,
@@ -135,8 +141,14 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def CancelJob(
         self, request: jobs_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.Job:
-        """Cancel a live job."""
-        return job_to_proto(self._manager.cancel(_job_id(request.id)))
+        """Cancel a live job, wherever it runs."""
+        return job_to_proto(await self._manager.cancel(_job_id(request.id)))
+
+    async def DeleteJob(
+        self, request: jobs_pb2.DeleteJobRequest, context: grpc.aio.ServicerContext
+    ) -> jobs_pb2.Job:
+        """Delete an ended job with its units and report."""
+        return job_to_proto(await self._manager.delete(_job_id(request.id)))
 
     async def WatchJob(
         self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
@@ -149,13 +161,14 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.GetReportRequest, context: grpc.aio.ServicerContext
     ) -> jobs_pb2.Report:
         """The report of a succeeded job."""
-        record = self._manager.store.get(_job_id(request.id))
+        store = self._manager.store
+        record = await asyncio.to_thread(store.get, _job_id(request.id))
         if record.state is not JobState.SUCCEEDED:
             raise FailedPreconditionError(
                 f"job {record.id} is {record.state.value}; a report exists once it succeeded"
                 + (f" (error: {record.error})" if record.error else "")
             )
-        result = self._manager.store.result(record.id)
+        result = await asyncio.to_thread(store.result, record.id)
         if result is None:
             raise NotFoundError(f"job {record.id} has no stored report")
         return jobs_pb2.Report(job_id=record.id, json=json.dumps(result, sort_keys=True))
