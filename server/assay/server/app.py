@@ -23,6 +23,7 @@ from assay.server.aigen.detection import AigenDetectors
 from assay.server.aigen.evaluate_job import DetectorEvaluationJobs
 from assay.server.aigen.fit_job import DetectorFits
 from assay.server.aigen.profiles import DETECTOR_PROFILES
+from assay.server.datadir import ensure_data_dir
 from assay.server.datasets import DatasetImages, DatasetRoots
 from assay.server.inference import Predictor
 from assay.server.jobs.manager import JobKind, JobManager
@@ -175,6 +176,7 @@ async def create_server(
     default_repository: Path | None = DEFAULT_REPOSITORY,
 ) -> AssayServer:
     """Load the models and bind the server (port 0 picks a free port); does not start it."""
+    ensure_data_dir(settings.data)  # first: an unwritable folder stops here with one clear line
     metrics = ServerMetrics(metrics_registry or CollectorRegistry())
     registry = await build_registry(settings, metrics, default_repository)
     pool = ThreadPoolExecutor(settings.images.preprocess_workers, thread_name_prefix="preprocess")
