@@ -28,7 +28,7 @@ Doc = dict[str, Any]
 ASSAY_METRICS = {
     "grpc_server_started_total", "grpc_server_handled_total", "grpc_server_msg_received_total",
     "grpc_server_msg_sent_total", "assay_batch_queue_depth", "assay_predicted_images_total",
-    "assay_model_ready", "assay_build_info", "assay_ood_flagged_total", "assay_anomaly_flagged_total",
+    "assay_model_ready", "assay_build_info", "assay_store_up", "assay_ood_flagged_total", "assay_anomaly_flagged_total",
     "assay_aigen_verdict_total",
     *(f"{histogram}_{suffix}" for suffix in ("bucket", "sum", "count") for histogram in (
         "grpc_server_handling_seconds", "assay_batch_size", "assay_backend_inference_seconds",
