@@ -212,7 +212,8 @@ def test_alerts_use_only_assay_metrics() -> None:
     groups = load_all(DEPLOY / "prometheus/alerts.yml")[0]["groups"]
     rules = [r for g in groups if g["name"] == "assay" for r in g["rules"]]
     assert {r["alert"] for r in rules} >= {
-        "AssayModelNotReady", "AssayHighErrorRate", "AssayPredictLatencyHigh", "AssayQueueBacklog"
+        "AssayModelNotReady", "AssayHighErrorRate", "AssayPredictLatencyHigh", "AssayQueueBacklog",
+        "AssayStoreDown",
     }  # fmt: skip
     for rule in rules:
         assert rule["labels"]["severity"], rule["alert"]
