@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from assay.client import Client
@@ -98,6 +99,19 @@ def image_env(volume: Path, *, data_dir: bool = True) -> dict[str, str]:
     return env
 
 
+def k8s_store_env(postgres_url: str) -> dict[str, str]:
+    """The assay Deployment's environment, its Secret pointing at the test's PostgreSQL."""
+    deployment = yaml.safe_load((ROOT / "deploy/k8s/assay-deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    secret = {"url": postgres_url, "password": "unused-the-test-server-trusts-127.0.0.1"}
+    env = {}
+    for entry in container["env"]:
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        env[entry["name"]] = secret[ref["key"]] if ref else str(entry["value"])
+    assert env.pop("ASSAY_DATA__DIR") == IMAGE.env["ASSAY_DATA__DIR"]  # the same volume
+    return env
+
+
 def wait_listening(process: subprocess.Popen[str], output: Output) -> int:
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
@@ -122,10 +136,13 @@ def wait_serving(port: int) -> None:
     pytest.fail(f"not SERVING after {START_DEADLINE_S}s")
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_entrypoint_serves_with_only_the_data_volume_writable(
-    sandbox: Sandbox, volume: Path
+    sandbox: Sandbox, volume: Path, store: str, request: pytest.FixtureRequest
 ) -> None:
-    env = image_env(volume)
+    env = image_env(volume)  # the image alone: SQLite in the data volume
+    if store == "postgres":  # as in the k8s Deployment
+        env |= k8s_store_env(request.getfixturevalue("postgres_url"))
     server = sandbox.popen(IMAGE.local_argv(IMAGE.command), env)
     output = Output(server)
     try:
@@ -147,9 +164,10 @@ def test_entrypoint_serves_with_only_the_data_volume_writable(
             server.kill()
             server.wait()
     output.join()
-    # Its state went to the data volume: the store and the uploads folder.
+    # Its state went to the data volume: the uploads folder, and the SQLite store if no other.
     data = volume / "data"
-    assert list(data.glob("*.sqlite3")) and (data / "datasets").is_dir(), output.text
+    assert (data / "datasets").is_dir(), output.text
+    assert bool(list(data.glob("*.sqlite3"))) == (store == "sqlite"), output.text
     assert "Traceback" not in output.text
 
 
