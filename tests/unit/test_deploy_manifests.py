@@ -9,13 +9,15 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 
 from assay.server.metrics import ServerMetrics
-from assay.server.settings import load_settings
+from assay.server.settings import Settings, load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"
@@ -26,7 +28,7 @@ Doc = dict[str, Any]
 ASSAY_METRICS = {
     "grpc_server_started_total", "grpc_server_handled_total", "grpc_server_msg_received_total",
     "grpc_server_msg_sent_total", "assay_batch_queue_depth", "assay_predicted_images_total",
-    "assay_model_ready", "assay_build_info", "assay_ood_flagged_total", "assay_anomaly_flagged_total",
+    "assay_model_ready", "assay_build_info", "assay_store_up", "assay_ood_flagged_total", "assay_anomaly_flagged_total",
     "assay_aigen_verdict_total",
     *(f"{histogram}_{suffix}" for suffix in ("bucket", "sum", "count") for histogram in (
         "grpc_server_handling_seconds", "assay_batch_size", "assay_backend_inference_seconds",
@@ -64,8 +66,11 @@ def k8s(kind: str, name: str) -> Doc:
     return doc
 
 
-def pod(name: str) -> Doc:
-    return dict(k8s("Deployment", name)["spec"]["template"])
+def pod(name: str, kind: str = "Deployment") -> Doc:
+    return dict(k8s(kind, name)["spec"]["template"])
+
+
+WORKLOADS = ("Deployment", "StatefulSet")
 
 
 def port(container: Doc, name: str) -> int:
@@ -87,7 +92,7 @@ def test_k8s_objects_are_well_formed(path: Path) -> None:
         assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path
         expected = None if doc["kind"] == "Namespace" else "assay"
         assert doc["metadata"].get("namespace") == expected, path
-        pod_spec = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else {}
+        pod_spec = doc["spec"]["template"]["spec"] if doc["kind"] in WORKLOADS else {}
         for c in pod_spec.get("containers", []):
             assert c["image"] and c["resources"]["requests"], c["name"]
             assert c["readinessProbe"] and c["livenessProbe"], c["name"]
@@ -149,10 +154,13 @@ def test_settings_files_load_with_assays_loader(
 
 
 def test_image_and_deployments_agree() -> None:
-    for needed in ("FROM python:3.11-slim AS build", "pip wheel", "USER 10001", "EXPOSE 50051 9464",
+    for needed in ("FROM python:3.11-slim AS build", 'pip wheel --wheel-dir /wheels ".[postgres]"',
+                   '"assay[postgres]"', "USER 10001", "EXPOSE 50051 9464", "--home-dir /nonexistent",
                    'CMD ["assay", "health"]', 'ENTRYPOINT ["assay"]',
                    'CMD ["serve", "--model-repository", "/opt/assay/models"]',
-                   "COPY deploy/triton/model_repository /opt/assay/models"):  # fmt: skip
+                   "COPY deploy/triton/model_repository /opt/assay/models",
+                   "ASSAY_DATA__DIR=/var/lib/assay", 'VOLUME ["/var/lib/assay"]',
+                   "chown 10001:10001 /var/lib/assay"):  # fmt: skip
         assert needed in DOCKERFILE, needed
     for source in re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILE, re.MULTILINE):
         assert (DEPLOY.parent / source).exists(), source
@@ -204,7 +212,8 @@ def test_alerts_use_only_assay_metrics() -> None:
     groups = load_all(DEPLOY / "prometheus/alerts.yml")[0]["groups"]
     rules = [r for g in groups if g["name"] == "assay" for r in g["rules"]]
     assert {r["alert"] for r in rules} >= {
-        "AssayModelNotReady", "AssayHighErrorRate", "AssayPredictLatencyHigh", "AssayQueueBacklog"
+        "AssayModelNotReady", "AssayHighErrorRate", "AssayPredictLatencyHigh", "AssayQueueBacklog",
+        "AssayStoreDown",
     }  # fmt: skip
     for rule in rules:
         assert rule["labels"]["severity"], rule["alert"]
@@ -236,3 +245,173 @@ def test_dashboard_is_valid_and_queries_only_real_metrics() -> None:
 def test_metric_names_keeps_metrics_only() -> None:
     expr = 'histogram_quantile(0.99, sum by (le) (rate(a_bucket{x="y"}[$__rate_interval])))'
     assert metric_names(f"{expr} / on(job) group_left c:d > 1e3") == {"a_bucket", "c:d"}
+
+
+# -- state: the store, the data folder and what references what ------------------------------
+
+OTHER_ENV = {
+    "PGPASSWORD",  # libpq's: the password stays out of the URL
+    "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
+}  # fmt: skip
+"""Variables the deployment files may set that are not assay settings."""
+
+
+def workloads() -> list[Doc]:
+    return [d for p in MANIFESTS for d in load_all(p) if d["kind"] in WORKLOADS]
+
+
+def shipped(kind: str) -> dict[str, Doc]:
+    return {d["metadata"]["name"]: d for p in MANIFESTS for d in load_all(p) if d["kind"] == kind}
+
+
+def secret_value(name: str, key: str) -> str:
+    secret = shipped("Secret")[name]
+    return str({**secret.get("data", {}), **secret.get("stringData", {})}[key])
+
+
+def setting_exists(env_name: str) -> bool:
+    """Whether ASSAY_A__B names the field a.b of the Settings model (unknown top-level
+    names would be silently ignored by pydantic-settings, so walk the model instead)."""
+    model: Any = Settings
+    for part in env_name.removeprefix("ASSAY_").lower().split("__"):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return False
+        if part not in model.model_fields:
+            return False
+        model = model.model_fields[part].annotation
+    return True
+
+
+def test_every_referenced_claim_secret_and_config_map_is_shipped() -> None:
+    claims, secrets, maps = (
+        shipped("PersistentVolumeClaim"),
+        shipped("Secret"),
+        shipped("ConfigMap"),
+    )
+    assert {"assay-data", "triton-models"} <= claims.keys()
+    for doc in workloads():
+        spec = doc["spec"]["template"]["spec"]
+        templates = {t["metadata"]["name"] for t in doc["spec"].get("volumeClaimTemplates", [])}
+        for volume in spec.get("volumes", []):
+            if claim := volume.get("persistentVolumeClaim"):
+                assert claim["claimName"] in claims, (doc["metadata"]["name"], claim)
+            if config := volume.get("configMap"):
+                assert config["name"] in maps, (doc["metadata"]["name"], config)
+            if secret := volume.get("secret"):
+                assert secret["secretName"] in secrets, (doc["metadata"]["name"], secret)
+        for c in spec["containers"]:
+            mounts = {m["name"] for m in c.get("volumeMounts", [])}
+            volumes = {v["name"] for v in spec.get("volumes", [])} | templates
+            assert mounts <= volumes, (c["name"], mounts - volumes)
+            assert volumes <= mounts, (c["name"], volumes - mounts)  # nothing declared unused
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert secret_value(ref["name"], ref["key"]) is not None, (c["name"], ref)
+    assert claims["assay-data"]["spec"]["accessModes"] == ["ReadWriteMany"]  # shared uploads
+
+
+def container_env(c: Doc) -> dict[str, str]:
+    """A container's environment with Secret references resolved from the shipped Secret."""
+    env: dict[str, str] = {}
+    for e in c.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        env[e["name"]] = secret_value(ref["name"], ref["key"]) if ref else str(e["value"])
+    return env
+
+
+def dockerfile_env() -> dict[str, str]:
+    pairs = [
+        p for line in re.findall(r"^ENV (.+)$", DOCKERFILE, re.MULTILINE) for p in line.split()
+    ]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def compose_env(service: str) -> dict[str, str]:
+    env = COMPOSE["services"][service].get("environment", {})
+    return {k: str(v) for k, v in env.items()}
+
+
+@pytest.mark.parametrize("source", ["k8s", "compose", "dockerfile"])
+def test_assay_environment_names_real_settings_and_keeps_the_password_out_of_the_url(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (c,) = pod("assay")["spec"]["containers"]
+    env = {"k8s": lambda: container_env(c), "compose": lambda: compose_env("assay"),
+           "dockerfile": dockerfile_env}[source]()  # fmt: skip
+    for name in env:
+        assert setting_exists(name) if name.startswith("ASSAY_") else name in OTHER_ENV, name
+    for var in [v for v in os.environ if v.startswith("ASSAY_")]:
+        monkeypatch.delenv(var)
+    for name, value in env.items():
+        if name.startswith("ASSAY_"):
+            monkeypatch.setenv(name, value)
+    settings = load_settings()  # every value must validate, too
+    assert settings.data.dir == Path("/var/lib/assay")
+    if source == "dockerfile":  # one container: SQLite in the data volume
+        assert settings.data.url is None
+        assert settings.data.store_url == "sqlite:////var/lib/assay/assay.sqlite3"
+        return
+    url = urlsplit(settings.data.store_url)
+    assert (url.scheme, url.username, url.password, url.path) == (
+        "postgresql",
+        "assay",
+        None,
+        "/assay",
+    )
+    assert "PGPASSWORD" in env
+
+
+def test_data_folder_is_the_one_writable_mount() -> None:
+    spec = pod("assay")["spec"]
+    (c,) = spec["containers"]
+    assert c["securityContext"]["readOnlyRootFilesystem"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    writable = {
+        m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"] if not m.get("readOnly")
+    }
+    assert writable.keys() == {"/var/lib/assay", "/tmp"}
+    assert writable["/var/lib/assay"]["persistentVolumeClaim"]["claimName"] == "assay-data"
+    assert "emptyDir" in writable["/tmp"]
+    assert container_env(c)["ASSAY_DATA__DIR"] == dockerfile_env()["ASSAY_DATA__DIR"]
+    compose_mounts = {
+        v.split(":")[1]: v.split(":")[0] for v in COMPOSE["services"]["assay"]["volumes"]
+    }
+    assert compose_mounts["/var/lib/assay"] == "assay-data"
+    assert {"assay-data", "postgres-data"} <= COMPOSE["volumes"].keys()
+
+
+def test_bundled_postgres_serves_the_url_in_the_secret() -> None:
+    url = urlsplit(secret_value("assay-postgres", "url"))
+    statefulset, service = k8s("StatefulSet", "postgres"), k8s("Service", "postgres")
+    assert (url.hostname, url.port) == ("postgres.assay.svc", 5432)
+    assert service["spec"]["ports"][0]["port"] == url.port
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    labels = pod("postgres", "StatefulSet")["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    (c,) = pod("postgres", "StatefulSet")["spec"]["containers"]
+    assert c["image"].startswith("postgres:15")
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POSTGRES_USER"]["value"] == url.username and env["POSTGRES_DB"]["value"] == "assay"
+    ref = env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("assay-postgres", "password")
+    assert secret_value("assay-postgres", "password") == ""  # no default password in git
+    assert "pg_isready" in c["readinessProbe"]["exec"]["command"]
+
+
+def test_compose_ships_postgres_and_binds_ports_to_localhost() -> None:
+    services = COMPOSE["services"]
+    postgres, assay = services["postgres"], services["assay"]
+    assert postgres["image"] == "postgres:15"
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert [v.split(":")[0] for v in postgres["volumes"]] == ["postgres-data"]
+    assert assay["depends_on"]["postgres"]["condition"] == "service_healthy"
+    url = urlsplit(compose_env("assay")["ASSAY_DATA__URL"])
+    assert (url.hostname, url.port, url.password) == ("postgres", 5432, None)
+    # The password comes from the caller's environment or deploy/.env, never from git.
+    password = re.compile(r"^\$\{POSTGRES_PASSWORD:\?.+\}$")
+    assert password.match(compose_env("assay")["PGPASSWORD"])
+    assert password.match(compose_env("postgres")["POSTGRES_PASSWORD"])
+    for name, service in services.items():
+        for published in service.get("ports", []):
+            assert published.startswith("127.0.0.1:"), (name, published)

@@ -23,6 +23,7 @@ from assay.server.aigen.detection import AigenDetectors
 from assay.server.aigen.evaluate_job import DetectorEvaluationJobs
 from assay.server.aigen.fit_job import DetectorFits
 from assay.server.aigen.profiles import DETECTOR_PROFILES
+from assay.server.datadir import ensure_data_dir
 from assay.server.datasets import DatasetImages, DatasetRoots
 from assay.server.inference import Predictor
 from assay.server.jobs.manager import JobKind, JobManager
@@ -34,6 +35,7 @@ from assay.server.ood.evaluate_job import OodScorerEvaluations
 from assay.server.ood.profiles import OOD_PROFILES
 from assay.server.ood.service import OodProfiles
 from assay.server.profiles import ProfileStore
+from assay.server.readiness import StoreProbe
 from assay.server.robustness.evaluation import RobustnessJobs
 from assay.server.robustness.generation import CorruptionWorkers
 from assay.server.services.aigen import AigenServicer
@@ -117,6 +119,7 @@ class AssayServer:
     preprocess_pool: ThreadPoolExecutor
     jobs: JobManager
     workers: CorruptionWorkers
+    store_probe: StoreProbe
     metrics_endpoint: MetricsEndpoint | None = None
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -135,15 +138,22 @@ class AssayServer:
         log.info("assay listening on %s:%d", self.settings.grpc.host, self.port)
 
     async def publish_health(self) -> None:
-        """Report each model's readiness (health + assay_model_ready) and the services'."""
+        """Report the models' readiness (health + assay_model_ready), the store's, the services'.
+
+        While the store does not answer, the server ("") and every service that
+        needs it are NOT_SERVING. ModelService needs neither store nor model: it
+        stays SERVING as the liveness name, since a restart brings neither back.
+        """
+        store_up = await self.store_probe.check()
         ready = {m.name: m.ready() for m in self.registry.all()}
         for name, is_ready in ready.items():
             self.metrics.model_ready.labels(model=name).set(1 if is_ready else 0)
             await self.health.set(model_health_name(name), _SERVING if is_ready else _NOT_SERVING)
-        any_ready = _SERVING if any(ready.values()) else _NOT_SERVING
+        any_ready = _SERVING if store_up and any(ready.values()) else _NOT_SERVING
+        stored = _SERVING if store_up else _NOT_SERVING
+        no_model = {SERVICES[1]: _SERVING, SERVICES[2]: stored, SERVICES[4]: stored}
         for service in SERVICES:
-            always = service in (SERVICES[1], SERVICES[2], SERVICES[4])  # no model needed
-            await self.health.set(service, _SERVING if always else any_ready)
+            await self.health.set(service, no_model.get(service, any_ready))
         await self.health.set("", any_ready)
 
     async def _watch_readiness(self) -> None:
@@ -161,6 +171,7 @@ class AssayServer:
         await self.server.stop(self.settings.grpc.grace_period_s if grace_s is None else grace_s)
         await self.jobs.aclose()  # running jobs stay RUNNING, their leases released for takeover
         self.workers.close()
+        await self.store_probe.aclose()
         self.jobs.store.close()
         await self.registry.aclose()
         self.preprocess_pool.shutdown(wait=False, cancel_futures=True)
@@ -175,6 +186,7 @@ async def create_server(
     default_repository: Path | None = DEFAULT_REPOSITORY,
 ) -> AssayServer:
     """Load the models and bind the server (port 0 picks a free port); does not start it."""
+    ensure_data_dir(settings.data)  # first: an unwritable folder stops here with one clear line
     # First, so that an unreachable store fails the start before anything needs cleaning
     # up; opening may wait for PostgreSQL (up to connect_timeout_s) and migrate: off the loop.
     store = await asyncio.to_thread(
@@ -250,9 +262,11 @@ async def create_server(
     endpoint = None
     if settings.metrics.enabled:
         endpoint = MetricsEndpoint(metrics.registry, settings.metrics.host, settings.metrics.port)
+    probe = StoreProbe(store.ping, store.url, settings.data.connect_timeout_s, metrics.store_up)
     return AssayServer(
-        settings, server, port, registry, health_servicer, metrics, pool, jobs, workers, endpoint
-    )
+        settings, server, port, registry, health_servicer, metrics, pool, jobs, workers, probe,
+        metrics_endpoint=endpoint,
+    )  # fmt: skip
 
 
 async def serve(settings: Settings) -> None:

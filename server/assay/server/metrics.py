@@ -122,6 +122,9 @@ class ServerMetrics:
         self.model_ready = gauge(
             "assay_model_ready", "1 when the model's backend can serve, else 0.", _MODEL
         )
+        self.store_up = gauge(
+            "assay_store_up", "1 when the store (SQLite or PostgreSQL) answers, else 0."
+        )
         build = gauge("assay_build_info", "assay version (value is always 1).", ("version",))
         build.labels(version=__version__).set(1)
 

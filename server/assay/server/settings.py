@@ -134,11 +134,6 @@ class DataSettings(_Section):
     max_upload_mb: Annotated[float, Field(gt=0)] = 1024.0
     """Largest dataset a client may upload."""
 
-    @property
-    def store_url(self) -> str:
-        """`url`, or the default SQLite file in `dir`."""
-        return self.url or f"sqlite:///{self.dir / 'assay.sqlite3'}"
-
 
 class JobSettings(_Section):
     """Background evaluation jobs."""
