@@ -88,7 +88,9 @@ class UploadedDatasets:
     async def commit(self, upload: DatasetUpload, actor: str) -> DatasetRecord:
         """Publish the upload, record it with its audit entry, and prune old versions."""
         done = await upload.commit()
-        record = DatasetRecord(upload.name, done.version, done.files, done.bytes, time.time(), actor)
+        record = DatasetRecord(
+            upload.name, done.version, done.files, done.bytes, time.time(), actor
+        )
         action = "created" if done.previous is None else "replaced"
         event = UploadEvent(record.name, record.version, action, record.files, record.bytes,
                             record.created_at, actor)  # fmt: skip
@@ -102,13 +104,15 @@ class UploadedDatasets:
             await upload.discard()
         version = upload.version if upload is not None else ""
         size = upload.bytes if upload is not None else 0
-        event = UploadEvent(name[:128], version, "failed", 0, size, time.time(), actor, reason[:500])
+        event = UploadEvent(
+            name[:128], version, "failed", 0, size, time.time(), actor, reason[:500]
+        )
         try:
             await asyncio.shield(asyncio.to_thread(self.store.log_upload, event))
         except Exception:  # the upload's own error matters more than its audit entry
             log.exception("could not log the failed upload of %r", name)
 
-    async def list(self) -> list[DatasetRecord]:
+    async def all(self) -> list[DatasetRecord]:
         """Every dataset that exists on disk, by name, with its recorded metadata."""
         return await asyncio.to_thread(self._list)
 
@@ -123,9 +127,11 @@ class UploadedDatasets:
             FailedPreconditionError: A pending or running job names it.
         """
         check_name(name)
-        record = await asyncio.to_thread(self.store.dataset, name)
-        if record is None or not await asyncio.to_thread(self.folder.exists, name):
+        if not await asyncio.to_thread(self.folder.exists, name):
             raise NotFoundError(f"dataset {name!r} does not exist")
+        record = await asyncio.to_thread(self.store.dataset, name)
+        if record is None:  # on disk but never recorded (the next start would record it)
+            record = DatasetRecord(name, self.folder.current(name) or "", 0, 0, 0.0, "")
         users = await asyncio.to_thread(self._jobs_using, self.folder.path(name))
         if users:
             raise FailedPreconditionError(

@@ -49,7 +49,9 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
                 await self._datasets.fail(name, upload, context.peer(), reason)
             raise
         return datasets_pb2.UploadDatasetResponse(
-            path=str(self._datasets.folder.path(record.name)), files=record.files, bytes=record.bytes
+            path=str(self._datasets.folder.path(record.name)),
+            files=record.files,
+            bytes=record.bytes,
         )
 
     async def ListDatasets(
@@ -57,7 +59,7 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
     ) -> datasets_pb2.ListDatasetsResponse:
         """Uploaded datasets by name, one page at a time."""
         found, token = page_of(
-            request, {"rpc": "ListDatasets"}, await self._datasets.list(), lambda d: (d.name,)
+            request, {"rpc": "ListDatasets"}, await self._datasets.all(), lambda d: (d.name,)
         )
         return datasets_pb2.ListDatasetsResponse(
             datasets=[self._dataset(d) for d in found], next_page_token=token
