@@ -11,6 +11,7 @@ version, no temporary link, and a store record naming the visible version.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -120,10 +121,8 @@ def test_kill_at_random_moments_over_many_replaces(tmp_path: Path) -> None:
     for _ in range(RANDOM_KILLS):
         proc = child("upload", str(root), url, "-1")
         assert read_line(proc) == "ready"
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=rng.uniform(0.0, 0.6))
-        except subprocess.TimeoutExpired:
-            pass
         kill(proc)
         seen.update(leftovers(root))
         seen[check_whole_then_sweep(root, url)] += 1
@@ -137,10 +136,8 @@ def test_kill_during_profile_saves_leaves_a_whole_profile(tmp_path: Path) -> Non
     for _ in range(RANDOM_KILLS):
         proc = child("profile", url)
         assert read_line(proc) == "ready"
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=rng.uniform(0.0, 0.5))
-        except subprocess.TimeoutExpired:
-            pass
         kill(proc)
         store = open_store(url)
         try:
