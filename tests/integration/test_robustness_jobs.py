@@ -357,9 +357,14 @@ async def test_uploaded_dataset_can_be_evaluated(app: AssayServer, tmp_path: Pat
             await stub.UploadDataset(iter([chunk]))
         assert "first message must be a DatasetHeader" in info.value.details()
     uploads = Path(app.settings.data.dir) / "datasets"
-    assert sorted(p.name for p in uploads.iterdir()) == ["mini"], (
+    assert sorted(p.name for p in uploads.iterdir() if not p.name.startswith(".")) == ["mini"], (
         "failed uploads leave nothing behind"
     )
+    assert list((uploads / ".staging").iterdir()) == [], "nor anything staged"
+    deadline = time.monotonic() + 10  # the replaced version is removed in the background
+    while len(list((uploads / ".versions" / "mini").iterdir())) > 1:
+        assert time.monotonic() < deadline, "the replaced version was not removed"
+        await asyncio.sleep(0.02)
 
 
 async def test_upload_over_the_limit_is_resource_exhausted(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ def test_public_surface_is_exactly_the_intended_names() -> None:
         "Client",
         "CropScore",
         "DeadlineExceededError",
+        "DatasetInfo",
         "DetectorProfileInfo",
         "DetectorScore",
         "FailedPreconditionError",

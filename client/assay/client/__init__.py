@@ -51,6 +51,7 @@ from assay.client._report import Report
 from assay.client._types import (
     AnomalyResult,
     Classification,
+    DatasetInfo,
     ModelInfo,
     OodProfileInfo,
     OodScore,
@@ -69,6 +70,7 @@ __all__ = [
     "Classification",
     "Client",
     "CropScore",
+    "DatasetInfo",
     "DeadlineExceededError",
     "DetectorProfileInfo",
     "DetectorScore",

@@ -29,6 +29,7 @@ from assay.client._aigen import generated_verdict as _verdict
 from assay.client._convert import (
     ImageLike,
     anomaly_result,
+    dataset_info,
     image_message,
     model_info,
     ood_profile,
@@ -37,7 +38,14 @@ from assay.client._convert import (
 )
 from assay.client._jobs import JobInfo, JobProgress, job, list_request, progress, suite_message
 from assay.client._report import Report
-from assay.client._types import AnomalyResult, ModelInfo, OodProfileInfo, OodScore, Prediction
+from assay.client._types import (
+    AnomalyResult,
+    DatasetInfo,
+    ModelInfo,
+    OodProfileInfo,
+    OodScore,
+    Prediction,
+)
 from assay.v1 import (
     aigen_pb2,
     aigen_pb2_grpc,
@@ -230,6 +238,19 @@ def upload_dataset(name: str, folder: str | os.PathLike[str], replace: bool) -> 
         raise ValueError(f"{folder} is not a folder")
     messages = _upload(name, Path(folder), replace)
     return Call("datasets.UploadDataset", messages, lambda r: str(r.path), bounded=False)
+
+
+def list_datasets() -> Pages[DatasetInfo]:
+    """ListDatasets."""
+    return Pages(
+        "datasets.ListDatasets", datasets_pb2.ListDatasetsRequest(), "datasets", dataset_info
+    )
+
+
+def delete_dataset(name: str) -> Call[DatasetInfo]:
+    """DeleteDataset."""
+    request = datasets_pb2.DeleteDatasetRequest(name=name)
+    return Call("datasets.DeleteDataset", request, dataset_info)
 
 
 # ------------------------------------------------------------------ robustness

@@ -25,7 +25,14 @@ from assay.client._convert import ImageLike
 from assay.client._errors import DeadlineExceededError, UnavailableError, from_rpc_error
 from assay.client._jobs import Job, JobInfo, JobProgress
 from assay.client._report import Report
-from assay.client._types import AnomalyResult, ModelInfo, OodProfileInfo, OodScore, Prediction
+from assay.client._types import (
+    AnomalyResult,
+    DatasetInfo,
+    ModelInfo,
+    OodProfileInfo,
+    OodScore,
+    Prediction,
+)
 from assay.client._waiting import JobWait
 
 T = TypeVar("T")
@@ -153,6 +160,14 @@ class Client:
     ) -> str:
         """Upload a local dataset folder (ImageFolder, or manifest + images); return its path."""
         return self._send(calls.upload_dataset(name, folder, replace))
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        """Uploaded datasets, by name."""
+        return self._pages(calls.list_datasets())
+
+    def delete_dataset(self, name: str) -> DatasetInfo:
+        """Delete an uploaded dataset (refused while a pending or running job uses it)."""
+        return self._send(calls.delete_dataset(name))
 
     # ------------------------------------------------------------------ robustness
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from assay.client import _types as t
 from assay.client._aigen import generated_verdict
-from assay.v1 import common_pb2, inference_pb2, models_pb2, ood_pb2
+from assay.v1 import common_pb2, datasets_pb2, inference_pb2, models_pb2, ood_pb2
 from assay.v1.tensor_codec import DTYPES, from_array, to_array
 
 ImageLike = str | os.PathLike[str] | bytes | np.ndarray | Any
@@ -80,6 +80,19 @@ def anomaly_result(message: ood_pb2.AnomalyResult) -> t.AnomalyResult:
         message.is_anomalous,
         message.holdout_tail,
         heat,
+    )
+
+
+def dataset_info(message: datasets_pb2.Dataset) -> t.DatasetInfo:
+    """Dataset message -> DatasetInfo."""
+    return t.DatasetInfo(
+        name=message.name,
+        path=message.path,
+        version=message.version,
+        files=message.files,
+        bytes=message.bytes,
+        created_at=t.epoch_seconds(message.created_at),
+        uploaded_by=message.uploaded_by,
     )
 
 

@@ -49,6 +49,22 @@ class AnomalyResult:
 
 
 @dataclass(frozen=True)
+class DatasetInfo:
+    """An uploaded dataset on the server."""
+
+    name: str
+    path: str
+    """Its folder on the server, what evaluations take as their dataset."""
+    version: str
+    """Id of the upload whose files it holds."""
+    files: int
+    bytes: int
+    created_at: float
+    """When this version became visible, seconds since the epoch."""
+    uploaded_by: str
+
+
+@dataclass(frozen=True)
 class OodProfileInfo:
     """A stored OOD profile."""
 

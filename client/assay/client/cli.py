@@ -17,7 +17,7 @@ import typer
 from rich.progress import track
 from rich.table import Table
 
-from assay.client import _aigen_cli, _evaluate_cli, _ood_cli
+from assay.client import _aigen_cli, _datasets_cli, _evaluate_cli, _ood_cli
 from assay.client import _cli_common as cli
 from assay.client._client import Client
 from assay.client._errors import NotFoundError
@@ -334,6 +334,7 @@ app.command()(_evaluate_cli.evaluate)
 app.add_typer(_ood_cli.app, name="ood")
 app.add_typer(_ood_cli.anomaly_app, name="anomaly")
 app.add_typer(_aigen_cli.app, name="aigen")
+app.add_typer(_datasets_cli.app, name="datasets")
 app.command()(_evaluate_cli.jobs)
 app.command()(_evaluate_cli.report)
 

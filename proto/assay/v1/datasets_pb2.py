@@ -22,23 +22,32 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61ssay/v1/datasets.proto\x12\x08\x61ssay.v1\".\n\rDatasetHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07replace\x18\x02 \x01(\x08\"\'\n\tFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"o\n\x14UploadDatasetRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.assay.v1.DatasetHeaderH\x00\x12$\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x13.assay.v1.FileChunkH\x00\x42\x06\n\x04item\"C\n\x15UploadDatasetResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x01(\r\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x32\x64\n\x0e\x44\x61tasetService\x12R\n\rUploadDataset\x12\x1e.assay.v1.UploadDatasetRequest\x1a\x1f.assay.v1.UploadDatasetResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61ssay/v1/datasets.proto\x12\x08\x61ssay.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05\x66iles\x18\x04 \x01(\r\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0buploaded_by\x18\x07 \x01(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x14ListDatasetsResponse\x12#\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x11.assay.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x14\x44\x65leteDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\".\n\rDatasetHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07replace\x18\x02 \x01(\x08\"\'\n\tFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"o\n\x14UploadDatasetRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.assay.v1.DatasetHeaderH\x00\x12$\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x13.assay.v1.FileChunkH\x00\x42\x06\n\x04item\"C\n\x15UploadDatasetResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x01(\r\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x32\xf7\x01\n\x0e\x44\x61tasetService\x12R\n\rUploadDataset\x12\x1e.assay.v1.UploadDatasetRequest\x1a\x1f.assay.v1.UploadDatasetResponse(\x01\x12M\n\x0cListDatasets\x12\x1d.assay.v1.ListDatasetsRequest\x1a\x1e.assay.v1.ListDatasetsResponse\x12\x42\n\rDeleteDataset\x12\x1e.assay.v1.DeleteDatasetRequest\x1a\x11.assay.v1.Datasetb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assay.v1.datasets_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATASETHEADER']._serialized_start=37
-  _globals['_DATASETHEADER']._serialized_end=83
-  _globals['_FILECHUNK']._serialized_start=85
-  _globals['_FILECHUNK']._serialized_end=124
-  _globals['_UPLOADDATASETREQUEST']._serialized_start=126
-  _globals['_UPLOADDATASETREQUEST']._serialized_end=237
-  _globals['_UPLOADDATASETRESPONSE']._serialized_start=239
-  _globals['_UPLOADDATASETRESPONSE']._serialized_end=306
-  _globals['_DATASETSERVICE']._serialized_start=308
-  _globals['_DATASETSERVICE']._serialized_end=408
+  _globals['_DATASET']._serialized_start=71
+  _globals['_DATASET']._serialized_end=224
+  _globals['_LISTDATASETSREQUEST']._serialized_start=226
+  _globals['_LISTDATASETSREQUEST']._serialized_end=286
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=288
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=372
+  _globals['_DELETEDATASETREQUEST']._serialized_start=374
+  _globals['_DELETEDATASETREQUEST']._serialized_end=410
+  _globals['_DATASETHEADER']._serialized_start=412
+  _globals['_DATASETHEADER']._serialized_end=458
+  _globals['_FILECHUNK']._serialized_start=460
+  _globals['_FILECHUNK']._serialized_end=499
+  _globals['_UPLOADDATASETREQUEST']._serialized_start=501
+  _globals['_UPLOADDATASETREQUEST']._serialized_end=612
+  _globals['_UPLOADDATASETRESPONSE']._serialized_start=614
+  _globals['_UPLOADDATASETRESPONSE']._serialized_end=681
+  _globals['_DATASETSERVICE']._serialized_start=684
+  _globals['_DATASETSERVICE']._serialized_end=931
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,16 @@ class DatasetServiceStub(object):
                 request_serializer=assay_dot_v1_dot_datasets__pb2.UploadDatasetRequest.SerializeToString,
                 response_deserializer=assay_dot_v1_dot_datasets__pb2.UploadDatasetResponse.FromString,
                 _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/assay.v1.DatasetService/ListDatasets',
+                request_serializer=assay_dot_v1_dot_datasets__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=assay_dot_v1_dot_datasets__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/assay.v1.DatasetService/DeleteDataset',
+                request_serializer=assay_dot_v1_dot_datasets__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=assay_dot_v1_dot_datasets__pb2.Dataset.FromString,
+                _registered_method=True)
 
 
 class DatasetServiceServicer(object):
@@ -54,7 +64,29 @@ class DatasetServiceServicer(object):
         Returns INVALID_ARGUMENT for a missing header, a bad name or an unsafe
         file path (absolute, "..", hidden); FAILED_PRECONDITION when the name
         exists and replace is false; RESOURCE_EXHAUSTED over the upload size
-        limit. Nothing is kept from a failed upload.
+        limit. Nothing is kept from a failed upload. A replace switches the
+        whole dataset at once: a job opening it sees the old or the new files,
+        never a mix, even if the server is killed midway.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """Lists the uploaded datasets by name, one page at a time.
+        Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+        malformed or was issued for another call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Deletes an uploaded dataset: it disappears at once, its files are then
+        removed; the upload log keeps the deletion. Returns the deleted dataset.
+        Returns INVALID_ARGUMENT for a bad name; NOT_FOUND for an unknown one;
+        FAILED_PRECONDITION while a pending or running job names the dataset
+        (cancel the job or wait for it to end).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -67,6 +99,16 @@ def add_DatasetServiceServicer_to_server(servicer, server):
                     servicer.UploadDataset,
                     request_deserializer=assay_dot_v1_dot_datasets__pb2.UploadDatasetRequest.FromString,
                     response_serializer=assay_dot_v1_dot_datasets__pb2.UploadDatasetResponse.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=assay_dot_v1_dot_datasets__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=assay_dot_v1_dot_datasets__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=assay_dot_v1_dot_datasets__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=assay_dot_v1_dot_datasets__pb2.Dataset.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -97,6 +139,60 @@ class DatasetService(object):
             '/assay.v1.DatasetService/UploadDataset',
             assay_dot_v1_dot_datasets__pb2.UploadDatasetRequest.SerializeToString,
             assay_dot_v1_dot_datasets__pb2.UploadDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.v1.DatasetService/ListDatasets',
+            assay_dot_v1_dot_datasets__pb2.ListDatasetsRequest.SerializeToString,
+            assay_dot_v1_dot_datasets__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.v1.DatasetService/DeleteDataset',
+            assay_dot_v1_dot_datasets__pb2.DeleteDatasetRequest.SerializeToString,
+            assay_dot_v1_dot_datasets__pb2.Dataset.FromString,
             options,
             channel_credentials,
             insecure,

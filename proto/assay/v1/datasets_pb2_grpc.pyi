@@ -41,7 +41,21 @@ class DatasetServiceStub:
     Returns INVALID_ARGUMENT for a missing header, a bad name or an unsafe
     file path (absolute, "..", hidden); FAILED_PRECONDITION when the name
     exists and replace is false; RESOURCE_EXHAUSTED over the upload size
-    limit. Nothing is kept from a failed upload.
+    limit. Nothing is kept from a failed upload. A replace switches the
+    whole dataset at once: a job opening it sees the old or the new files,
+    never a mix, even if the server is killed midway.
+    """
+    ListDatasets: _grpc.UnaryUnaryMultiCallable[_datasets_pb2.ListDatasetsRequest, _datasets_pb2.ListDatasetsResponse]
+    """Lists the uploaded datasets by name, one page at a time.
+    Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+    malformed or was issued for another call.
+    """
+    DeleteDataset: _grpc.UnaryUnaryMultiCallable[_datasets_pb2.DeleteDatasetRequest, _datasets_pb2.Dataset]
+    """Deletes an uploaded dataset: it disappears at once, its files are then
+    removed; the upload log keeps the deletion. Returns the deleted dataset.
+    Returns INVALID_ARGUMENT for a bad name; NOT_FOUND for an unknown one;
+    FAILED_PRECONDITION while a pending or running job names the dataset
+    (cancel the job or wait for it to end).
     """
 
 @_typing.type_check_only
@@ -57,7 +71,21 @@ class DatasetServiceAsyncStub(DatasetServiceStub):
     Returns INVALID_ARGUMENT for a missing header, a bad name or an unsafe
     file path (absolute, "..", hidden); FAILED_PRECONDITION when the name
     exists and replace is false; RESOURCE_EXHAUSTED over the upload size
-    limit. Nothing is kept from a failed upload.
+    limit. Nothing is kept from a failed upload. A replace switches the
+    whole dataset at once: a job opening it sees the old or the new files,
+    never a mix, even if the server is killed midway.
+    """
+    ListDatasets: _aio.UnaryUnaryMultiCallable[_datasets_pb2.ListDatasetsRequest, _datasets_pb2.ListDatasetsResponse]  # type: ignore[assignment]
+    """Lists the uploaded datasets by name, one page at a time.
+    Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+    malformed or was issued for another call.
+    """
+    DeleteDataset: _aio.UnaryUnaryMultiCallable[_datasets_pb2.DeleteDatasetRequest, _datasets_pb2.Dataset]  # type: ignore[assignment]
+    """Deletes an uploaded dataset: it disappears at once, its files are then
+    removed; the upload log keeps the deletion. Returns the deleted dataset.
+    Returns INVALID_ARGUMENT for a bad name; NOT_FOUND for an unknown one;
+    FAILED_PRECONDITION while a pending or running job names the dataset
+    (cancel the job or wait for it to end).
     """
 
 class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -76,7 +104,33 @@ class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
         Returns INVALID_ARGUMENT for a missing header, a bad name or an unsafe
         file path (absolute, "..", hidden); FAILED_PRECONDITION when the name
         exists and replace is false; RESOURCE_EXHAUSTED over the upload size
-        limit. Nothing is kept from a failed upload.
+        limit. Nothing is kept from a failed upload. A replace switches the
+        whole dataset at once: a job opening it sees the old or the new files,
+        never a mix, even if the server is killed midway.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDatasets(
+        self,
+        request: _datasets_pb2.ListDatasetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_datasets_pb2.ListDatasetsResponse, _abc.Awaitable[_datasets_pb2.ListDatasetsResponse]]:
+        """Lists the uploaded datasets by name, one page at a time.
+        Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
+        malformed or was issued for another call.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteDataset(
+        self,
+        request: _datasets_pb2.DeleteDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_datasets_pb2.Dataset, _abc.Awaitable[_datasets_pb2.Dataset]]:
+        """Deletes an uploaded dataset: it disappears at once, its files are then
+        removed; the upload log keeps the deletion. Returns the deleted dataset.
+        Returns INVALID_ARGUMENT for a bad name; NOT_FOUND for an unknown one;
+        FAILED_PRECONDITION while a pending or running job names the dataset
+        (cancel the job or wait for it to end).
         """
 
 def add_DatasetServiceServicer_to_server(servicer: DatasetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

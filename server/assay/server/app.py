@@ -24,6 +24,7 @@ from assay.server.aigen.evaluate_job import DetectorEvaluationJobs
 from assay.server.aigen.fit_job import DetectorFits
 from assay.server.aigen.profiles import DETECTOR_PROFILES
 from assay.server.datadir import ensure_data_dir
+from assay.server.dataset_catalog import UploadedDatasets
 from assay.server.datasets import DatasetImages, DatasetRoots
 from assay.server.inference import Predictor
 from assay.server.jobs.manager import JobKind, JobManager
@@ -121,6 +122,7 @@ class AssayServer:
     workers: CorruptionWorkers
     store_probe: StoreProbe
     metrics_endpoint: MetricsEndpoint | None = None
+    uploads: UploadedDatasets | None = None
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -130,6 +132,8 @@ class AssayServer:
 
     async def start(self) -> None:
         """Start serving and report health."""
+        if self.uploads is not None:
+            await self.uploads.start()  # sweep what crashed uploads left, before any new one
         await self.server.start()
         self.workers.warm()
         await self.jobs.begin()  # takes over jobs whose lease is free, then keeps looking
@@ -170,6 +174,8 @@ class AssayServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grpc.grace_period_s if grace_s is None else grace_s)
         await self.jobs.aclose()  # running jobs stay RUNNING, their leases released for takeover
+        if self.uploads is not None:
+            await self.uploads.aclose()
         self.workers.close()
         await self.store_probe.aclose()
         self.jobs.store.close()
@@ -243,9 +249,8 @@ async def create_server(
     ood_pb2_grpc.add_OodServiceServicer_to_server(OodServicer(jobs, profiles), server)
     aigen_pb2_grpc.add_AigenServiceServicer_to_server(AigenServicer(jobs, detectors), server)
     max_upload = int(settings.data.max_upload_mb * 1024 * 1024)
-    datasets_pb2_grpc.add_DatasetServiceServicer_to_server(
-        DatasetServicer(uploads, max_upload), server
-    )
+    datasets = UploadedDatasets(uploads, store, max_upload)
+    datasets_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(datasets), server)
     robustness_pb2_grpc.add_RobustnessServiceServicer_to_server(
         RobustnessServicer(jobs, evaluations), server
     )
@@ -265,7 +270,7 @@ async def create_server(
     probe = StoreProbe(store.ping, store.url, settings.data.connect_timeout_s, metrics.store_up)
     return AssayServer(
         settings, server, port, registry, health_servicer, metrics, pool, jobs, workers, probe,
-        metrics_endpoint=endpoint,
+        metrics_endpoint=endpoint, uploads=datasets,
     )  # fmt: skip
 
 

@@ -1,34 +1,36 @@
-"""Datasets uploaded by clients, written atomically into the server's data folder.
+"""One dataset upload in progress: checked, buffered, written off the event loop.
 
-An upload is staged in a hidden temporary folder and renamed into place only
-when it completed, so a dataset is either whole or absent. File paths are
-checked before anything is written: relative, no "..", no hidden parts.
+File paths are checked before anything is written: relative, no "..", no
+hidden parts. Chunks are buffered and written in batches by a worker thread
+(one thread hop per few MiB or few hundred files, not per chunk), so a large
+upload never blocks the event loop. Committing hands the staged folder to
+`UploadsFolder.publish`, whose single rename makes it visible.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-import shutil
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from assay.server.errors import (
-    FailedPreconditionError,
-    InvalidArgumentError,
-    ResourceExhaustedError,
-)
+from assay.server.dataset_folders import Staged, UploadsFolder
+from assay.server.errors import InvalidArgumentError, ResourceExhaustedError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+FLUSH_BYTES = 4 << 20
+"""Buffered chunks are written in one worker-thread call per this many bytes..."""
+FLUSH_CHUNKS = 256
+"""... or this many chunks, whichever comes first."""
 
 
-@dataclass(frozen=True)
-class UploadedDataset:
-    """Where an upload landed and how much it holds."""
-
-    path: Path
-    files: int
-    bytes: int
+def check_name(name: str) -> str:
+    """``name`` if it can be a dataset's folder name, else INVALID_ARGUMENT."""
+    if not _NAME.match(name):
+        raise InvalidArgumentError(
+            f"dataset name {name!r} must use letters, digits, '_', '-', '.' (at most 128)"
+        )
+    return name
 
 
 def safe_relative(path: str) -> PurePosixPath:
@@ -47,49 +49,92 @@ def safe_relative(path: str) -> PurePosixPath:
     return candidate
 
 
+@dataclass
+class _Writer:
+    """Appends chunks under the staging folder; used from worker threads only."""
+
+    root: Path
+    made: set[Path] = field(default_factory=set)
+
+    def write(self, chunks: list[tuple[PurePosixPath, bytes]]) -> None:
+        for relative, data in chunks:
+            destination = self.root.joinpath(*relative.parts)
+            if destination.parent not in self.made:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                self.made.add(destination.parent)
+            with destination.open("ab") as handle:
+                handle.write(data)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A committed upload: its version, size, and the version it replaced."""
+
+    version: str
+    files: int
+    bytes: int
+    previous: str | None
+
+
 class DatasetUpload:
-    """One upload in progress."""
+    """One upload: `add` chunks, then `commit` or `discard` it (from the event loop)."""
 
-    def __init__(self, root: Path, name: str, replace: bool, max_bytes: int) -> None:
-        if not _NAME.match(name):
-            raise InvalidArgumentError(
-                f"dataset name {name!r} must use letters, digits, '_', '-', '.' (at most 128)"
-            )
-        self.target = root / name
-        if self.target.exists() and not replace:
-            raise FailedPreconditionError(
-                f"dataset {name!r} already exists; set replace to overwrite it"
-            )
-        self._staging = root / f".upload-{uuid.uuid4().hex}"
-        self._staging.mkdir(parents=True)
+    def __init__(
+        self, folder: UploadsFolder, name: str, replace: bool, staged: Staged, max_bytes: int
+    ) -> None:
+        self._folder = folder
+        self.name = name
+        self._replace = replace
+        self._staged = staged
         self._max_bytes = max_bytes
-        self._bytes = 0
-        self._files: set[PurePosixPath] = set()
+        self._writer = _Writer(staged.path)
+        self._paths: set[PurePosixPath] = set()
+        self._pending: list[tuple[PurePosixPath, bytes]] = []
+        self._pending_bytes = 0
+        self.bytes = 0
 
-    def add(self, path: str, data: bytes) -> None:
+    @property
+    def version(self) -> str:
+        """The upload's id, which becomes the dataset's version."""
+        return self._staged.version
+
+    async def add(self, path: str, data: bytes) -> None:
         """Append a chunk to a file of the dataset."""
         relative = safe_relative(path)
-        self._bytes += len(data)
-        if self._bytes > self._max_bytes:
+        self.bytes += len(data)
+        if self.bytes > self._max_bytes:
             raise ResourceExhaustedError(
                 f"upload exceeds the limit of {self._max_bytes // (1024 * 1024)} MiB"
             )
-        destination = self._staging.joinpath(*relative.parts)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        with destination.open("ab") as handle:
-            handle.write(data)
-        self._files.add(relative)
+        self._paths.add(relative)
+        self._pending.append((relative, data))
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= FLUSH_BYTES or len(self._pending) >= FLUSH_CHUNKS:
+            await self._flush()
 
-    def commit(self) -> UploadedDataset:
-        """Make the dataset visible under its name (replacing an older one)."""
-        if not self._files:
-            self.abort()
+    async def _flush(self) -> None:
+        chunks, self._pending, self._pending_bytes = self._pending, [], 0
+        if chunks:
+            await asyncio.to_thread(self._writer.write, chunks)
+
+    async def commit(self) -> Published:
+        """Write what is buffered and switch the dataset to this upload, atomically.
+
+        Raises:
+            InvalidArgumentError: The upload held no files.
+            FailedPreconditionError: The name is taken and replace was not set.
+        """
+        if not self._paths:
             raise InvalidArgumentError("the upload held no files")
-        if self.target.exists():
-            shutil.rmtree(self.target)
-        self._staging.rename(self.target)
-        return UploadedDataset(self.target, len(self._files), self._bytes)
+        await self._flush()
+        previous = await asyncio.to_thread(self._publish)
+        return Published(self.version, len(self._paths), self.bytes, previous)
 
-    def abort(self) -> None:
-        """Drop everything staged so far."""
-        shutil.rmtree(self._staging, ignore_errors=True)
+    def _publish(self) -> str | None:
+        previous = self._folder.publish(self.name, self._staged, self._replace)
+        self._staged.release()
+        return previous
+
+    async def discard(self) -> None:
+        """Drop everything staged; completes even if the calling task is cancelled."""
+        await asyncio.shield(asyncio.to_thread(self._staged.discard))

@@ -4,6 +4,7 @@ The pool uses the forkserver start method: forking a process that holds
 gRPC and onnxruntime threads is unsafe. Each task corrupts a chunk of
 images with the same deterministic (seed, index, corruption, severity)
 streams as `corrupt`, so results do not depend on how work is split.
+Workers exit when the server does, even after ``kill -9`` (`lifeline`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 import numpy as np
 
 from assay.server.robustness.corruptions import corrupt
+from assay.server.robustness.lifeline import Lifeline, bind_to_server
 
 CHUNK = 16
 
@@ -38,7 +40,13 @@ class CorruptionWorkers:
 
     def __init__(self, workers: int) -> None:
         context = multiprocessing.get_context("forkserver")
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        self._lifeline = Lifeline()
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=bind_to_server,
+            initargs=(self._lifeline.reader,),
+        )
         self._workers = workers
         self._warming: list[Future[None]] = []
 
@@ -66,3 +74,4 @@ class CorruptionWorkers:
     def close(self) -> None:
         """Stop the workers (pending work is cancelled) and reap them."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._lifeline.close()
