@@ -70,14 +70,19 @@ def _free_port() -> int:
 class PostgresServer:
     """One running cluster; `create_database` hands out fresh databases on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
         """Creates and starts the cluster.
+
+        Args:
+            durable: Keep PostgreSQL's default fsync on (benchmarks compare
+                production settings); tests run with fsync off.
 
         Raises:
             PostgresMissingError: PostgreSQL is not installed.
             RuntimeError: initdb or pg_ctl failed (their output is in the message).
         """
         self._bin = bin_dir()
+        self._durable = durable
         self._as_postgres = os.geteuid() == 0
         self.dir = Path(tempfile.mkdtemp(prefix="assay-pg-"))
         self.port = 0
@@ -101,7 +106,9 @@ class PostgresServer:
     def _start(self) -> None:
         for attempt in range(3):  # another process may take the free port in between
             self.port = _free_port()
-            options = f"-k {self.dir} -h 127.0.0.1 -p {self.port} -F"
+            options = f"-k {self.dir} -h 127.0.0.1 -p {self.port}" + (
+                "" if self._durable else " -F"
+            )
             data, log = str(self.dir / "data"), str(self.dir / "server.log")
             try:
                 self._run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start")
