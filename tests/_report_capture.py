@@ -4,11 +4,12 @@ The issue asks that each report schema ship as a JSON Schema file *and* that
 the tests prove the server writes what the file says. Reports leave the server
 in two ways, and both are spied on for the whole session:
 
-* ``SqliteJobStore.set_result``: the one place a job's report is persisted. The
-  spy reads the stored document back (exactly what GetReport returns) and
-  validates it against the schema its ``schema`` field, or else its job kind,
-  names. Results of job kinds the server does not have (store unit tests use
-  toy kinds and toy results) are counted as unchecked, not validated.
+* the stores' ``set_result`` (SQLite and PostgreSQL share it): the one place a
+  job's report is persisted. The spy reads the stored document back (exactly
+  what GetReport returns) and validates it against the schema its ``schema``
+  field, or else its job kind, names. Results of job kinds the server does not
+  have (store unit tests use toy kinds and toy results) are counted as
+  unchecked, not validated.
 * ``robustness.report.build_report``: also reached by ScoreRobustness, which
   returns its report without a job, and by unit tests that build reports for
   branches the demo model cannot reach (ImageNet-1k/AlexNet CEs, a paired
@@ -28,8 +29,8 @@ from functools import wraps
 from typing import Any
 
 from assay.server import report_schemas
-from assay.server.jobs.store import SqliteJobStore
 from assay.server.robustness import report as robustness_report
+from assay.server.store._jobs import JobsMixin
 
 _MAX_ERRORS = 5
 
@@ -90,21 +91,23 @@ class ReportCapture:
         return restore
 
     def _spy_on_store(self) -> Callable[[], None]:
-        original = SqliteJobStore.set_result
+        original = JobsMixin.set_result
         capture = self
 
         @wraps(original)
-        def set_result(store: SqliteJobStore, job_id: str, result: Mapping[str, Any]) -> None:
-            original(store, job_id, result)
+        def set_result(
+            store: JobsMixin, job_id: str, result: Mapping[str, Any], owner: str | None = None
+        ) -> None:
+            original(store, job_id, result, owner)
             stored = store.result(job_id)
             assert stored is not None
             kind = store.get(job_id).kind
             capture.check(stored, kind, f"job {job_id} ({kind})")
 
-        SqliteJobStore.set_result = set_result  # type: ignore[method-assign]
+        JobsMixin.set_result = set_result  # type: ignore[method-assign]
 
         def restore() -> None:
-            SqliteJobStore.set_result = original  # type: ignore[method-assign]
+            JobsMixin.set_result = original  # type: ignore[method-assign]
 
         return restore
 

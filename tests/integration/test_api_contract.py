@@ -21,9 +21,9 @@ from assay.server.app import AssayServer, create_server
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobContext, JobManager
 from assay.server.jobs.specs import JobSpec
-from assay.server.jobs.store import SqliteJobStore
 from assay.server.services.interceptors import ErrorMappingInterceptor
 from assay.server.services.jobs import JobServicer
+from assay.server.store import SqliteStore
 from assay.v1 import (
     aigen_pb2,
     aigen_pb2_grpc,
@@ -65,7 +65,7 @@ class _Crashes(_Finishes):
 async def jobs_server(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[JobManager, jobs_pb2_grpc.JobServiceStub]]:
-    store = SqliteJobStore(tmp_path / "jobs.db")
+    store = SqliteStore(tmp_path / "jobs.db")
     kinds = {"ok": _Finishes(), "refused": _RefusesItsInput(), "crash": _Crashes()}
     manager = JobManager(store, kinds, max_running=4)
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])

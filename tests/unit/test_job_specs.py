@@ -17,11 +17,12 @@ from assay.server.aigen.specs import (
     AigenProfileSpec,
 )
 from assay.server.errors import ErrorCode, InvalidArgumentError
-from assay.server.jobs import JobState, SqliteJobStore
+from assay.server.jobs import JobState
 from assay.server.jobs.manager import JobContext, JobManager
 from assay.server.jobs.specs import JobSpec, SpecT, build_spec, describe, parse_spec
 from assay.server.ood.specs import AnomalyEvaluationSpec, OodEvaluationSpec, OodProfileSpec
 from assay.server.robustness.specs import RobustnessSpec
+from assay.server.store import SqliteStore
 from assay.server.store.codec import dump_json
 
 # --- defaults and ranges ------------------------------------------------------------
@@ -208,8 +209,8 @@ class Recording(Generic[SpecT]):
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteJobStore]:
-    with SqliteJobStore(tmp_path / "jobs.sqlite3") as opened:
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(tmp_path / "jobs.sqlite3") as opened:
         yield opened
 
 
@@ -219,7 +220,7 @@ async def _finish(manager: JobManager, job_id: str) -> JobState:
     return state
 
 
-async def test_start_stores_the_dumped_spec_and_runs_the_typed_one(store: SqliteJobStore) -> None:
+async def test_start_stores_the_dumped_spec_and_runs_the_typed_one(store: SqliteStore) -> None:
     kind = Recording(OodProfileSpec)
     manager = JobManager(store, {"toy_ood_profile": kind})
     record = await manager.start("toy_ood_profile", OodProfileSpec(model="m", dataset="d", seed=3))
@@ -240,7 +241,7 @@ async def test_start_stores_the_dumped_spec_and_runs_the_typed_one(store: Sqlite
 
 
 async def test_a_stored_spec_that_no_longer_validates_fails_only_its_job(
-    store: SqliteJobStore,
+    store: SqliteStore,
 ) -> None:
     good = store.create("toy_ood_profile", {"model": "m", "dataset": "d", "target_tpr": 0.9}, 1)
     renamed = store.create("toy_ood_profile", {"model": "m", "dataset": "d", "tpr": 0.9}, 1)
@@ -249,7 +250,7 @@ async def test_a_stored_spec_that_no_longer_validates_fails_only_its_job(
     )
     not_an_object = store.create("toy_aigen_profile", {"model": ["m"], "dataset": "d"}, 1)
     unknown = store.create("retired_kind", {"anything": 1}, 1)
-    store.start(good.id)  # it was RUNNING when the server died
+    store.claim(good.id, "dead-server", 0.0)  # it was RUNNING when the server died
     fits, detectors = Recording(OodProfileSpec), Recording(AigenProfileSpec)
     manager = JobManager(store, {"toy_ood_profile": fits, "toy_aigen_profile": detectors})
 

@@ -1,4 +1,4 @@
-"""SqliteJobStore against real SQLite files (and a real killed process)."""
+"""SqliteStore's jobs against real SQLite files (and a real killed process)."""
 
 import io
 import signal
@@ -20,8 +20,11 @@ from assay.server.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from assay.server.jobs import JobRecord, JobState, JobStore, SqliteJobStore
-from assay.server.jobs._sqlite import _SCHEMA
+from assay.server.store import JobRecord, JobState, SqliteStore, Store, default_url, open_store
+from assay.server.store.sqlite import MIGRATIONS
+
+_SCHEMA = MIGRATIONS[0].statements
+OWNER = "replica-a"
 
 
 @pytest.fixture
@@ -30,21 +33,28 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[SqliteJobStore]:
-    with SqliteJobStore(db_path) as opened:
+def store(db_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(db_path) as opened:
         yield opened
+
+
+def start(store: Store, job_id: str) -> JobRecord:
+    """Claims the job without holding a lease: what a run looked like before leases."""
+    claimed = store.claim(job_id, OWNER, 0.0)
+    assert claimed is not None
+    return claimed
 
 
 def scores(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(n, dtype=np.float32)
 
 
-def test_sqlite_store_satisfies_the_protocol(store: SqliteJobStore) -> None:
-    as_protocol: JobStore = store  # mypy checks the structural match.
+def test_sqlite_store_satisfies_the_protocol(store: SqliteStore) -> None:
+    as_protocol: Store = store  # mypy checks the structural match.
     assert as_protocol is store
 
 
-def test_lifecycle(store: SqliteJobStore, db_path: Path) -> None:
+def test_lifecycle(store: SqliteStore, db_path: Path) -> None:
     assert db_path.exists()
     spec = {"model": "resnet", "corruptions": ["gaussian_noise", "blur"], "severities": [1, 3]}
     job = store.create("robustness_suite", spec, total=3)
@@ -53,7 +63,7 @@ def test_lifecycle(store: SqliteJobStore, db_path: Path) -> None:
     assert job.spec == spec and job.stage == "" and job.error is None
     assert job.created_at == job.updated_at
 
-    job = store.start(job.id)
+    job = start(store, job.id)
     assert (job.state, job.attempts) == (JobState.RUNNING, 1)
     job = store.progress(job.id, 0, "warming up")
     assert job.stage == "warming up"
@@ -74,7 +84,7 @@ def test_lifecycle(store: SqliteJobStore, db_path: Path) -> None:
     assert job.updated_at >= job.created_at
     assert store.result(job.id) == {"mean_top1": 0.6, "units": 3}
     assert store.get(job.id) == job
-    assert store.interrupted() == []
+    assert store.claimable() == []
 
 
 def test_terminal_property() -> None:
@@ -86,17 +96,17 @@ def test_terminal_property() -> None:
     assert JobState("running") is JobState.RUNNING
 
 
-def test_start_again_counts_attempts(store: SqliteJobStore) -> None:
+def test_start_again_counts_attempts(store: SqliteStore) -> None:
     job = store.create("ood_fit", {}, total=0)
-    store.start(job.id)
-    assert store.start(job.id).attempts == 2
+    start(store, job.id)
+    assert start(store, job.id).attempts == 2
 
 
-def test_get_and_list_filters_and_order(store: SqliteJobStore) -> None:
+def test_get_and_list_filters_and_order(store: SqliteStore) -> None:
     a = store.create("robustness_suite", {"n": 1}, 1)
     b = store.create("ood_fit", {"n": 2}, 1)
     c = store.create("robustness_suite", {"n": 3}, 1)
-    store.start(b.id)
+    start(store, b.id)
     store.finish(c.id, JobState.CANCELLED, "cancelled by request")
 
     assert [j.id for j in store.list()] == [c.id, b.id, a.id]
@@ -106,14 +116,14 @@ def test_get_and_list_filters_and_order(store: SqliteJobStore) -> None:
     assert store.list(states=[]) == []
     assert [j.id for j in store.list(limit=2)] == [c.id, b.id]
     assert store.get(c.id).error == "cancelled by request"
-    assert [j.id for j in store.interrupted()] == [a.id, b.id]  # Oldest first.
+    assert [j.id for j in store.claimable()] == [a.id, b.id]  # Oldest first.
     with pytest.raises(InvalidArgumentError):
         store.list(limit=0)
 
 
-def test_put_unit_is_idempotent(store: SqliteJobStore) -> None:
+def test_put_unit_is_idempotent(store: SqliteStore) -> None:
     job = store.create("detector_eval", {}, total=2)
-    store.start(job.id)
+    start(store, job.id)
     store.put_unit(job.id, "a", {"v": 1}, {"x": np.arange(3)})
     store.put_unit(job.id, "b", {"v": 2}, {})
     job = store.put_unit(job.id, "a", {"v": 10}, {"x": np.arange(5)})
@@ -124,7 +134,7 @@ def test_put_unit_is_idempotent(store: SqliteJobStore) -> None:
     assert units["b"].arrays == {}
 
 
-def test_arrays_round_trip_exactly(store: SqliteJobStore) -> None:
+def test_arrays_round_trip_exactly(store: SqliteStore) -> None:
     arrays = {
         "f32": np.array([0.1, -0.0, np.nan, np.inf, -np.inf, 1e-45], dtype=np.float32),
         "i64": np.array([np.iinfo(np.int64).min, -1, 0, np.iinfo(np.int64).max]),
@@ -148,7 +158,7 @@ def test_arrays_round_trip_exactly(store: SqliteJobStore) -> None:
         assert restored.tobytes(order="A") == original.tobytes(order="A"), name
 
 
-def test_object_arrays_are_rejected(store: SqliteJobStore) -> None:
+def test_object_arrays_are_rejected(store: SqliteStore) -> None:
     job = store.create("robustness_suite", {}, 1)
     bad: dict[str, Any] = {"objs": np.array([{"a": 1}, None], dtype=object)}
     with pytest.raises(InvalidArgumentError, match="objs"):
@@ -159,7 +169,7 @@ def test_object_arrays_are_rejected(store: SqliteJobStore) -> None:
 
 
 def test_a_pickled_blob_in_the_database_is_never_unpickled(
-    store: SqliteJobStore, db_path: Path
+    store: SqliteStore, db_path: Path
 ) -> None:
     job = store.create("robustness_suite", {}, 1)
     buffer = io.BytesIO()
@@ -171,7 +181,7 @@ def test_a_pickled_blob_in_the_database_is_never_unpickled(
         store.units(job.id)
 
 
-def test_json_must_be_strict(store: SqliteJobStore) -> None:
+def test_json_must_be_strict(store: SqliteStore) -> None:
     with pytest.raises(InvalidArgumentError, match="spec"):
         store.create("k", {"f": object()}, 1)
     job = store.create("k", {}, 1)
@@ -181,11 +191,11 @@ def test_json_must_be_strict(store: SqliteJobStore) -> None:
     assert store.units(job.id)["u"].meta == {"n": 7, "s": 0.5}
 
 
-def test_unknown_id_is_not_found(store: SqliteJobStore) -> None:
+def test_unknown_id_is_not_found(store: SqliteStore) -> None:
     missing = "0" * 32
     calls: list[Callable[[], object]] = [
         lambda: store.get(missing),
-        lambda: store.start(missing),
+        lambda: start(store, missing),
         lambda: store.progress(missing, 1, "x"),
         lambda: store.finish(missing, JobState.FAILED, "x"),
         lambda: store.put_unit(missing, "k", {}, {}),
@@ -200,7 +210,7 @@ def test_unknown_id_is_not_found(store: SqliteJobStore) -> None:
             call()
 
 
-def test_terminal_state_is_final(store: SqliteJobStore) -> None:
+def test_terminal_state_is_final(store: SqliteStore) -> None:
     job = store.create("k", {}, 1)
     with pytest.raises(InvalidArgumentError, match="terminal"):
         store.finish(job.id, JobState.RUNNING)
@@ -208,7 +218,6 @@ def test_terminal_state_is_final(store: SqliteJobStore) -> None:
     changes: list[Callable[[], object]] = [
         lambda: store.finish(job.id, JobState.SUCCEEDED),
         lambda: store.finish(job.id, JobState.FAILED, "again"),
-        lambda: store.start(job.id),
         lambda: store.progress(job.id, 1, "x"),
         lambda: store.put_unit(job.id, "k", {}, {}),
         lambda: store.set_result(job.id, {}),
@@ -216,11 +225,12 @@ def test_terminal_state_is_final(store: SqliteJobStore) -> None:
     for change in changes:
         with pytest.raises(FailedPreconditionError, match="is failed"):
             change()
+    assert store.claim(job.id, OWNER, 60.0) is None  # An ended job is never claimed.
     after = store.get(job.id)
     assert (after.state, after.error, after.done) == (JobState.FAILED, "boom", 0)
 
 
-def test_delete_cascades(store: SqliteJobStore, db_path: Path) -> None:
+def test_delete_cascades(store: SqliteStore, db_path: Path) -> None:
     job = store.create("k", {}, 1)
     store.put_unit(job.id, "u", {}, {"x": np.ones(2)})
     store.set_result(job.id, {"ok": True})
@@ -233,11 +243,11 @@ def test_delete_cascades(store: SqliteJobStore, db_path: Path) -> None:
     raw.close()
 
 
-def test_wal_mode_and_schema_version(store: SqliteJobStore, db_path: Path) -> None:
+def test_wal_mode_and_schema_version(store: SqliteStore, db_path: Path) -> None:
     raw = sqlite3.connect(db_path)
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (3,)
     finally:
         raw.close()
 
@@ -245,10 +255,10 @@ def test_wal_mode_and_schema_version(store: SqliteJobStore, db_path: Path) -> No
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     raw = sqlite3.connect(path)
-    raw.execute("PRAGMA user_version = 3")
+    raw.execute("PRAGMA user_version = 4")
     raw.close()
-    with pytest.raises(FailedPreconditionError, match="schema version 3, newer than version 2"):
-        SqliteJobStore(path)
+    with pytest.raises(FailedPreconditionError, match="schema version 4, newer than version 3"):
+        SqliteStore(path)
     raw = sqlite3.connect(path)  # Refused without being touched.
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("delete",)
@@ -259,31 +269,31 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(b"not a database at all" * 100)
-    with pytest.raises(FailedPreconditionError, match="cannot open job database"):
-        SqliteJobStore(path)
+    with pytest.raises(FailedPreconditionError, match="cannot open store database"):
+        SqliteStore(path)
 
 
 def test_closed_store_refuses_calls(db_path: Path) -> None:
-    store = SqliteJobStore(db_path)
+    store = SqliteStore(db_path)
     store.close()
     store.close()
     with pytest.raises(FailedPreconditionError, match="closed"):
         store.list()
 
 
-def test_second_instance_sees_writes(store: SqliteJobStore, db_path: Path) -> None:
-    with SqliteJobStore(db_path) as other:
+def test_second_instance_sees_writes(store: SqliteStore, db_path: Path) -> None:
+    with SqliteStore(db_path) as other:
         job = store.create("k", {"a": 1}, 2)
         assert other.get(job.id) == job
-        other.start(job.id)
+        start(other, job.id)
         other.put_unit(job.id, "from-other", {}, {"x": np.arange(4)})
         assert store.get(job.id).done == 1
         assert store.unit_keys(job.id) == {"from-other"}
 
 
-def test_threads_lose_no_units(store: SqliteJobStore) -> None:
+def test_threads_lose_no_units(store: SqliteStore) -> None:
     job = store.create("robustness_suite", {}, total=4 * 25 + 1)
-    store.start(job.id)
+    start(store, job.id)
     errors: list[BaseException] = []
 
     def worker(t: int) -> None:
@@ -313,11 +323,11 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     import numpy as np
-    from assay.server.jobs import SqliteJobStore
+    from assay.server.store import SqliteStore
 
-    store = SqliteJobStore(Path(sys.argv[1]))
+    store = SqliteStore(Path(sys.argv[1]))
     job = store.create("robustness_suite", {"model": "m"}, total=10)
-    store.start(job.id)
+    store.claim(job.id, "killed-replica", 0.0)
     store.progress(job.id, 0, "corruptions")
     for i in range(5):
         store.put_unit(job.id, f"unit-{i}", {"i": i}, {"scores": np.full(4, i, np.float32)})
@@ -335,8 +345,8 @@ def test_crash_keeps_finished_units(db_path: Path) -> None:
     job_id = child.stdout.strip()
     assert Path(f"{db_path}-wal").exists()  # Killed before any checkpoint or clean close.
 
-    with SqliteJobStore(db_path) as store:
-        [job] = store.interrupted()
+    with SqliteStore(db_path) as store:
+        [job] = store.claimable()
         assert isinstance(job, JobRecord)
         assert (job.id, job.state, job.done, job.total) == (job_id, JobState.RUNNING, 5, 10)
         assert (job.stage, job.attempts, job.spec) == ("corruptions", 1, {"model": "m"})
@@ -344,10 +354,10 @@ def test_crash_keeps_finished_units(db_path: Path) -> None:
         assert sorted(units) == [f"unit-{i}" for i in range(5)]
         for i in range(5):
             np.testing.assert_array_equal(units[f"unit-{i}"].arrays["scores"], np.full(4, i))
-        assert store.start(job_id).attempts == 2  # The resume is counted.
+        assert start(store, job_id).attempts == 2  # The resume is counted.
 
 
-def test_a_failed_job_keeps_its_error_code(store: SqliteJobStore) -> None:
+def test_a_failed_job_keeps_its_error_code(store: SqliteStore) -> None:
     job = store.create("robustness", {}, 1)
     failed = store.finish(job.id, JobState.FAILED, "no such label", ErrorCode.INVALID_ARGUMENT)
     assert (failed.error, failed.error_code) == ("no such label", ErrorCode.INVALID_ARGUMENT)
@@ -371,7 +381,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()
-    with SqliteJobStore(path) as migrated:
+    with SqliteStore(path) as migrated:
         old = migrated.get("old")
         assert (old.state, old.error, old.error_code) == (JobState.FAILED, "boom", None)
         new = migrated.create("robustness", {}, 1)
@@ -380,12 +390,12 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
         )
     raw = sqlite3.connect(path)
     try:
-        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (3,)
     finally:
         raw.close()
 
 
-def test_list_pages_by_created_at_then_id_without_gaps(store: SqliteJobStore) -> None:
+def test_list_pages_by_created_at_then_id_without_gaps(store: SqliteStore) -> None:
     jobs = [store.create("robustness" if i % 2 else "ood", {}, 1) for i in range(7)]
     newest_first = sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)
     pages: list[list[str]] = []
@@ -402,3 +412,45 @@ def test_list_pages_by_created_at_then_id_without_gaps(store: SqliteJobStore) ->
         kind="robustness", limit=10, before=(newest_first[2].created_at, newest_first[2].id)
     )
     assert [j.id for j in odd] == [j.id for j in newest_first[3:] if j.kind == "robustness"]
+
+
+def test_a_version_2_database_upgrades_in_place_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    raw = sqlite3.connect(path)
+    for migration in MIGRATIONS[:2]:  # What the last server before leases wrote.
+        for statement in migration.statements:
+            raw.execute(statement)
+    raw.execute(
+        "INSERT INTO jobs VALUES ('old', 'robustness', 'running', '{\"m\": 1}', 1.0, 2.0, 1, 3, "
+        "'corruptions', NULL, 1, NULL)"
+    )
+    raw.execute("INSERT INTO units VALUES ('old', 'u0', '{}', ?, 1.5)", (b"",))
+    raw.execute("PRAGMA user_version = 2")
+    raw.commit()
+    raw.close()
+    with SqliteStore(path) as upgraded:
+        [old] = upgraded.claimable()
+        assert (old.id, old.state, old.done, old.spec) == ("old", JobState.RUNNING, 1, {"m": 1})
+        assert (old.owner, old.lease_until) == (None, None)
+        assert upgraded.unit_keys("old") == {"u0"}
+        claimed = upgraded.claim("old", OWNER, 30.0)
+        assert claimed is not None and claimed.attempts == 2
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (3,)
+    finally:
+        raw.close()
+
+
+def test_the_default_store_adopts_a_legacy_jobs_file_in_place(tmp_path: Path) -> None:
+    assert default_url(tmp_path) == f"sqlite:///{tmp_path / 'assay.sqlite3'}"
+    with SqliteStore(tmp_path / "jobs.sqlite3") as legacy:
+        job = legacy.create("robustness", {}, 1)
+    assert default_url(tmp_path) == f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    opened = open_store(default_url(tmp_path))
+    try:
+        assert opened.get(job.id).id == job.id
+    finally:
+        opened.close()
+    (tmp_path / "assay.sqlite3").touch()  # Once the new file exists, it wins.
+    assert default_url(tmp_path) == f"sqlite:///{tmp_path / 'assay.sqlite3'}"

@@ -26,7 +26,6 @@ from assay.server.aigen.profiles import DETECTOR_PROFILES
 from assay.server.datasets import DatasetImages, DatasetRoots
 from assay.server.inference import Predictor
 from assay.server.jobs.manager import JobKind, JobManager
-from assay.server.jobs.store import SqliteJobStore
 from assay.server.metrics import MetricsEndpoint, ServerMetrics
 from assay.server.models.loading import build_registry
 from assay.server.models.registry import ModelRegistry
@@ -47,6 +46,7 @@ from assay.server.services.ood import OodServicer
 from assay.server.services.reflection import enable_reflection
 from assay.server.services.robustness import RobustnessServicer
 from assay.server.settings import Settings
+from assay.server.store import default_url, open_store
 from assay.v1 import (
     aigen_pb2,
     aigen_pb2_grpc,
@@ -202,7 +202,13 @@ async def create_server(
         settings.images.max_pixels,
     )
     predictor = Predictor(registry, settings.images, pool, profiles, detectors)
-    store = SqliteJobStore(settings.data.dir / "jobs.sqlite3")
+    # Opening may wait for PostgreSQL (up to connect_timeout_s) and migrate: off the loop.
+    store = await asyncio.to_thread(
+        open_store,
+        settings.data.url or default_url(settings.data.dir),
+        pool_max=settings.data.pool_max,
+        connect_timeout_s=settings.data.connect_timeout_s,
+    )
     kinds: dict[str, JobKind[Any]] = {
         RobustnessJobs.kind: evaluations,
         OodProfiles.kind: profiles,

@@ -1,11 +1,9 @@
-"""Persistence for long-running evaluation jobs (robustness suites, OOD fits, detectors).
+"""Long-running evaluation jobs (robustness suites, OOD fits, detectors): kinds, specs, the manager.
 
-A job's finished units are stored as they are produced, so a crash loses no
-finished work: at start the server resumes or fails what ``interrupted()``
-returns.
+Where jobs are kept is the store's business (assay.server.store); its records
+are re-exported here for the job code's convenience.
 """
 
-from assay.server.jobs.store import JobStore, SqliteJobStore
 from assay.server.store.records import JobRecord, JobState, Unit
 
-__all__ = ["JobRecord", "JobState", "JobStore", "SqliteJobStore", "Unit"]
+__all__ = ["JobRecord", "JobState", "Unit"]

@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol
@@ -31,10 +34,13 @@ from assay.server.errors import (
     InvalidArgumentError,
 )
 from assay.server.jobs.specs import JobSpec, SpecT, describe, parse_spec
-from assay.server.jobs.store import JobStore
+from assay.server.store.base import Store
 from assay.server.store.records import JobRecord, JobState, Unit
 
 log = logging.getLogger(__name__)
+
+_NO_LEASE_S = 0.0
+"""Until heartbeats renew leases, a claim holds none: any server may resume a live job."""
 
 
 @dataclass(frozen=True)
@@ -109,9 +115,15 @@ class JobManager:
     """Starts, watches, cancels and resumes jobs of registered kinds."""
 
     def __init__(
-        self, store: JobStore, kinds: Mapping[str, JobKind[Any]], max_running: int = 2
+        self,
+        store: Store,
+        kinds: Mapping[str, JobKind[Any]],
+        max_running: int = 2,
+        owner: str | None = None,
     ) -> None:
         self.store = store
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """This server's id as a job lease owner."""
         self._kinds = dict(kinds)
         self._slots = asyncio.Semaphore(max_running)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -148,7 +160,7 @@ class JobManager:
         is marked FAILED with the reason; the others resume.
         """
         resumed = []
-        for record in self.store.interrupted():
+        for record in self.store.claimable():
             spec = self._stored_spec(record)
             if spec is None:
                 continue
@@ -194,9 +206,10 @@ class JobManager:
             await self._run_now(record, spec)
 
     async def _run_now(self, record: JobRecord, spec: JobSpec) -> None:
-        if self.store.get(record.id).state.terminal:
+        claimed = self.store.claim(record.id, self.owner, _NO_LEASE_S)
+        if claimed is None:
             return  # cancelled while waiting for a slot
-        record = self.store.start(record.id)
+        record = claimed
         context = JobContext(self, record, spec)
         try:
             result = await self._kinds[record.kind].run(context)
