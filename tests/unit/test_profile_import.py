@@ -27,7 +27,11 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def _ood(version: str, threshold: float, scores: int = 7) -> ModelProfile:
     holdout = np.linspace(0.0, 1.0, scores)
     return ModelProfile(
-        "digits", version, "sha256:ab", 0.95, {"energy": ScorerEntry("energy", None, threshold, holdout)}
+        "digits",
+        version,
+        "sha256:ab",
+        0.95,
+        {"energy": ScorerEntry("energy", None, threshold, holdout)},
     )
 
 
@@ -70,7 +74,9 @@ def test_legacy_profiles_are_imported_once_and_the_folder_moved_aside(
 
 def test_detector_profiles_import_with_and_without_arrays(store: Store, tmp_path: Path) -> None:
     legacy = tmp_path / "aigen_profiles"
-    profile = DetectorProfile("det", "1", "sha256:cd", 0.6, 0.05, 0.04, 0.05, 0.9, 0.9, 0.95, 9, 9, 1.0)
+    profile = DetectorProfile(
+        "det", "1", "sha256:cd", 0.6, 0.05, 0.04, 0.05, 0.9, 0.9, 0.95, 9, 9, 1.0
+    )
     (legacy / "det" / "1").mkdir(parents=True)
     write_files(legacy / "det" / "1" / "detector", *detector_document(profile))
     (tmp_path / "aigen_profiles.imported").mkdir()  # an earlier import's folder stays

@@ -28,6 +28,7 @@ from assay.server.profiles import (
     UnreadableProfileError,
     check_name,
 )
+from assay.server.profiles.refresh import ProfileRefresher
 from assay.server.profiles.store import Arrays, Document
 from assay.server.store import open_store
 from assay.server.store.base import Store
@@ -224,7 +225,8 @@ def test_unreadable_rows_are_listed_refused_with_a_remedy_and_deletable(store: S
         ("4", False, "unreadable:"),
     ]
     assert [t.version for t in profiles.all()] == ["1"]  # the readable ones
-    assert profiles.delete("m", "4").problem.startswith("unreadable: ")
+    damaged = profiles.delete("m", "4").problem
+    assert damaged == "unreadable: its arrays are not a plain .npz archive"  # no unpickling hint
     assert profiles.delete("m", "3").problem == "unreadable: not a toy"
     assert profiles.versions("m") == ["1"]
 
@@ -259,7 +261,9 @@ def test_load_rereads_only_a_replaced_profile(store: Store) -> None:
     assert again is not None and again.value == 2.5
 
 
-async def _eventually(read: Callable[[], Any], check: Callable[[Any], bool], within_s: float) -> Any:
+async def _eventually(
+    read: Callable[[], Any], check: Callable[[Any], bool], within_s: float
+) -> Any:
     """Polls an async read until ``check`` holds; fails after ``within_s``."""
     deadline = time.monotonic() + within_s
     while True:
@@ -276,7 +280,8 @@ async def test_another_replica_sees_fits_replacements_and_deletes_within_the_int
     interval = 0.2
     first, second = open_store(store_url), open_store(store_url)  # two replicas, one database
     a, b = ProfileStore(first, TOYS), ProfileStore(second, TOYS)
-    refresher = asyncio.get_running_loop().create_task(b.run_refresh(interval))
+    refresher = ProfileRefresher([b], interval)
+    refresher.start()
     try:
         assert await b.get("m", "1") is None  # cached as missing
         await a.asave(Toy("m", "1", 1.0))
@@ -290,8 +295,7 @@ async def test_another_replica_sees_fits_replacements_and_deletes_within_the_int
         # three changes seen, each within about one interval (a slow machine gets slack)
         assert time.monotonic() - start < 3 * (interval + 1.0)
     finally:
-        refresher.cancel()
-        await asyncio.gather(refresher, return_exceptions=True)
+        await refresher.stop()
         first.close()
         second.close()
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from assay.client import _cli_common as cli
@@ -62,7 +61,7 @@ def profile_table(profiles: list[DetectorProfileInfo]) -> Table:
     shown = cli.table("detector profiles (FPR: target / held-out)", columns, right=columns[1:])
     for p in profiles:
         if p.problem:
-            shown.add_row(f"{p.detector} v{p.version}", f"[red]{escape(p.problem)}[/red]")
+            shown.add_row(f"{p.detector} v{p.version}", "[red]unreadable[/red]")
             continue
         spectrum = "" if p.spectral else " (no spectrum)"
         shown.add_row(
@@ -294,4 +293,6 @@ def delete_profile(
     """Delete a detector's profile (its verdicts fall back to the raw 0.5 rule until a refit)."""
     with cli.connect(target) as client:
         deleted = client.delete_detector_profile(detector, version)
-    cli.console.print(escape(f"deleted the profile of {deleted.detector} v{deleted.version}"))
+    cli.console.print(
+        f"deleted the profile of {deleted.detector} v{deleted.version}", markup=False
+    )

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from PIL import Image
-from rich.markup import escape
 from rich.table import Table
 
 from assay.client import _cli_common as cli
@@ -151,7 +150,7 @@ def profiles(
         return
     listed = cli.table("OOD profiles", ("model", "version", "default scorer", "scorers"))
     for p in found:
-        scorers = ", ".join(p.thresholds) if not p.problem else f"[red]{escape(p.problem)}[/red]"
+        scorers = ", ".join(p.thresholds) if not p.problem else "[red]unreadable (below)[/red]"
         listed.add_row(p.model, p.version, p.default_scorer or "-", scorers)
     cli.console.print(listed)
     for p in found:
@@ -176,7 +175,7 @@ def delete_profile(
         deleted = client.delete_profile(model, version)
     what = deleted.problem or ", ".join(deleted.thresholds)
     cli.console.print(
-        escape(f"deleted the OOD profile of {deleted.model} v{deleted.version} ({what})")
+        f"deleted the OOD profile of {deleted.model} v{deleted.version} ({what})", markup=False
     )
 
 

@@ -176,4 +176,6 @@ def import_legacy(store: Store, folders: Mapping[Path, ProfileFormat[Any]]) -> N
             result.moved_to,
         )
         for failure in result.failed:
-            log.warning("could not import the %s %s; it stays in %s", fmt.title, failure, result.moved_to)
+            log.warning(
+                "could not import the %s %s; it stays in %s", fmt.title, failure, result.moved_to
+            )

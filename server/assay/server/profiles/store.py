@@ -11,7 +11,7 @@ and a cache.
 
 The cache holds parsed profiles with the etag they were read at. The Predict
 hot path (`get`) trusts it and never touches the database for a cached
-profile; `refresh` (run every ``data.profile_refresh_s`` by `run_refresh`)
+profile; `refresh` (run every ``data.profile_refresh_s`` by a `ProfileRefresher`)
 lists the kind's etags in one cheap query and drops every entry that another
 replica replaced or deleted, so a change made elsewhere is seen within one
 interval. A row that does not parse as this kind's profile (written by another
@@ -25,7 +25,6 @@ The ``a``-prefixed ones do that for the event loop.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from assay.server.errors import (
-    AssayError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -43,8 +41,6 @@ from assay.server.profiles.names import ProfileKey, check_name
 from assay.server.store.base import Store
 from assay.server.store.codec import dump_json, pack_arrays, unpack_arrays
 from assay.server.store.records import ProfileEntry, StoredProfile
-
-log = logging.getLogger(__name__)
 
 P = TypeVar("P")
 
@@ -120,8 +116,11 @@ class ProfileStore(Generic[P]):
     def _parse(self, key: ProfileKey, row: StoredProfile) -> Stored[P]:
         try:
             arrays = None if row.blob is None else unpack_arrays(row.blob)
+        except Exception:  # numpy's own message would suggest unpickling: never
+            return Stored(key, None, "unreadable: its arrays are not a plain .npz archive")
+        try:
             return Stored(key, self.format.parse(row.document, arrays))
-        except Exception as exc:  # noqa: BLE001 - any failure to parse is the row's problem
+        except Exception as exc:  # any failure to parse is the row's problem
             reason = str(exc) or type(exc).__name__
             return Stored(key, None, f"unreadable: {reason}")
 
@@ -138,6 +137,7 @@ class ProfileStore(Generic[P]):
         etag = next((e.etag for e in entries if e.version == key.version), _ABSENT)
         if cached is not None and cached[0] == etag:
             return cached[1]
+        found: Stored[P] | None
         try:
             row = self.store.get_profile(self.format.kind, key.name, key.version)
         except ValueError as exc:  # the stored document itself is not JSON
@@ -318,21 +318,3 @@ class ProfileStore(Generic[P]):
             gen = self._generation
         entries = await asyncio.to_thread(self.store.profile_entries, self.format.kind)
         return self._drop_stale(entries, gen)
-
-    async def run_refresh(self, interval_s: float) -> None:
-        """`refresh` every ``interval_s`` until cancelled; a failed round is logged and retried."""
-        failing = False
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                dropped = await self.refresh()
-            except AssayError as exc:  # the store is unreachable: keep serving what is cached
-                if not failing:
-                    log.warning("cannot refresh %ss: %s", self.format.title, exc)
-                failing = True
-                continue
-            if failing:
-                log.info("refreshing %ss again", self.format.title)
-            failing = False
-            if dropped:
-                log.debug("%d %s(s) changed elsewhere; re-read on next use", dropped, self.format.title)

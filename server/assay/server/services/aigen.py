@@ -66,7 +66,7 @@ class AigenServicer(aigen_pb2_grpc.AigenServiceServicer):
     async def ListDetectorProfiles(
         self, request: aigen_pb2.ListDetectorProfilesRequest, context: grpc.aio.ServicerContext
     ) -> aigen_pb2.ListDetectorProfilesResponse:
-        """Stored detector profiles by detector then version, one page at a time (unreadable too)."""
+        """Stored detector profiles (unreadable too) by detector then version, page by page."""
         store = self._detectors.store
         page, token = page_of(
             request,
