@@ -293,6 +293,4 @@ def delete_profile(
     """Delete a detector's profile (its verdicts fall back to the raw 0.5 rule until a refit)."""
     with cli.connect(target) as client:
         deleted = client.delete_detector_profile(detector, version)
-    cli.console.print(
-        f"deleted the profile of {deleted.detector} v{deleted.version}", markup=False
-    )
+    cli.console.print(f"deleted the profile of {deleted.detector} v{deleted.version}", markup=False)
