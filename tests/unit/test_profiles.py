@@ -218,7 +218,7 @@ def test_unreadable_rows_are_listed_refused_with_a_remedy_and_deletable(store: S
     message = str(refused.value)
     assert "toy profile of model 'm' version '3' is unreadable: not a toy" in message
     assert message.endswith("refit it, or delete it")
-    listed = profiles.listing([(e.name, e.version) for e in profiles.entries("m")])
+    listed = profiles.listing(profiles.entries("m"))
     assert [(s.key.version, s.profile is not None, s.problem[:11]) for s in listed] == [
         ("1", True, ""),
         ("3", False, "unreadable:"),
@@ -248,6 +248,8 @@ async def test_a_cached_profile_is_served_without_a_database_call(store: Store) 
         with pytest.raises(UnreadableProfileError, match="unreadable: not a toy"):
             await profiles.get("m", "2")
     assert counting.calls == before
+    listed = profiles.listing(store.profile_entries("toy"))  # unchanged etags: nothing re-read
+    assert [s.profile is first for s in listed] == [True, False] and counting.calls == before
     assert await profiles.refresh() == 0 and counting.calls == before + 1  # one cheap listing
 
 

@@ -124,17 +124,21 @@ class ProfileStore(Generic[P]):
             reason = str(exc) or type(exc).__name__
             return Stored(key, None, f"unreadable: {reason}")
 
-    def _read(self, key: ProfileKey, remember_absence: bool = False) -> Stored[P] | None:
+    def _read(
+        self, key: ProfileKey, etag: str | None = None, remember_absence: bool = False
+    ) -> Stored[P] | None:
         """The profile as stored now, parsed once per etag (reuses the cache when unchanged).
 
-        Only the serving path remembers that a profile is missing: its keys are
-        served models, while a listing or a delete may name anything.
+        ``etag`` is the stored one when the caller just listed it (else it is
+        looked up). Only the serving path remembers that a profile is missing:
+        its keys are served models, while a listing or a delete may name anything.
         """
         with self._lock:
             gen = self._generation
             cached = self._cache.get(key)
-        entries = self.store.profile_entries(self.format.kind, key.name)
-        etag = next((e.etag for e in entries if e.version == key.version), _ABSENT)
+        if etag is None:
+            entries = self.store.profile_entries(self.format.kind, key.name)
+            etag = next((e.etag for e in entries if e.version == key.version), _ABSENT)
         if cached is not None and cached[0] == etag:
             return cached[1]
         found: Stored[P] | None
@@ -203,14 +207,17 @@ class ProfileStore(Generic[P]):
         """Versions of ``name`` that have a profile; InvalidArgumentError for a bad name."""
         return sorted(e.version for e in self.entries(name))
 
-    def listing(self, keys: Sequence[tuple[str, str]]) -> list[Stored[P]]:
-        """The profiles of the given (name, version) keys that still exist, readable or not."""
-        found = [self.read(name, version) for name, version in keys]
+    def listing(self, entries: Sequence[ProfileEntry]) -> list[Stored[P]]:
+        """The listed profiles (from `entries`) that still exist, readable or not.
+
+        A profile whose etag matches the cache is not read again.
+        """
+        found = [self._read(self.key(e.name, e.version), e.etag) for e in entries]
         return [f for f in found if f is not None]
 
     def all(self, name: str | None = None) -> list[P]:
         """Every readable stored profile (of one name), by name then version."""
-        listed = self.listing([(e.name, e.version) for e in self.entries(name)])
+        listed = self.listing(self.entries(name))
         return [f.profile for f in listed if f.profile is not None]
 
     # -- writing --------------------------------------------------------
@@ -270,7 +277,10 @@ class ProfileStore(Generic[P]):
         """
         key = self.key(name, version)
         cached = self._cache.get(key)
-        found = cached[1] if cached is not None else await asyncio.to_thread(self._read, key, True)
+        if cached is not None:
+            found = cached[1]
+        else:
+            found = await asyncio.to_thread(self._read, key, None, True)
         return self._usable(found)
 
     async def asave(self, profile: P) -> ProfileKey:
@@ -285,9 +295,9 @@ class ProfileStore(Generic[P]):
         """`entries` in a worker thread."""
         return await asyncio.to_thread(self.entries, name)
 
-    async def alisting(self, keys: Sequence[tuple[str, str]]) -> list[Stored[P]]:
+    async def alisting(self, entries: Sequence[ProfileEntry]) -> list[Stored[P]]:
         """`listing` in a worker thread."""
-        return await asyncio.to_thread(self.listing, keys)
+        return await asyncio.to_thread(self.listing, entries)
 
     async def aversions(self, name: str) -> list[str]:
         """`versions` in a worker thread."""

@@ -74,7 +74,7 @@ class AigenServicer(aigen_pb2_grpc.AigenServiceServicer):
             await store.aentries(request.detector or None),
             lambda e: (e.name, e.version),
         )
-        found = await store.alisting([(e.name, e.version) for e in page])
+        found = await store.alisting(page)
         return aigen_pb2.ListDetectorProfilesResponse(
             profiles=[stored_to_proto(p) for p in found], next_page_token=token
         )

@@ -158,7 +158,7 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
             await store.aentries(request.model or None),
             lambda e: (e.name, e.version),
         )
-        found = await store.alisting([(e.name, e.version) for e in page])
+        found = await store.alisting(page)
         return ood_pb2.ListProfilesResponse(
             profiles=[stored_to_proto(p) for p in found], next_page_token=token
         )
