@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test proto lint buf-lint protobuf-runtimes bench bench-env models serve triton triton-env clean promtool mutation
+.PHONY: demo test proto lint buf-lint protobuf-runtimes bench bench-env models serve triton triton-env clean promtool postgresql mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,8 @@ demo: $(VENV)/.runtime
 	fi
 	$(VENV)/bin/assay demo
 
-## test: install dev tools, promtool and a local Triton, lint the contract, then run every test tier
-test: $(VENV)/.dev promtool triton-env buf-lint protobuf-runtimes
+## test: install dev tools, promtool, PostgreSQL and a local Triton, lint the contract, then run every test tier
+test: $(VENV)/.dev promtool postgresql triton-env buf-lint protobuf-runtimes
 	$(PY) -m pytest
 
 ## triton-env: the Triton venv (.venv-triton), its Python backend and the CPU test repository
@@ -49,6 +49,13 @@ promtool:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "installing Debian's prometheus package for promtool"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+# The store tests start their own throwaway server from these binaries (tests/_postgres.py);
+# Debian keeps initdb and pg_ctl in /usr/lib/postgresql/<major>/bin, off PATH.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql package for the store tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 ## proto: regenerate the Python stubs beside the .proto files
 proto: $(VENV)/.dev

@@ -1,5 +1,6 @@
-"""Shared fixtures: the committed demo model, a real grpc.aio server on port 0, and the
-session-wide check that every report the tests produce matches its shipped JSON Schema."""
+"""Shared fixtures: the committed demo model, a real grpc.aio server on port 0, a real
+PostgreSQL server, stores of both engines, and the session-wide check that every report
+the tests produce matches its shipped JSON Schema."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from PIL import Image
 
 from assay.server.app import AssayServer, create_server
 from assay.server.settings import Settings, load_settings
+from assay.server.store import Store, open_store
+from tests._postgres import PostgresMissingError, PostgresServer, start_timed
 from tests._report_capture import ReportCapture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +84,56 @@ async def channel(server: AssayServer) -> AsyncIterator[grpc.aio.Channel]:
         yield ch
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (tests/_postgres.py).
+
+    Fails, never skips, when PostgreSQL is not installed: `make postgresql` installs it.
+    """
+    try:
+        server, took_s = start_timed()
+    except PostgresMissingError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    POSTGRES_START_S.append(took_s)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+POSTGRES_START_S: list[float] = []
+"""How long the session's PostgreSQL server took to initdb and start (for the summary)."""
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server, dropped afterwards."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL for an empty store of each engine (a test using it runs once per engine)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'store' / 'assay.sqlite3'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """An open store of each engine, closed afterwards."""
+    opened = open_store(store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 REPORTS = ReportCapture()
 """Every report of the session (see tests/_report_capture.py)."""
 
@@ -111,5 +164,7 @@ def _reports_match_their_schemas(_report_capture: ReportCapture) -> Iterator[Non
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for took_s in POSTGRES_START_S:
+        terminalreporter.write_line(f"postgresql test server: initdb + start took {took_s:.2f} s")
     for line in REPORTS.summary():
         terminalreporter.write_line(line)

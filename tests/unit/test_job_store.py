@@ -1,5 +1,7 @@
-"""SqliteStore's jobs against real SQLite files (and a real killed process)."""
+"""The Store contract for jobs, run against both engines: real SQLite files and a real
+PostgreSQL server (and a real killed process); then what is SQLite's own (file checks)."""
 
+import contextlib
 import io
 import signal
 import sqlite3
@@ -21,7 +23,10 @@ from assay.server.errors import (
     NotFoundError,
 )
 from assay.server.store import JobRecord, JobState, SqliteStore, Store, default_url, open_store
+from assay.server.store.postgres import PostgresStore
 from assay.server.store.sqlite import MIGRATIONS
+from assay.server.store.urls import parse
+from tests._raw_sql import raw
 
 _SCHEMA = MIGRATIONS[0].statements
 OWNER = "replica-a"
@@ -33,7 +38,7 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[SqliteStore]:
+def sqlite_store(db_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore(db_path) as opened:
         yield opened
 
@@ -49,13 +54,17 @@ def scores(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(n, dtype=np.float32)
 
 
-def test_sqlite_store_satisfies_the_protocol(store: SqliteStore) -> None:
-    as_protocol: Store = store  # mypy checks the structural match.
-    assert as_protocol is store
+def test_both_stores_satisfy_the_protocol(sqlite_store: SqliteStore, postgres_url: str) -> None:
+    as_protocol: Store = sqlite_store  # mypy checks the structural matches.
+    assert as_protocol is sqlite_store
+    with PostgresStore(postgres_url) as postgres:
+        as_protocol = postgres
+        assert as_protocol is postgres
 
 
-def test_lifecycle(store: SqliteStore, db_path: Path) -> None:
-    assert db_path.exists()
+def test_lifecycle(store: Store, store_url: str) -> None:
+    path = parse(store_url).path
+    assert path is None or path.exists()
     spec = {"model": "resnet", "corruptions": ["gaussian_noise", "blur"], "severities": [1, 3]}
     job = store.create("robustness_suite", spec, total=3)
     assert len(job.id) == 32 and int(job.id, 16) >= 0
@@ -96,13 +105,13 @@ def test_terminal_property() -> None:
     assert JobState("running") is JobState.RUNNING
 
 
-def test_start_again_counts_attempts(store: SqliteStore) -> None:
+def test_start_again_counts_attempts(store: Store) -> None:
     job = store.create("ood_fit", {}, total=0)
     start(store, job.id)
     assert start(store, job.id).attempts == 2
 
 
-def test_get_and_list_filters_and_order(store: SqliteStore) -> None:
+def test_get_and_list_filters_and_order(store: Store) -> None:
     a = store.create("robustness_suite", {"n": 1}, 1)
     b = store.create("ood_fit", {"n": 2}, 1)
     c = store.create("robustness_suite", {"n": 3}, 1)
@@ -121,7 +130,7 @@ def test_get_and_list_filters_and_order(store: SqliteStore) -> None:
         store.list(limit=0)
 
 
-def test_put_unit_is_idempotent(store: SqliteStore) -> None:
+def test_put_unit_is_idempotent(store: Store) -> None:
     job = store.create("detector_eval", {}, total=2)
     start(store, job.id)
     store.put_unit(job.id, "a", {"v": 1}, {"x": np.arange(3)})
@@ -134,7 +143,7 @@ def test_put_unit_is_idempotent(store: SqliteStore) -> None:
     assert units["b"].arrays == {}
 
 
-def test_arrays_round_trip_exactly(store: SqliteStore) -> None:
+def test_arrays_round_trip_exactly(store: Store) -> None:
     arrays = {
         "f32": np.array([0.1, -0.0, np.nan, np.inf, -np.inf, 1e-45], dtype=np.float32),
         "i64": np.array([np.iinfo(np.int64).min, -1, 0, np.iinfo(np.int64).max]),
@@ -158,7 +167,7 @@ def test_arrays_round_trip_exactly(store: SqliteStore) -> None:
         assert restored.tobytes(order="A") == original.tobytes(order="A"), name
 
 
-def test_object_arrays_are_rejected(store: SqliteStore) -> None:
+def test_object_arrays_are_rejected(store: Store) -> None:
     job = store.create("robustness_suite", {}, 1)
     bad: dict[str, Any] = {"objs": np.array([{"a": 1}, None], dtype=object)}
     with pytest.raises(InvalidArgumentError, match="objs"):
@@ -168,20 +177,20 @@ def test_object_arrays_are_rejected(store: SqliteStore) -> None:
     assert store.unit_keys(job.id) == set() and store.get(job.id).done == 0
 
 
-def test_a_pickled_blob_in_the_database_is_never_unpickled(
-    store: SqliteStore, db_path: Path
-) -> None:
+def test_a_pickled_blob_in_the_database_is_never_unpickled(store: Store, store_url: str) -> None:
     job = store.create("robustness_suite", {}, 1)
     buffer = io.BytesIO()
     np.savez(buffer, evil=np.array([object()], dtype=object))  # Pickles the object.
-    with sqlite3.connect(db_path) as raw:
-        raw.execute("INSERT INTO units VALUES (?, 'u', '{}', ?, 0)", (job.id, buffer.getvalue()))
-    raw.close()
+    raw(
+        store_url,
+        "INSERT INTO units (job_id, key, meta, arrays, created_at) VALUES (?, 'u', '{}', ?, 0)",
+        (job.id, buffer.getvalue()),
+    )
     with pytest.raises(ValueError, match="allow_pickle"):
         store.units(job.id)
 
 
-def test_json_must_be_strict(store: SqliteStore) -> None:
+def test_json_must_be_strict(store: Store) -> None:
     with pytest.raises(InvalidArgumentError, match="spec"):
         store.create("k", {"f": object()}, 1)
     job = store.create("k", {}, 1)
@@ -191,7 +200,7 @@ def test_json_must_be_strict(store: SqliteStore) -> None:
     assert store.units(job.id)["u"].meta == {"n": 7, "s": 0.5}
 
 
-def test_unknown_id_is_not_found(store: SqliteStore) -> None:
+def test_unknown_id_is_not_found(store: Store) -> None:
     missing = "0" * 32
     calls: list[Callable[[], object]] = [
         lambda: store.get(missing),
@@ -210,7 +219,7 @@ def test_unknown_id_is_not_found(store: SqliteStore) -> None:
             call()
 
 
-def test_terminal_state_is_final(store: SqliteStore) -> None:
+def test_terminal_state_is_final(store: Store) -> None:
     job = store.create("k", {}, 1)
     with pytest.raises(InvalidArgumentError, match="terminal"):
         store.finish(job.id, JobState.RUNNING)
@@ -230,20 +239,18 @@ def test_terminal_state_is_final(store: SqliteStore) -> None:
     assert (after.state, after.error, after.done) == (JobState.FAILED, "boom", 0)
 
 
-def test_delete_cascades(store: SqliteStore, db_path: Path) -> None:
+def test_delete_cascades(store: Store, store_url: str) -> None:
     job = store.create("k", {}, 1)
     store.put_unit(job.id, "u", {}, {"x": np.ones(2)})
     store.set_result(job.id, {"ok": True})
     store.delete(job.id)
     with pytest.raises(NotFoundError):
         store.get(job.id)
-    with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT COUNT(*) FROM units").fetchone() == (0,)
-        assert raw.execute("SELECT COUNT(*) FROM results").fetchone() == (0,)
-    raw.close()
+    assert raw(store_url, "SELECT COUNT(*) FROM units") == [(0,)]
+    assert raw(store_url, "SELECT COUNT(*) FROM results") == [(0,)]
 
 
-def test_wal_mode_and_schema_version(store: SqliteStore, db_path: Path) -> None:
+def test_wal_mode_and_schema_version(sqlite_store: SqliteStore, db_path: Path) -> None:
     raw = sqlite3.connect(db_path)
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -273,25 +280,28 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
         SqliteStore(path)
 
 
-def test_closed_store_refuses_calls(db_path: Path) -> None:
-    store = SqliteStore(db_path)
+def test_closed_store_refuses_calls(store_url: str) -> None:
+    store = open_store(store_url)
     store.close()
     store.close()
     with pytest.raises(FailedPreconditionError, match="closed"):
         store.list()
 
 
-def test_second_instance_sees_writes(store: SqliteStore, db_path: Path) -> None:
-    with SqliteStore(db_path) as other:
+def test_second_instance_sees_writes(store: Store, store_url: str) -> None:
+    other = open_store(store_url)
+    try:
         job = store.create("k", {"a": 1}, 2)
         assert other.get(job.id) == job
         start(other, job.id)
         other.put_unit(job.id, "from-other", {}, {"x": np.arange(4)})
         assert store.get(job.id).done == 1
         assert store.unit_keys(job.id) == {"from-other"}
+    finally:
+        other.close()
 
 
-def test_threads_lose_no_units(store: SqliteStore) -> None:
+def test_threads_lose_no_units(store: Store) -> None:
     job = store.create("robustness_suite", {}, total=4 * 25 + 1)
     start(store, job.id)
     errors: list[BaseException] = []
@@ -321,11 +331,10 @@ def test_threads_lose_no_units(store: SqliteStore) -> None:
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    from pathlib import Path
     import numpy as np
-    from assay.server.store import SqliteStore
+    from assay.server.store import open_store
 
-    store = SqliteStore(Path(sys.argv[1]))
+    store = open_store(sys.argv[1])
     job = store.create("robustness_suite", {"model": "m"}, total=10)
     store.claim(job.id, "killed-replica", 0.0)
     store.progress(job.id, 0, "corruptions")
@@ -337,15 +346,17 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_crash_keeps_finished_units(db_path: Path) -> None:
+def test_crash_keeps_finished_units(store_url: str) -> None:
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(db_path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", CHILD, store_url], capture_output=True, text=True, timeout=120
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     job_id = child.stdout.strip()
-    assert Path(f"{db_path}-wal").exists()  # Killed before any checkpoint or clean close.
+    db_path = parse(store_url).path
+    if db_path is not None:  # Killed before any checkpoint or clean close.
+        assert Path(f"{db_path}-wal").exists()
 
-    with SqliteStore(db_path) as store:
+    with contextlib.closing(open_store(store_url)) as store:
         [job] = store.claimable()
         assert isinstance(job, JobRecord)
         assert (job.id, job.state, job.done, job.total) == (job_id, JobState.RUNNING, 5, 10)
@@ -357,7 +368,7 @@ def test_crash_keeps_finished_units(db_path: Path) -> None:
         assert start(store, job_id).attempts == 2  # The resume is counted.
 
 
-def test_a_failed_job_keeps_its_error_code(store: SqliteStore) -> None:
+def test_a_failed_job_keeps_its_error_code(store: Store) -> None:
     job = store.create("robustness", {}, 1)
     failed = store.finish(job.id, JobState.FAILED, "no such label", ErrorCode.INVALID_ARGUMENT)
     assert (failed.error, failed.error_code) == ("no such label", ErrorCode.INVALID_ARGUMENT)
@@ -395,7 +406,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
         raw.close()
 
 
-def test_list_pages_by_created_at_then_id_without_gaps(store: SqliteStore) -> None:
+def test_list_pages_by_created_at_then_id_without_gaps(store: Store) -> None:
     jobs = [store.create("robustness" if i % 2 else "ood", {}, 1) for i in range(7)]
     newest_first = sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)
     pages: list[list[str]] = []

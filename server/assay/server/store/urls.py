@@ -62,7 +62,8 @@ def parse(url: str) -> StoreUrl:
 
 def _sqlite_path(url: str) -> Path:
     parts = urlsplit(url)
-    path = Path(parts.path)
+    # SQLAlchemy writes sqlite:////abs/path: take it too, as the same absolute path.
+    path = Path("/" + parts.path.lstrip("/")) if parts.path.startswith("/") else Path(parts.path)
     if parts.netloc or parts.query or parts.fragment or not path.is_absolute():
         raise ConfigError(
             f"data.url {url!r}: an SQLite URL is sqlite:/// followed by an absolute "
@@ -84,4 +85,6 @@ def redact(url: str) -> str:
         if ":" in userinfo:
             netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
     query = _PASSWORD_OPTION.sub(r"\1***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # Nothing hidden; urlunsplit would drop an empty "//" authority.
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
