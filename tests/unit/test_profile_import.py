@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,7 @@ from assay.server.aigen.profiles import DETECTOR_PROFILES, DetectorProfile, dete
 from assay.server.ood.profiles import OOD_PROFILES, ModelProfile, ScorerEntry, save_profile
 from assay.server.profiles import ProfileStore
 from assay.server.profiles.legacy import import_folder, import_legacy, write_files
-from assay.server.store import open_store
 from assay.server.store.base import Store
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'assay.sqlite3'}")
-    yield opened
-    opened.close()
 
 
 def _ood(version: str, threshold: float, scores: int = 7) -> ModelProfile:

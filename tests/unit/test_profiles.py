@@ -1,7 +1,7 @@
 """The shared profile package: resource names, the store-backed profile store and its cache.
 
-Every store test runs against a real database (a SQLite file; PostgreSQL too
-where the session has one), through the same `Store` the server uses.
+Every store test runs on both engines, a SQLite file and a real PostgreSQL
+server (the ``store`` / ``store_url`` fixtures), through the `Store` the server uses.
 """
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,19 +108,6 @@ def test_check_name_accepts_registry_names_and_truncates_long_input() -> None:
     assert (key.kind, key.name, key.version) == ("ood", "m", "1")
     with pytest.raises(InvalidArgumentError, match="detector version"):
         ProfileKey.of("ood", "m", "../1", owner="detector")
-
-
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    """Where the test's database is: a fresh SQLite file."""
-    return f"sqlite:///{tmp_path / 'assay.sqlite3'}"
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 class CountingStore:
