@@ -163,7 +163,16 @@ def import_legacy(store: Store, folders: Mapping[Path, ProfileFormat[Any]]) -> N
     Blocking: run it in a worker thread.
     """
     for folder, fmt in folders.items():
-        result = import_folder(store, folder, fmt)
+        try:
+            result = import_folder(store, folder, fmt)
+        except OSError as exc:  # e.g. a read-only data folder: serve anyway, the store wins
+            log.warning(
+                "could not import the %ss in %s (tried again at the next start): %s",
+                fmt.title,
+                folder,
+                exc,
+            )
+            continue
         if result.moved_to is None:
             continue
         log.info(
