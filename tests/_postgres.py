@@ -5,8 +5,9 @@
 cluster need not survive a power cut). PostgreSQL refuses to run as root, so
 when the tests run as root (CI, containers) the directory is handed to the
 ``postgres`` user and every command runs through ``runuser``. Each test gets a
-fresh database (CREATE DATABASE is fast); the server is stopped and its
-directory removed at the end of the session.
+fresh schema (CREATE SCHEMA takes milliseconds, CREATE DATABASE a third of a
+second here); the server is stopped and its directory removed at the end of
+the session.
 """
 
 from __future__ import annotations
@@ -114,17 +115,32 @@ class PostgresServer:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self) -> str:
-        """A new, empty database; returns its URL."""
+        """A new, empty database of its own; returns its URL (CREATE DATABASE: ~0.3 s)."""
         name = f"test_{uuid.uuid4().hex[:16]}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"'.encode())
         return self.url(name)
 
-    def drop_database(self, url: str) -> None:
-        """Drops a database made by create_database, closing its connections."""
-        name = url.rsplit("/", 1)[1]
+    def create_schema(self) -> str:
+        """A new, empty schema, the only one on its URL's search_path; returns the URL.
+
+        Costs a few milliseconds where CREATE DATABASE takes a third of a second,
+        and isolates as well: everything the store creates lands in it.
+        """
+        name = f"test_{uuid.uuid4().hex[:16]}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+            conn.execute(f'CREATE SCHEMA "{name}"'.encode())
+        return f"{self.url()}?options=-csearch_path%3D{name}"
+
+    def drop(self, url: str) -> None:
+        """Drops what create_database or create_schema made, closing its connections."""
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            if "search_path%3D" in url:
+                name = url.rsplit("%3D", 1)[1]
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'.encode())
+            else:
+                name = url.rsplit("/", 1)[1]
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
     def stop(self) -> None:
         """Stops the server at once and removes its files."""

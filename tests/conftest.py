@@ -107,12 +107,16 @@ POSTGRES_START_S: list[float] = []
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh, empty database on the session's PostgreSQL server, dropped afterwards."""
-    url = postgres_server.create_database()
+    """A fresh, empty store location on the session's PostgreSQL server, dropped afterwards.
+
+    A schema of its own (the URL's search_path), which isolates a test as a
+    database would at a hundredth of the cost.
+    """
+    url = postgres_server.create_schema()
     try:
         yield url
     finally:
-        postgres_server.drop_database(url)
+        postgres_server.drop(url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

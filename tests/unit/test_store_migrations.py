@@ -26,7 +26,10 @@ TABLES = ("jobs", "units", "results", "profiles", "datasets", "uploads")
 def columns(url: str, table: str) -> set[str]:
     if parse(url).path is not None:
         return {row[1] for row in raw(url, f"PRAGMA table_info({table})")}
-    sql = "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
+    sql = (
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = ? AND table_schema = current_schema()"
+    )
     return {row[0] for row in raw(url, sql, (table,))}
 
 
@@ -125,7 +128,7 @@ def own_server() -> Iterator[PostgresServer]:
 def test_a_stopped_server_is_unavailable_and_the_password_is_never_shown(
     own_server: PostgresServer,
 ) -> None:
-    url = own_server.create_database().replace("assay@", "assay:s3cret@")  # trust auth
+    url = own_server.create_schema().replace("assay@", "assay:s3cret@")  # trust auth
     store = open_store(url, connect_timeout_s=2.0)
     try:
         assert store.url == url.replace("s3cret", "***")

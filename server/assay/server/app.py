@@ -182,6 +182,14 @@ async def create_server(
     default_repository: Path | None = DEFAULT_REPOSITORY,
 ) -> AssayServer:
     """Load the models and bind the server (port 0 picks a free port); does not start it."""
+    # First, so that an unreachable store fails the start before anything needs cleaning
+    # up; opening may wait for PostgreSQL (up to connect_timeout_s) and migrate: off the loop.
+    store = await asyncio.to_thread(
+        open_store,
+        settings.data.url or default_url(settings.data.dir),
+        pool_max=settings.data.pool_max,
+        connect_timeout_s=settings.data.connect_timeout_s,
+    )
     metrics = ServerMetrics(metrics_registry or CollectorRegistry())
     registry = await build_registry(settings, metrics, default_repository)
     pool = ThreadPoolExecutor(settings.images.preprocess_workers, thread_name_prefix="preprocess")
@@ -197,13 +205,6 @@ async def create_server(
         workers,
         max_pixels=settings.images.max_pixels,
         inline_max_images=settings.jobs.inline_max_images,
-    )
-    # Opening may wait for PostgreSQL (up to connect_timeout_s) and migrate: off the loop.
-    store = await asyncio.to_thread(
-        open_store,
-        settings.data.url or default_url(settings.data.dir),
-        pool_max=settings.data.pool_max,
-        connect_timeout_s=settings.data.connect_timeout_s,
     )
     ood_profiles = ProfileStore(store, OOD_PROFILES)
     detector_profiles = ProfileStore(store, DETECTOR_PROFILES)
