@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -267,6 +268,53 @@ async def test_an_older_servers_profile_files_are_imported_at_start(tmp_path: Pa
             assert len(scored.results) == 2
     finally:
         await second.stop(0)
+
+
+async def test_two_replicas_on_one_postgresql_share_profiles(postgres_url: str) -> None:
+    """Fitted through A, Predict on B uses it within the refresh interval; deleted on A, B stops."""
+    data = {"roots": [str(SAMPLES_ROOT)], "url": postgres_url, "profile_refresh_s": 0.5}
+    a = await create_server(demo_settings(data=data))  # each gets its own data folder
+    b = await create_server(demo_settings(data=data))
+    await a.start()
+    await b.start()
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as on_a,
+            grpc.aio.insecure_channel(f"127.0.0.1:{b.port}") as on_b,
+        ):
+            predict = inference_pb2_grpc.InferenceServiceStub(on_b).Predict
+            request = inference_pb2.PredictRequest(
+                model=ref(), images=images(OOD_SETS["noise"][:1]), signals=["ood"]
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await predict(request)  # B caches that there is no profile
+            assert missing.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert (await fit(on_a, sample_limit=100)).state == jobs_pb2.JOB_STATE_SUCCEEDED
+            deadline = time.monotonic() + 10.0
+            while True:
+                try:
+                    response = await predict(request)
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    assert time.monotonic() < deadline, "B never saw the profile fitted on A"
+                    await asyncio.sleep(0.05)
+            assert response.results[0].ood  # scored with the profile fitted through A
+            await ood_pb2_grpc.OodServiceStub(on_a).DeleteProfile(
+                ood_pb2.DeleteProfileRequest(model=ref())
+            )
+            deadline = time.monotonic() + 10.0
+            while True:
+                try:
+                    await predict(request)
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    break
+                assert time.monotonic() < deadline, "B still uses the profile deleted on A"
+                await asyncio.sleep(0.05)
+    finally:
+        await b.stop(0)
+        await a.stop(0)
 
 
 def test_cli_lists_an_unreadable_profile_with_its_problem_and_deletes_it(tmp_path: Path) -> None:
