@@ -303,18 +303,52 @@ async def test_predict_aigen_signal_and_prometheus_metrics(app: AssayServer) -> 
     assert sum(float(v) for _, v in verdicts) == 4.0
 
 
+async def refused_within(client: AsyncClient, seconds: float) -> str:
+    """Details of the FAILED_PRECONDITION detection gets once the server sees a stored change."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            await client.detect_generated([sample("real", 0)])
+        except FailedPreconditionError as exc:
+            return exc.details
+        assert time.monotonic() < deadline, f"the change was not seen within {seconds} s"
+        await asyncio.sleep(0.05)
+
+
 async def test_refit_weights_mismatch_and_delete(app: AssayServer, tmp_path: Path) -> None:
+    store = app.jobs.store  # the server's store; another replica would write the same row
     async with AsyncClient(f"127.0.0.1:{app.port}") as client:
         await fit(client)
-        stored = Path(app.settings.data.dir) / "aigen_profiles" / "aigen_demo" / "1"
-        document = json.loads((stored / "detector.json").read_text())
+        (v,) = await client.detect_generated([sample("real", 0)])
+        assert v.calibrated  # the profile is cached now
+        stored = store.get_profile("aigen", "aigen_demo", "1")
+        assert stored is not None and stored.blob is not None  # spectrum arrays in the same row
+        document = json.loads(json.dumps(stored.document))
         document["detector"]["fingerprint"] = "sha256:other-weights"
-        (stored / "detector.json").write_text(json.dumps(document))
-        with pytest.raises(FailedPreconditionError) as refused:
-            await client.detect_generated([sample("real", 0)])
-        assert "fingerprint mismatch" in refused.value.details
+        store.put_profile("aigen", "aigen_demo", "1", document, stored.blob)
+        assert "fingerprint mismatch" in await refused_within(client, 10.0)
         deleted = await client.delete_detector_profile("aigen_demo")
         assert deleted.version == "1" and await client.list_detector_profiles() == []
+        (v,) = await client.detect_generated([sample("real", 0)])
+        assert not v.calibrated
+
+
+async def test_an_unreadable_profile_is_listed_refused_and_deletable(app: AssayServer) -> None:
+    store = app.jobs.store
+    async with AsyncClient(f"127.0.0.1:{app.port}") as client:
+        (v,) = await client.detect_generated([sample("real", 0)])
+        assert not v.calibrated  # no profile: cached as missing
+        # a row written by a newer server: this one cannot read it
+        store.put_profile("aigen", "aigen_demo", "1", {"schema": "assay.aigen.profile/v9"}, None)
+        details = await refused_within(client, 10.0)
+        assert "detector profile of detector 'aigen_demo' version '1' is unreadable" in details
+        assert "DeleteDetectorProfile" in details and "FitDetector" in details
+        (listed,) = await client.list_detector_profiles()
+        assert (listed.detector, listed.version) == ("aigen_demo", "1")
+        assert listed.problem.startswith("unreadable: expected schema")
+        deleted = await client.delete_detector_profile("aigen_demo", "1")
+        assert deleted.problem == listed.problem
+        assert await client.list_detector_profiles() == []
         (v,) = await client.detect_generated([sample("real", 0)])
         assert not v.calibrated
 

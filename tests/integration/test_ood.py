@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -13,6 +14,9 @@ from sklearn.metrics import roc_auc_score
 
 from assay.client import AsyncClient
 from assay.server.app import AssayServer, create_server
+from assay.server.profiles.legacy import write_files
+from assay.server.store import default_url, open_store
+from assay.server.store.codec import unpack_arrays
 from assay.v1 import (
     common_pb2,
     inference_pb2,
@@ -228,6 +232,127 @@ async def test_profile_of_another_version_is_refused(tmp_path: Path) -> None:
             assert "profiles exist for versions 1" in info.value.details()
     finally:
         await second.stop(0)
+
+
+async def test_an_older_servers_profile_files_are_imported_at_start(tmp_path: Path) -> None:
+    first_dir, old_dir = tmp_path / "first", tmp_path / "old"
+    first = await create_server(
+        demo_settings(data={"roots": [str(SAMPLES_ROOT)], "dir": str(first_dir)})
+    )
+    await first.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+            assert (await fit(channel, sample_limit=100)).state == jobs_pb2.JOB_STATE_SUCCEEDED
+        row = first.jobs.store.get_profile("ood", "digits_cnn", "1")
+    finally:
+        await first.stop(0)
+    assert row is not None and row.blob is not None
+    # what a server before the store left in its data folder: profile.{json,npz}
+    folder = old_dir / "profiles" / "digits_cnn" / "1"
+    folder.mkdir(parents=True)
+    write_files(folder / "profile", row.document, unpack_arrays(row.blob))
+    second = await create_server(
+        demo_settings(data={"roots": [str(SAMPLES_ROOT)], "dir": str(old_dir)})
+    )
+    await second.start()
+    try:
+        assert not (old_dir / "profiles").exists()
+        assert (old_dir / "profiles.imported" / "digits_cnn" / "1" / "profile.json").exists()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            ood = ood_pb2_grpc.OodServiceStub(channel)
+            (listed,) = (await ood.ListProfiles(ood_pb2.ListProfilesRequest())).profiles
+            assert listed.model.name == "digits_cnn" and not listed.problem
+            scored = await ood.ScoreOOD(
+                ood_pb2.ScoreOODRequest(model=ref(), images=images(OOD_SETS["noise"][:2]))
+            )
+            assert len(scored.results) == 2
+    finally:
+        await second.stop(0)
+
+
+async def test_two_replicas_on_one_postgresql_share_profiles(postgres_url: str) -> None:
+    """Fitted through A, Predict on B uses it within the refresh interval; deleted on A, B stops."""
+    data = {"roots": [str(SAMPLES_ROOT)], "url": postgres_url, "profile_refresh_s": 0.5}
+    a = await create_server(demo_settings(data=data))  # each gets its own data folder
+    b = await create_server(demo_settings(data=data))
+    await a.start()
+    await b.start()
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as on_a,
+            grpc.aio.insecure_channel(f"127.0.0.1:{b.port}") as on_b,
+        ):
+            predict = inference_pb2_grpc.InferenceServiceStub(on_b).Predict
+            request = inference_pb2.PredictRequest(
+                model=ref(), images=images(OOD_SETS["noise"][:1]), signals=["ood"]
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await predict(request)  # B caches that there is no profile
+            assert missing.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert (await fit(on_a, sample_limit=100)).state == jobs_pb2.JOB_STATE_SUCCEEDED
+            deadline = time.monotonic() + 10.0
+            while True:
+                try:
+                    response = await predict(request)
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    assert time.monotonic() < deadline, "B never saw the profile fitted on A"
+                    await asyncio.sleep(0.05)
+            assert response.results[0].ood  # scored with the profile fitted through A
+            await ood_pb2_grpc.OodServiceStub(on_a).DeleteProfile(
+                ood_pb2.DeleteProfileRequest(model=ref())
+            )
+            deadline = time.monotonic() + 10.0
+            while True:
+                try:
+                    await predict(request)
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    break
+                assert time.monotonic() < deadline, "B still uses the profile deleted on A"
+                await asyncio.sleep(0.05)
+    finally:
+        await b.stop(0)
+        await a.stop(0)
+
+
+def test_cli_lists_an_unreadable_profile_with_its_problem_and_deletes_it(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from assay.client._background import BackgroundServer
+    from assay.client.cli import app as cli_app
+
+    runner = CliRunner()
+    settings = demo_settings(data={"roots": [str(SAMPLES_ROOT)], "dir": str(tmp_path)})
+    with BackgroundServer(settings) as server:
+        target = ["--target", f"127.0.0.1:{server.port}"]
+        replica = open_store(default_url(tmp_path))  # another replica on the same database
+        try:  # a profile written by a newer server
+            replica.put_profile("ood", "digits_cnn", "1", {"schema": "assay.ood.profile/v9"}, None)
+        finally:
+            replica.close()
+        listed = runner.invoke(cli_app, ["ood", "profiles", *target])
+        assert listed.exit_code == 0, listed.output
+        flat = " ".join(listed.output.split())
+        assert "digits_cnn" in flat and "unreadable: profile schema" in flat
+        assert "assay ood delete-profile digits_cnn --version 1" in flat
+        as_json = runner.invoke(cli_app, ["ood", "profiles", "--json", *target])
+        (entry,) = json.loads(as_json.output)
+        assert entry["problem"].startswith("unreadable: profile schema 'assay.ood.profile/v9'")
+        digit = str(sorted(HELDOUT.glob("*/*.png"))[0])
+        predicted = runner.invoke(
+            cli_app, ["predict", "--model", "digits_cnn", "--signals", "ood", digit, *target]
+        )
+        assert predicted.exit_code != 0
+        refused = " ".join(predicted.output.split())
+        assert "FAILED_PRECONDITION" in refused and "is unreadable" in refused
+        assert "DeleteProfile" in refused
+        deleted = runner.invoke(cli_app, ["ood", "delete-profile", "digits_cnn", *target])
+        assert deleted.exit_code == 0, deleted.output
+        assert "deleted the OOD profile of digits_cnn v1 (unreadable:" in deleted.output
+        again = runner.invoke(cli_app, ["ood", "profiles", "--json", *target])
+        assert json.loads(again.output) == []
 
 
 def test_cli_fit_then_predict_with_the_ood_signal() -> None:

@@ -20,6 +20,7 @@ from assay.server.errors import ImageTooLargeError, InvalidArgumentError, Invali
 from assay.server.models.config import ModelConfig
 from assay.server.models.preprocess import EncodedImage, InputTensor, PixelImage
 from assay.server.profiles import ProfileStore
+from assay.server.store import open_store
 
 
 def _encode(image: Image.Image, fmt: str, **kw: object) -> EncodedImage:
@@ -167,15 +168,18 @@ def test_profile_store_round_trip_is_exact_with_spectrum(tmp_path: Path) -> None
     profile = DetectorProfile(
         "det", "2", "sha256:ab", 0.731, 0.05, 0.04, 0.06, 0.9, 0.95, 0.97, 60, 60, 1.5, spectrum
     )
-    store = ProfileStore(tmp_path, DETECTOR_PROFILES)
+    database = open_store(f"sqlite:///{tmp_path / 'assay.sqlite3'}")
+    store = ProfileStore(database, DETECTOR_PROFILES)
     store.save(profile)
-    loaded = ProfileStore(tmp_path, DETECTOR_PROFILES).load("det", "2")
+    loaded = ProfileStore(database, DETECTOR_PROFILES).load("det", "2")
     assert loaded is not None and loaded.spectral is not None
     assert loaded.threshold == profile.threshold and loaded.holdout_ap == 0.95
     np.testing.assert_array_equal(loaded.spectral.mean, spectrum.mean)
     assert loaded.spectral.threshold == spectrum.threshold
     assert store.versions("det") == ["2"] and [p.version for p in store.all()] == ["2"]
-    assert store.delete("det", "2").version == "2" and store.load("det", "2") is None
+    deleted = store.delete("det", "2").profile
+    assert deleted is not None and deleted.version == "2" and store.load("det", "2") is None
+    database.close()
 
 
 # --- evaluation ---------------------------------------------------------------

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from assay.server.metrics import ServerMetrics
 from assay.server.settings import Settings, load_settings
+from assay.server.store import default_url
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"
@@ -350,9 +351,9 @@ def test_assay_environment_names_real_settings_and_keeps_the_password_out_of_the
     assert settings.data.dir == Path("/var/lib/assay")
     if source == "dockerfile":  # one container: SQLite in the data volume
         assert settings.data.url is None
-        assert settings.data.store_url == "sqlite:////var/lib/assay/assay.sqlite3"
+        assert default_url(settings.data.dir) == "sqlite:////var/lib/assay/assay.sqlite3"
         return
-    url = urlsplit(settings.data.store_url)
+    url = urlsplit(settings.data.url or "")
     assert (url.scheme, url.username, url.password, url.path) == (
         "postgresql",
         "assay",

@@ -110,6 +110,11 @@ class DetectorProfileInfo:
     spectral: bool
     created_at: float
     """When the profile was fitted, seconds since the epoch."""
+    problem: str = ""
+    """Why the stored profile cannot be read ("unreadable: ..."), empty when it can.
+
+    An unreadable profile has only `detector` and `version` besides; detection
+    with it fails until it is refitted or deleted."""
 
 
 def generated_verdict(message: aigen_pb2.GeneratedResult) -> GeneratedVerdict:
@@ -155,11 +160,12 @@ def generated_verdict(message: aigen_pb2.GeneratedResult) -> GeneratedVerdict:
 
 
 def detector_profile(message: aigen_pb2.DetectorProfile) -> DetectorProfileInfo:
-    """DetectorProfile -> DetectorProfileInfo (fields from version to created_at share names)."""
-    named = [f.name for f in fields(DetectorProfileInfo)][2:-1]
+    """DetectorProfile -> DetectorProfileInfo (fields after version share names, bar created_at)."""
+    named = [f.name for f in fields(DetectorProfileInfo)][2:]
+    shared = {name: getattr(message, name) for name in named if name != "created_at"}
     return DetectorProfileInfo(
         message.detector.name,
         message.detector.version,
-        **{name: getattr(message, name) for name in named},
+        **shared,
         created_at=epoch_seconds(message.created_at),
     )

@@ -60,6 +60,9 @@ def profile_table(profiles: list[DetectorProfileInfo]) -> Table:
     columns = ("detector", "threshold", "FPR", "TPR", "AP", "AUROC", "real/gen")
     shown = cli.table("detector profiles (FPR: target / held-out)", columns, right=columns[1:])
     for p in profiles:
+        if p.problem:
+            shown.add_row(f"{p.detector} v{p.version}", "[red]unreadable[/red]")
+            continue
         spectrum = "" if p.spectral else " (no spectrum)"
         shown.add_row(
             f"{p.detector} v{p.version}{spectrum}",
@@ -270,3 +273,24 @@ def profiles(
     with cli.connect(target) as client:
         found = client.list_detector_profiles(detector)
     cli.console.print(profile_table(found))
+    for p in found:
+        if p.problem:
+            cli.warn(
+                f"the profile of {p.detector} v{p.version} cannot be used ({p.problem}); refit it "
+                f"(assay aigen fit) or delete it (assay aigen delete-profile {p.detector} "
+                f"--version {p.version})"
+            )
+
+
+@app.command("delete-profile")
+def delete_profile(
+    detector: Annotated[str, typer.Argument(help="Detector whose profile to delete.")],
+    version: Annotated[
+        str, typer.Option(help="The profile's detector version (default: the served one).")
+    ] = "",
+    target: cli.Target = cli.DEFAULT_TARGET,
+) -> None:
+    """Delete a detector's profile (its verdicts fall back to the raw 0.5 rule until a refit)."""
+    with cli.connect(target) as client:
+        deleted = client.delete_detector_profile(detector, version)
+    cli.console.print(f"deleted the profile of {deleted.detector} v{deleted.version}", markup=False)

@@ -105,6 +105,7 @@ def ood_profile(message: ood_pb2.OodProfile) -> t.OodProfileInfo:
         target_tpr=message.target_tpr,
         thresholds={s.scorer: s.threshold for s in message.scorers},
         created_at=t.epoch_seconds(message.created_at),
+        problem=message.problem,
     )
 
 

@@ -150,8 +150,16 @@ def profiles(
         return
     listed = cli.table("OOD profiles", ("model", "version", "default scorer", "scorers"))
     for p in found:
-        listed.add_row(p.model, p.version, p.default_scorer, ", ".join(p.thresholds))
+        scorers = ", ".join(p.thresholds) if not p.problem else "[red]unreadable (below)[/red]"
+        listed.add_row(p.model, p.version, p.default_scorer or "-", scorers)
     cli.console.print(listed)
+    for p in found:
+        if p.problem:
+            cli.warn(
+                f"the profile of {p.model} v{p.version} cannot be used ({p.problem}); refit it "
+                f"(assay ood fit) or delete it (assay ood delete-profile {p.model} "
+                f"--version {p.version})"
+            )
 
 
 @app.command("delete-profile")
@@ -165,8 +173,10 @@ def delete_profile(
     """Delete a model's OOD profile (its "ood" and "anomaly" signals stop until the next fit)."""
     with cli.connect(target) as client:
         deleted = client.delete_profile(model, version)
-    scorers = ", ".join(deleted.thresholds)
-    cli.console.print(f"deleted the OOD profile of {deleted.model} v{deleted.version} ({scorers})")
+    what = deleted.problem or ", ".join(deleted.thresholds)
+    cli.console.print(
+        f"deleted the OOD profile of {deleted.model} v{deleted.version} ({what})", markup=False
+    )
 
 
 @anomaly_app.command("fit")

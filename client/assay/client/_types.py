@@ -75,6 +75,11 @@ class OodProfileInfo:
     thresholds: dict[str, float]
     created_at: float
     """When the profile was fitted, seconds since the epoch."""
+    problem: str = ""
+    """Why the stored profile cannot be read ("unreadable: ..."), empty when it can.
+
+    An unreadable profile has only `model` and `version` besides; scoring with
+    it fails until it is refitted or deleted."""
 
 
 @dataclass(frozen=True)

@@ -419,6 +419,7 @@ class DetectorProfile(_message.Message):
     GENERATED_IMAGES_FIELD_NUMBER: _builtins.int
     SPECTRAL_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
     fingerprint: _builtins.str
     threshold: _builtins.float
     target_fpr: _builtins.float
@@ -433,6 +434,12 @@ class DetectorProfile(_message.Message):
     generated_images: _builtins.int
     spectral: _builtins.bool
     """Whether a spectral real-photo profile was fitted."""
+    problem: _builtins.str
+    """Non-empty when the stored profile cannot be read (written by another
+    assay version, or damaged): "unreadable: " and the reason. Only detector
+    is set then. Detection with it fails with FAILED_PRECONDITION until it is
+    refitted (FitDetector) or deleted (DeleteDetectorProfile).
+    """
     @_builtins.property
     def detector(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
@@ -455,10 +462,11 @@ class DetectorProfile(_message.Message):
         generated_images: _builtins.int = ...,
         spectral: _builtins.bool = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        problem: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "detector", b"detector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_fpr", b"calibration_fpr", "created_at", b"created_at", "detector", b"detector", "fingerprint", b"fingerprint", "generated_images", b"generated_images", "holdout_ap", b"holdout_ap", "holdout_auroc", b"holdout_auroc", "holdout_fpr", b"holdout_fpr", "holdout_tpr", b"holdout_tpr", "real_images", b"real_images", "spectral", b"spectral", "target_fpr", b"target_fpr", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_fpr", b"calibration_fpr", "created_at", b"created_at", "detector", b"detector", "fingerprint", b"fingerprint", "generated_images", b"generated_images", "holdout_ap", b"holdout_ap", "holdout_auroc", b"holdout_auroc", "holdout_fpr", b"holdout_fpr", "holdout_tpr", b"holdout_tpr", "problem", b"problem", "real_images", b"real_images", "spectral", b"spectral", "target_fpr", b"target_fpr", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -81,7 +81,8 @@ class AigenServiceServicer(object):
         that is not an aigen_detector, bad images (not an image, animated,
         empty), no images or a bad max_flip_fraction, RESOURCE_EXHAUSTED for
         images over the pixel limit, FAILED_PRECONDITION when no detector is
-        named and none is configured, UNAVAILABLE when a backend is not ready.
+        named and none is configured or a detector's profile was fitted on other
+        weights or cannot be read, UNAVAILABLE when a backend is not ready.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,7 +104,8 @@ class AigenServiceServicer(object):
 
     def ListDetectorProfiles(self, request, context):
         """Stored detector profiles (all, or one detector's), by detector then
-        version, one page at a time (AIP-158).
+        version, one page at a time (AIP-158). A profile that cannot be read is
+        listed with its problem set.
         Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
         malformed or was issued for another detector filter.
         """
@@ -112,7 +114,8 @@ class AigenServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDetectorProfile(self, request, context):
-        """Deletes a detector's profile (empty version: the served version); its
+        """Deletes a detector's profile (empty version: the served version),
+        readable or not (an unreadable one comes back with its problem set); its
         verdicts fall back to the raw 0.5 rule.
         Returns INVALID_ARGUMENT for an empty detector name, NOT_FOUND for an
         unknown detector or when it has no profile.

@@ -50,7 +50,8 @@ class AigenServiceStub:
     that is not an aigen_detector, bad images (not an image, animated,
     empty), no images or a bad max_flip_fraction, RESOURCE_EXHAUSTED for
     images over the pixel limit, FAILED_PRECONDITION when no detector is
-    named and none is configured, UNAVAILABLE when a backend is not ready.
+    named and none is configured or a detector's profile was fitted on other
+    weights or cannot be read, UNAVAILABLE when a backend is not ready.
     """
     FitDetector: _grpc.UnaryUnaryMultiCallable[_aigen_pb2.FitDetectorRequest, _jobs_pb2.Job]
     """Fits a detector profile on a labelled real/generated set, as a job (kind
@@ -64,12 +65,14 @@ class AigenServiceStub:
     """
     ListDetectorProfiles: _grpc.UnaryUnaryMultiCallable[_aigen_pb2.ListDetectorProfilesRequest, _aigen_pb2.ListDetectorProfilesResponse]
     """Stored detector profiles (all, or one detector's), by detector then
-    version, one page at a time (AIP-158).
+    version, one page at a time (AIP-158). A profile that cannot be read is
+    listed with its problem set.
     Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
     malformed or was issued for another detector filter.
     """
     DeleteDetectorProfile: _grpc.UnaryUnaryMultiCallable[_aigen_pb2.DeleteDetectorProfileRequest, _aigen_pb2.DetectorProfile]
-    """Deletes a detector's profile (empty version: the served version); its
+    """Deletes a detector's profile (empty version: the served version),
+    readable or not (an unreadable one comes back with its problem set); its
     verdicts fall back to the raw 0.5 rule.
     Returns INVALID_ARGUMENT for an empty detector name, NOT_FOUND for an
     unknown detector or when it has no profile.
@@ -105,7 +108,8 @@ class AigenServiceAsyncStub(AigenServiceStub):
     that is not an aigen_detector, bad images (not an image, animated,
     empty), no images or a bad max_flip_fraction, RESOURCE_EXHAUSTED for
     images over the pixel limit, FAILED_PRECONDITION when no detector is
-    named and none is configured, UNAVAILABLE when a backend is not ready.
+    named and none is configured or a detector's profile was fitted on other
+    weights or cannot be read, UNAVAILABLE when a backend is not ready.
     """
     FitDetector: _aio.UnaryUnaryMultiCallable[_aigen_pb2.FitDetectorRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     """Fits a detector profile on a labelled real/generated set, as a job (kind
@@ -119,12 +123,14 @@ class AigenServiceAsyncStub(AigenServiceStub):
     """
     ListDetectorProfiles: _aio.UnaryUnaryMultiCallable[_aigen_pb2.ListDetectorProfilesRequest, _aigen_pb2.ListDetectorProfilesResponse]  # type: ignore[assignment]
     """Stored detector profiles (all, or one detector's), by detector then
-    version, one page at a time (AIP-158).
+    version, one page at a time (AIP-158). A profile that cannot be read is
+    listed with its problem set.
     Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
     malformed or was issued for another detector filter.
     """
     DeleteDetectorProfile: _aio.UnaryUnaryMultiCallable[_aigen_pb2.DeleteDetectorProfileRequest, _aigen_pb2.DetectorProfile]  # type: ignore[assignment]
-    """Deletes a detector's profile (empty version: the served version); its
+    """Deletes a detector's profile (empty version: the served version),
+    readable or not (an unreadable one comes back with its problem set); its
     verdicts fall back to the raw 0.5 rule.
     Returns INVALID_ARGUMENT for an empty detector name, NOT_FOUND for an
     unknown detector or when it has no profile.
@@ -163,7 +169,8 @@ class AigenServiceServicer(metaclass=_abc_1.ABCMeta):
         that is not an aigen_detector, bad images (not an image, animated,
         empty), no images or a bad max_flip_fraction, RESOURCE_EXHAUSTED for
         images over the pixel limit, FAILED_PRECONDITION when no detector is
-        named and none is configured, UNAVAILABLE when a backend is not ready.
+        named and none is configured or a detector's profile was fitted on other
+        weights or cannot be read, UNAVAILABLE when a backend is not ready.
         """
 
     @_abc_1.abstractmethod
@@ -189,7 +196,8 @@ class AigenServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_aigen_pb2.ListDetectorProfilesResponse, _abc.Awaitable[_aigen_pb2.ListDetectorProfilesResponse]]:
         """Stored detector profiles (all, or one detector's), by detector then
-        version, one page at a time (AIP-158).
+        version, one page at a time (AIP-158). A profile that cannot be read is
+        listed with its problem set.
         Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
         malformed or was issued for another detector filter.
         """
@@ -200,7 +208,8 @@ class AigenServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _aigen_pb2.DeleteDetectorProfileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_aigen_pb2.DetectorProfile, _abc.Awaitable[_aigen_pb2.DetectorProfile]]:
-        """Deletes a detector's profile (empty version: the served version); its
+        """Deletes a detector's profile (empty version: the served version),
+        readable or not (an unreadable one comes back with its problem set); its
         verdicts fall back to the raw 0.5 rule.
         Returns INVALID_ARGUMENT for an empty detector name, NOT_FOUND for an
         unknown detector or when it has no profile.

@@ -52,8 +52,8 @@ class PredictRequest(_message.Message):
         the AI-generated-image detectors (the model itself when it is an
         aigen_detector, else the server's aigen.default_detectors) on the same
         images, concurrently with the model.
-        FAILED_PRECONDITION when the model has no (matching) profile, or for
-        "aigen" when no detector is configured.
+        FAILED_PRECONDITION when the model has no (matching, readable) profile,
+        or for "aigen" when no detector is configured.
         """
 
     def __init__(

@@ -27,15 +27,15 @@ from assay.v1 import jobs_pb2 as assay_dot_v1_dot_jobs__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x61ssay/v1/ood.proto\x12\x08\x61ssay.v1\x1a\x15\x61ssay/v1/common.proto\x1a\x13\x61ssay/v1/jobs.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\x16\x45valuateAnomalyRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"\x8a\x01\n\x14\x44\x65tectAnomalyRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x1f\n\x06images\x18\x02 \x03(\x0b\x32\x0f.assay.v1.Image\x12.\n\nmap_format\x18\x03 \x01(\x0e\x32\x1a.assay.v1.AnomalyMapFormat\"\x99\x01\n\rAnomalyResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x14\n\x0cis_anomalous\x18\x04 \x01(\x08\x12\x14\n\x0choldout_tail\x18\x05 \x01(\x01\x12\x1d\n\x03map\x18\x06 \x01(\x0b\x32\x10.assay.v1.Tensor\x12\x0f\n\x07map_png\x18\x07 \x01(\x0c\"d\n\x15\x44\x65tectAnomalyResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.assay.v1.AnomalyResult\"\xb3\x01\n\x19\x45valuateOodScorersRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x12\n\nin_dataset\x18\x02 \x01(\t\x12\x14\n\x0cood_datasets\x18\x03 \x03(\t\x12\x0f\n\x07scorers\x18\x04 \x03(\t\x12\x19\n\x0csample_limit\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x42\x0f\n\r_sample_limit\"\xc0\x01\n\x11\x46itProfileRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07scorers\x18\x03 \x03(\t\x12\x12\n\ntarget_tpr\x18\x04 \x01(\x01\x12\x18\n\x10holdout_fraction\x18\x05 \x01(\x01\x12\x19\n\x0csample_limit\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x42\x0f\n\r_sample_limit\"O\n\x0fScorerThreshold\x12\x0e\n\x06scorer\x18\x01 \x01(\t\x12\x11\n\tthreshold\x18\x02 \x01(\x01\x12\x19\n\x11holdout_quantiles\x18\x03 \x03(\x01\"\xe4\x01\n\nOodProfile\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x12\n\ntarget_tpr\x18\x03 \x01(\x01\x12*\n\x07scorers\x18\x04 \x03(\x0b\x32\x19.assay.v1.ScorerThreshold\x12\x16\n\x0e\x64\x65\x66\x61ult_scorer\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x07\x10\x08R\x10reference_images\"K\n\x13ListProfilesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x14ListProfilesResponse\x12&\n\x08profiles\x18\x01 \x03(\x0b\x32\x14.assay.v1.OodProfile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x14\x44\x65leteProfileRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\"b\n\x08OodScore\x12\x0e\n\x06scorer\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x0e\n\x06is_ood\x18\x04 \x01(\x08\x12\x14\n\x0choldout_tail\x18\x05 \x01(\x01\"@\n\x0eImageOodScores\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06scores\x18\x02 \x03(\x0b\x32\x12.assay.v1.OodScore\"f\n\x0fScoreOODRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x1f\n\x06images\x18\x02 \x03(\x0b\x32\x0f.assay.v1.Image\x12\x0f\n\x07scorers\x18\x03 \x03(\t\"`\n\x10ScoreOODResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12)\n\x07results\x18\x02 \x03(\x0b\x32\x18.assay.v1.ImageOodScores*\x8f\x01\n\x10\x41nomalyMapFormat\x12\"\n\x1e\x41NOMALY_MAP_FORMAT_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41NOMALY_MAP_FORMAT_FLOAT16\x10\x01\x12\x1a\n\x16\x41NOMALY_MAP_FORMAT_PNG\x10\x02\x12\x1b\n\x17\x41NOMALY_MAP_FORMAT_NONE\x10\x03\x32\xff\x03\n\nOodService\x12\x38\n\nFitProfile\x12\x1b.assay.v1.FitProfileRequest\x1a\r.assay.v1.Job\x12M\n\x0cListProfiles\x12\x1d.assay.v1.ListProfilesRequest\x1a\x1e.assay.v1.ListProfilesResponse\x12\x45\n\rDeleteProfile\x12\x1e.assay.v1.DeleteProfileRequest\x1a\x14.assay.v1.OodProfile\x12\x41\n\x08ScoreOOD\x12\x19.assay.v1.ScoreOODRequest\x1a\x1a.assay.v1.ScoreOODResponse\x12H\n\x12\x45valuateOodScorers\x12#.assay.v1.EvaluateOodScorersRequest\x1a\r.assay.v1.Job\x12P\n\rDetectAnomaly\x12\x1e.assay.v1.DetectAnomalyRequest\x1a\x1f.assay.v1.DetectAnomalyResponse\x12\x42\n\x0f\x45valuateAnomaly\x12 .assay.v1.EvaluateAnomalyRequest\x1a\r.assay.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x61ssay/v1/ood.proto\x12\x08\x61ssay.v1\x1a\x15\x61ssay/v1/common.proto\x1a\x13\x61ssay/v1/jobs.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\x16\x45valuateAnomalyRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"\x8a\x01\n\x14\x44\x65tectAnomalyRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x1f\n\x06images\x18\x02 \x03(\x0b\x32\x0f.assay.v1.Image\x12.\n\nmap_format\x18\x03 \x01(\x0e\x32\x1a.assay.v1.AnomalyMapFormat\"\x99\x01\n\rAnomalyResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x14\n\x0cis_anomalous\x18\x04 \x01(\x08\x12\x14\n\x0choldout_tail\x18\x05 \x01(\x01\x12\x1d\n\x03map\x18\x06 \x01(\x0b\x32\x10.assay.v1.Tensor\x12\x0f\n\x07map_png\x18\x07 \x01(\x0c\"d\n\x15\x44\x65tectAnomalyResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.assay.v1.AnomalyResult\"\xb3\x01\n\x19\x45valuateOodScorersRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x12\n\nin_dataset\x18\x02 \x01(\t\x12\x14\n\x0cood_datasets\x18\x03 \x03(\t\x12\x0f\n\x07scorers\x18\x04 \x03(\t\x12\x19\n\x0csample_limit\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x42\x0f\n\r_sample_limit\"\xc0\x01\n\x11\x46itProfileRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07scorers\x18\x03 \x03(\t\x12\x12\n\ntarget_tpr\x18\x04 \x01(\x01\x12\x18\n\x10holdout_fraction\x18\x05 \x01(\x01\x12\x19\n\x0csample_limit\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x42\x0f\n\r_sample_limit\"O\n\x0fScorerThreshold\x12\x0e\n\x06scorer\x18\x01 \x01(\t\x12\x11\n\tthreshold\x18\x02 \x01(\x01\x12\x19\n\x11holdout_quantiles\x18\x03 \x03(\x01\"\xf5\x01\n\nOodProfile\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x12\n\ntarget_tpr\x18\x03 \x01(\x01\x12*\n\x07scorers\x18\x04 \x03(\x0b\x32\x19.assay.v1.ScorerThreshold\x12\x16\n\x0e\x64\x65\x66\x61ult_scorer\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07problem\x18\x08 \x01(\tJ\x04\x08\x07\x10\x08R\x10reference_images\"K\n\x13ListProfilesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x14ListProfilesResponse\x12&\n\x08profiles\x18\x01 \x03(\x0b\x32\x14.assay.v1.OodProfile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x14\x44\x65leteProfileRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\"b\n\x08OodScore\x12\x0e\n\x06scorer\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x0e\n\x06is_ood\x18\x04 \x01(\x08\x12\x14\n\x0choldout_tail\x18\x05 \x01(\x01\"@\n\x0eImageOodScores\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06scores\x18\x02 \x03(\x0b\x32\x12.assay.v1.OodScore\"f\n\x0fScoreOODRequest\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12\x1f\n\x06images\x18\x02 \x03(\x0b\x32\x0f.assay.v1.Image\x12\x0f\n\x07scorers\x18\x03 \x03(\t\"`\n\x10ScoreOODResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.assay.v1.ModelRef\x12)\n\x07results\x18\x02 \x03(\x0b\x32\x18.assay.v1.ImageOodScores*\x8f\x01\n\x10\x41nomalyMapFormat\x12\"\n\x1e\x41NOMALY_MAP_FORMAT_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41NOMALY_MAP_FORMAT_FLOAT16\x10\x01\x12\x1a\n\x16\x41NOMALY_MAP_FORMAT_PNG\x10\x02\x12\x1b\n\x17\x41NOMALY_MAP_FORMAT_NONE\x10\x03\x32\xff\x03\n\nOodService\x12\x38\n\nFitProfile\x12\x1b.assay.v1.FitProfileRequest\x1a\r.assay.v1.Job\x12M\n\x0cListProfiles\x12\x1d.assay.v1.ListProfilesRequest\x1a\x1e.assay.v1.ListProfilesResponse\x12\x45\n\rDeleteProfile\x12\x1e.assay.v1.DeleteProfileRequest\x1a\x14.assay.v1.OodProfile\x12\x41\n\x08ScoreOOD\x12\x19.assay.v1.ScoreOODRequest\x1a\x1a.assay.v1.ScoreOODResponse\x12H\n\x12\x45valuateOodScorers\x12#.assay.v1.EvaluateOodScorersRequest\x1a\r.assay.v1.Job\x12P\n\rDetectAnomaly\x12\x1e.assay.v1.DetectAnomalyRequest\x1a\x1f.assay.v1.DetectAnomalyResponse\x12\x42\n\x0f\x45valuateAnomaly\x12 .assay.v1.EvaluateAnomalyRequest\x1a\r.assay.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assay.v1.ood_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ANOMALYMAPFORMAT']._serialized_start=1869
-  _globals['_ANOMALYMAPFORMAT']._serialized_end=2012
+  _globals['_ANOMALYMAPFORMAT']._serialized_start=1886
+  _globals['_ANOMALYMAPFORMAT']._serialized_end=2029
   _globals['_EVALUATEANOMALYREQUEST']._serialized_start=109
   _globals['_EVALUATEANOMALYREQUEST']._serialized_end=185
   _globals['_DETECTANOMALYREQUEST']._serialized_start=188
@@ -51,21 +51,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCORERTHRESHOLD']._serialized_start=963
   _globals['_SCORERTHRESHOLD']._serialized_end=1042
   _globals['_OODPROFILE']._serialized_start=1045
-  _globals['_OODPROFILE']._serialized_end=1273
-  _globals['_LISTPROFILESREQUEST']._serialized_start=1275
-  _globals['_LISTPROFILESREQUEST']._serialized_end=1350
-  _globals['_LISTPROFILESRESPONSE']._serialized_start=1352
-  _globals['_LISTPROFILESRESPONSE']._serialized_end=1439
-  _globals['_DELETEPROFILEREQUEST']._serialized_start=1441
-  _globals['_DELETEPROFILEREQUEST']._serialized_end=1498
-  _globals['_OODSCORE']._serialized_start=1500
-  _globals['_OODSCORE']._serialized_end=1598
-  _globals['_IMAGEOODSCORES']._serialized_start=1600
-  _globals['_IMAGEOODSCORES']._serialized_end=1664
-  _globals['_SCOREOODREQUEST']._serialized_start=1666
-  _globals['_SCOREOODREQUEST']._serialized_end=1768
-  _globals['_SCOREOODRESPONSE']._serialized_start=1770
-  _globals['_SCOREOODRESPONSE']._serialized_end=1866
-  _globals['_OODSERVICE']._serialized_start=2015
-  _globals['_OODSERVICE']._serialized_end=2526
+  _globals['_OODPROFILE']._serialized_end=1290
+  _globals['_LISTPROFILESREQUEST']._serialized_start=1292
+  _globals['_LISTPROFILESREQUEST']._serialized_end=1367
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=1369
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=1456
+  _globals['_DELETEPROFILEREQUEST']._serialized_start=1458
+  _globals['_DELETEPROFILEREQUEST']._serialized_end=1515
+  _globals['_OODSCORE']._serialized_start=1517
+  _globals['_OODSCORE']._serialized_end=1615
+  _globals['_IMAGEOODSCORES']._serialized_start=1617
+  _globals['_IMAGEOODSCORES']._serialized_end=1681
+  _globals['_SCOREOODREQUEST']._serialized_start=1683
+  _globals['_SCOREOODREQUEST']._serialized_end=1785
+  _globals['_SCOREOODRESPONSE']._serialized_start=1787
+  _globals['_SCOREOODRESPONSE']._serialized_end=1883
+  _globals['_OODSERVICE']._serialized_start=2032
+  _globals['_OODSERVICE']._serialized_end=2543
 # @@protoc_insertion_point(module_scope)

@@ -301,10 +301,17 @@ class OodProfile(_message.Message):
     SCORERS_FIELD_NUMBER: _builtins.int
     DEFAULT_SCORER_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
     fingerprint: _builtins.str
     target_tpr: _builtins.float
     default_scorer: _builtins.str
     """The scorer Predict signals and ScoreOOD use by default."""
+    problem: _builtins.str
+    """Non-empty when the stored profile cannot be read (written by another
+    assay version, or damaged): "unreadable: " and the reason. Only model is
+    set then. Scoring with it fails with FAILED_PRECONDITION until it is
+    refitted (FitProfile) or deleted (DeleteProfile).
+    """
     @_builtins.property
     def model(self) -> _common_pb2.ModelRef: ...
     @_builtins.property
@@ -322,10 +329,11 @@ class OodProfile(_message.Message):
         scorers: _abc.Iterable[Global___ScorerThreshold] | None = ...,
         default_scorer: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        problem: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "default_scorer", b"default_scorer", "fingerprint", b"fingerprint", "model", b"model", "scorers", b"scorers", "target_tpr", b"target_tpr"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "default_scorer", b"default_scorer", "fingerprint", b"fingerprint", "model", b"model", "problem", b"problem", "scorers", b"scorers", "target_tpr", b"target_tpr"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

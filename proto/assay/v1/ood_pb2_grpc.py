@@ -93,7 +93,8 @@ class OodServiceServicer(object):
 
     def ListProfiles(self, request, context):
         """Profiles stored for models (all, or one model's), by model then version,
-        one page at a time (AIP-158).
+        one page at a time (AIP-158). A profile that cannot be read is listed
+        with its problem set.
         Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
         malformed or was issued for another model filter.
         """
@@ -102,7 +103,8 @@ class OodServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def DeleteProfile(self, request, context):
-        """Deletes a model's profile (empty version: the served version).
+        """Deletes a model's profile (empty version: the served version), readable
+        or not (an unreadable one comes back with its problem set).
         Returns NOT_FOUND for an unknown model or when it has no profile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -113,8 +115,8 @@ class OodServiceServicer(object):
         """Scores images with the model's profile.
         Returns INVALID_ARGUMENT for an empty model name, bad images or an
         unknown scorer; NOT_FOUND for an unknown model; FAILED_PRECONDITION when
-        the model has no profile or the profile was fitted on another model
-        version; RESOURCE_EXHAUSTED for an image over the pixel limit or a full
+        the model has no profile, the profile was fitted on another model
+        version or cannot be read (refit or delete it); RESOURCE_EXHAUSTED for an image over the pixel limit or a full
         queue; UNAVAILABLE when the backend is not ready.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

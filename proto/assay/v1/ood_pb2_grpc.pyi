@@ -46,20 +46,22 @@ class OodServiceStub:
     """
     ListProfiles: _grpc.UnaryUnaryMultiCallable[_ood_pb2.ListProfilesRequest, _ood_pb2.ListProfilesResponse]
     """Profiles stored for models (all, or one model's), by model then version,
-    one page at a time (AIP-158).
+    one page at a time (AIP-158). A profile that cannot be read is listed
+    with its problem set.
     Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
     malformed or was issued for another model filter.
     """
     DeleteProfile: _grpc.UnaryUnaryMultiCallable[_ood_pb2.DeleteProfileRequest, _ood_pb2.OodProfile]
-    """Deletes a model's profile (empty version: the served version).
+    """Deletes a model's profile (empty version: the served version), readable
+    or not (an unreadable one comes back with its problem set).
     Returns NOT_FOUND for an unknown model or when it has no profile.
     """
     ScoreOOD: _grpc.UnaryUnaryMultiCallable[_ood_pb2.ScoreOODRequest, _ood_pb2.ScoreOODResponse]
     """Scores images with the model's profile.
     Returns INVALID_ARGUMENT for an empty model name, bad images or an
     unknown scorer; NOT_FOUND for an unknown model; FAILED_PRECONDITION when
-    the model has no profile or the profile was fitted on another model
-    version; RESOURCE_EXHAUSTED for an image over the pixel limit or a full
+    the model has no profile, the profile was fitted on another model
+    version or cannot be read (refit or delete it); RESOURCE_EXHAUSTED for an image over the pixel limit or a full
     queue; UNAVAILABLE when the backend is not ready.
     """
     EvaluateOodScorers: _grpc.UnaryUnaryMultiCallable[_ood_pb2.EvaluateOodScorersRequest, _jobs_pb2.Job]
@@ -112,20 +114,22 @@ class OodServiceAsyncStub(OodServiceStub):
     """
     ListProfiles: _aio.UnaryUnaryMultiCallable[_ood_pb2.ListProfilesRequest, _ood_pb2.ListProfilesResponse]  # type: ignore[assignment]
     """Profiles stored for models (all, or one model's), by model then version,
-    one page at a time (AIP-158).
+    one page at a time (AIP-158). A profile that cannot be read is listed
+    with its problem set.
     Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
     malformed or was issued for another model filter.
     """
     DeleteProfile: _aio.UnaryUnaryMultiCallable[_ood_pb2.DeleteProfileRequest, _ood_pb2.OodProfile]  # type: ignore[assignment]
-    """Deletes a model's profile (empty version: the served version).
+    """Deletes a model's profile (empty version: the served version), readable
+    or not (an unreadable one comes back with its problem set).
     Returns NOT_FOUND for an unknown model or when it has no profile.
     """
     ScoreOOD: _aio.UnaryUnaryMultiCallable[_ood_pb2.ScoreOODRequest, _ood_pb2.ScoreOODResponse]  # type: ignore[assignment]
     """Scores images with the model's profile.
     Returns INVALID_ARGUMENT for an empty model name, bad images or an
     unknown scorer; NOT_FOUND for an unknown model; FAILED_PRECONDITION when
-    the model has no profile or the profile was fitted on another model
-    version; RESOURCE_EXHAUSTED for an image over the pixel limit or a full
+    the model has no profile, the profile was fitted on another model
+    version or cannot be read (refit or delete it); RESOURCE_EXHAUSTED for an image over the pixel limit or a full
     queue; UNAVAILABLE when the backend is not ready.
     """
     EvaluateOodScorers: _aio.UnaryUnaryMultiCallable[_ood_pb2.EvaluateOodScorersRequest, _jobs_pb2.Job]  # type: ignore[assignment]
@@ -187,7 +191,8 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ood_pb2.ListProfilesResponse, _abc.Awaitable[_ood_pb2.ListProfilesResponse]]:
         """Profiles stored for models (all, or one model's), by model then version,
-        one page at a time (AIP-158).
+        one page at a time (AIP-158). A profile that cannot be read is listed
+        with its problem set.
         Returns INVALID_ARGUMENT for a negative page_size or a page_token that is
         malformed or was issued for another model filter.
         """
@@ -198,7 +203,8 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ood_pb2.DeleteProfileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ood_pb2.OodProfile, _abc.Awaitable[_ood_pb2.OodProfile]]:
-        """Deletes a model's profile (empty version: the served version).
+        """Deletes a model's profile (empty version: the served version), readable
+        or not (an unreadable one comes back with its problem set).
         Returns NOT_FOUND for an unknown model or when it has no profile.
         """
 
@@ -211,8 +217,8 @@ class OodServiceServicer(metaclass=_abc_1.ABCMeta):
         """Scores images with the model's profile.
         Returns INVALID_ARGUMENT for an empty model name, bad images or an
         unknown scorer; NOT_FOUND for an unknown model; FAILED_PRECONDITION when
-        the model has no profile or the profile was fitted on another model
-        version; RESOURCE_EXHAUSTED for an image over the pixel limit or a full
+        the model has no profile, the profile was fitted on another model
+        version or cannot be read (refit or delete it); RESOURCE_EXHAUSTED for an image over the pixel limit or a full
         queue; UNAVAILABLE when the backend is not ready.
         """
 

@@ -35,7 +35,9 @@ from assay.server.ood.anomaly_job import AnomalyEvaluations
 from assay.server.ood.evaluate_job import OodScorerEvaluations
 from assay.server.ood.profiles import OOD_PROFILES
 from assay.server.ood.service import OodProfiles
-from assay.server.profiles import ProfileStore
+from assay.server.profiles import ProfileFormat, ProfileStore
+from assay.server.profiles.legacy import import_legacy
+from assay.server.profiles.refresh import ProfileRefresher
 from assay.server.readiness import StoreProbe
 from assay.server.robustness.evaluation import RobustnessJobs
 from assay.server.robustness.generation import CorruptionWorkers
@@ -123,6 +125,7 @@ class AssayServer:
     store_probe: StoreProbe
     metrics_endpoint: MetricsEndpoint | None = None
     uploads: UploadedDatasets | None = None
+    profile_refresher: ProfileRefresher | None = None
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -139,6 +142,8 @@ class AssayServer:
         await self.jobs.begin()  # takes over jobs whose lease is free, then keeps looking
         await self.publish_health()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_readiness())
+        if self.profile_refresher is not None:
+            self.profile_refresher.start()
         log.info("assay listening on %s:%d", self.settings.grpc.host, self.port)
 
     async def publish_health(self) -> None:
@@ -171,6 +176,8 @@ class AssayServer:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self.profile_refresher is not None:
+            await self.profile_refresher.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grpc.grace_period_s if grace_s is None else grace_s)
         await self.jobs.aclose()  # running jobs stay RUNNING, their leases released for takeover
@@ -217,15 +224,17 @@ async def create_server(
         max_pixels=settings.images.max_pixels,
         inline_max_images=settings.jobs.inline_max_images,
     )
-    profiles = OodProfiles(
-        registry, data, ProfileStore(settings.data.dir / "profiles", OOD_PROFILES)
-    )
+    ood_profiles = ProfileStore(store, OOD_PROFILES)
+    detector_profiles = ProfileStore(store, DETECTOR_PROFILES)
+    d = settings.data.dir
+    legacy: dict[Path, ProfileFormat[Any]] = {
+        d / "profiles": OOD_PROFILES,
+        d / "aigen_profiles": DETECTOR_PROFILES,
+    }
+    await asyncio.to_thread(import_legacy, store, legacy)  # older servers' files, once
+    profiles = OodProfiles(registry, data, ood_profiles)
     detectors = AigenDetectors(
-        registry,
-        pool,
-        ProfileStore(settings.data.dir / "aigen_profiles", DETECTOR_PROFILES),
-        settings.aigen,
-        settings.images.max_pixels,
+        registry, pool, detector_profiles, settings.aigen, settings.images.max_pixels
     )
     predictor = Predictor(registry, settings.images, pool, profiles, detectors)
     kinds: dict[str, JobKind[Any]] = {
@@ -268,9 +277,10 @@ async def create_server(
     if settings.metrics.enabled:
         endpoint = MetricsEndpoint(metrics.registry, settings.metrics.host, settings.metrics.port)
     probe = StoreProbe(store.ping, store.url, settings.data.connect_timeout_s, metrics.store_up)
+    refresher = ProfileRefresher([ood_profiles, detector_profiles], settings.data.profile_refresh_s)
     return AssayServer(
         settings, server, port, registry, health_servicer, metrics, pool, jobs, workers, probe,
-        metrics_endpoint=endpoint, uploads=datasets,
+        metrics_endpoint=endpoint, uploads=datasets, profile_refresher=refresher,
     )  # fmt: skip
 
 

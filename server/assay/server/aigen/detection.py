@@ -36,7 +36,7 @@ from assay.server.errors import (
 from assay.server.models.config import Task
 from assay.server.models.preprocess import ImageInput, check_request_images
 from assay.server.models.registry import ModelRegistry, ServedModel
-from assay.server.profiles import ProfileStore, fingerprint
+from assay.server.profiles import ProfileStore, Stored, fingerprint
 from assay.server.settings import AigenSettings
 
 DEFAULT_THRESHOLD = 0.5
@@ -128,12 +128,13 @@ class AigenDetectors:
         return self._fingerprints[key]
 
     async def calibration(self, model: ServedModel) -> Calibration:
-        """The profile's threshold, or 0.5 without a profile.
+        """The profile's threshold (the profile cached), or 0.5 without a profile.
 
         Raises:
-            FailedPreconditionError: the profile was fitted on other weights.
+            FailedPreconditionError: the profile was fitted on other weights or
+                cannot be read.
         """
-        profile = self.store.load(model.name, model.config.version)
+        profile = await self.store.get(model.name, model.config.version)
         if profile is None:
             return Calibration(DEFAULT_THRESHOLD, None)
         if profile.fingerprint != await self.fingerprint(model):
@@ -143,11 +144,11 @@ class AigenDetectors:
             )
         return Calibration(profile.threshold, profile)
 
-    def delete(self, name: str, version: str) -> DetectorProfile:
-        """Delete a detector's profile; an empty version means the served version."""
+    async def delete(self, name: str, version: str) -> Stored[DetectorProfile]:
+        """Delete a detector's profile, readable or not; an empty version means the served one."""
         if not version:
             version = self.registry.get(name).config.version
-        return self.store.delete(name, version)
+        return await self.store.adelete(name, version)
 
     # ------------------------------------------------------------ detection
 

@@ -141,6 +141,6 @@ class DetectorFits(LabelledSetJobs):
             seed=seed,
             spectral=spectral,
         )
-        self._detectors.store.save(profile)
+        await self._detectors.store.asave(profile)
         await context.put("profile", {"images": len(images)}, {})
         return profile_summary(profile)

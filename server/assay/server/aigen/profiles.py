@@ -1,9 +1,9 @@
 """Detector profiles: a calibrated threshold and a real-photo spectrum, per detector version.
 
-Stored as ``<root>/<detector>/<version>/detector.json`` (schema
-``assay.aigen.profile/v1``) plus ``detector.npz`` with the spectral profile's
-arrays when one was fitted, kept by the shared
-`assay.server.profiles.ProfileStore` in the `DETECTOR_PROFILES` format. No
+A JSON document (schema ``assay.aigen.profile/v1``) plus, when a spectral
+profile was fitted, its arrays; the shared `assay.server.profiles.ProfileStore`
+keeps both in one row per detector version, in the `DETECTOR_PROFILES` format
+(legacy files: ``<root>/<detector>/<version>/detector.{json,npz}``). No
 pickle; floats are written with Python's shortest round-trip repr, so a
 save/load round trip is exact. Like OOD profiles, a profile is bound to the
 detector's fingerprint (its outputs on a fixed probe): changed weights make it
@@ -121,5 +121,9 @@ DETECTOR_PROFILES: Final = ProfileFormat[DetectorProfile](
     key=lambda profile: (profile.detector, profile.version),
     dump=detector_document,
     parse=DetectorProfile.from_json,
+    remedy=(
+        "refit it (FitDetector, `assay aigen fit`) or delete it "
+        "(DeleteDetectorProfile, `assay aigen delete-profile`)"
+    ),
 )
-"""How the shared profile store keeps detector profiles: ``<detector>/<version>/detector.*``."""
+"""How the shared profile store keeps detector profiles, one per detector version."""

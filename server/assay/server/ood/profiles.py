@@ -1,6 +1,8 @@
-"""Versioned on-disk OOD profile of one model: fitted scorers, thresholds, holdout scores.
+"""Versioned OOD profile of one model: fitted scorers, thresholds, holdout scores.
 
-A profile is two files next to each other, ``<stem>.npz`` and ``<stem>.json``:
+A profile is a JSON document and a set of arrays. The profile store keeps both
+in one row of the server's store; exported to files (`save_profile`, and the
+layout of servers before the store) they are ``<stem>.npz`` and ``<stem>.json``:
 
 * ``<stem>.npz`` (``np.savez``, no pickled objects, read with
   ``allow_pickle=False``) holds every array, keyed ``<scorer>.holdout_scores``
@@ -26,8 +28,8 @@ newer than this code's is refused with ValueError.
 
 A profile is bound to its model version by the model's fingerprint
 (`assay.server.profiles.fingerprint`); `OOD_PROFILES` is the format the shared
-`assay.server.profiles.ProfileStore` keeps them in, under
-``<root>/<model>/<version>/profile.{npz,json}``.
+`assay.server.profiles.ProfileStore` keeps them in, one row per model version
+(legacy files: ``<root>/<model>/<version>/profile.{npz,json}``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from assay.server.ood.feature_scorers import PROFILE_KINDS, profile_from_arrays
 from assay.server.ood.logit_scorers import LOGIT_SCORERS
 from assay.server.ood.thresholds import kept_fraction
 from assay.server.profiles.fingerprint import array_digest
-from assay.server.profiles.store import Arrays, Document, ProfileFormat, read_files, write_files
+from assay.server.profiles.legacy import read_files, write_files
+from assay.server.profiles.store import Arrays, Document, ProfileFormat
 
 __all__ = [
     "OOD_PROFILES",
@@ -286,5 +289,9 @@ OOD_PROFILES: Final = ProfileFormat[ModelProfile](
     key=lambda profile: (profile.model_name, profile.model_version),
     dump=profile_document,
     parse=profile_from_document,
+    remedy=(
+        "refit it (FitProfile, `assay ood fit`) or delete it "
+        "(DeleteProfile, `assay ood delete-profile`)"
+    ),
 )
-"""How the shared profile store keeps OOD profiles: ``<model>/<version>/profile.{npz,json}``."""
+"""How the shared profile store keeps OOD profiles, one per model version."""

@@ -1,9 +1,9 @@
 """OOD profiles as a service: the fit job, the profile store, scoring served images.
 
-Profiles live in the shared profile store (format `OOD_PROFILES`) under
-`<data.dir>/profiles/<model>/<version>/profile.{npz,json}` and are bound
-to the model's fingerprint (its outputs on a fixed probe); a profile for
-another version, or for changed weights, is refused.
+Profiles live in the shared profile store (format `OOD_PROFILES`), one row per
+model version in the server's store, and are bound to the model's fingerprint
+(its outputs on a fixed probe); a profile for another version, for changed
+weights, or one that cannot be read, is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from assay.server.ood.patchcore import PatchMemory, anomaly_map, score_patches
 from assay.server.ood.profiles import ModelProfile
 from assay.server.ood.specs import OodProfileSpec
 from assay.server.ood.thresholds import tail_fraction
-from assay.server.profiles import ProfileStore, fingerprint
+from assay.server.profiles import ProfileStore, Stored, fingerprint
 
 CHUNK = 64
 PROBE_SEED = 20260101
@@ -155,21 +155,21 @@ class OodProfiles:
             holdout_fraction=spec.holdout_fraction,
             seed=spec.seed,
         )
-        self.store.save(profile)
+        await self.store.asave(profile)
         await context.put("profile", {"images": len(images)}, {})
         return {**summarize(profile), "reference_images": len(images)}
 
-    def delete(self, model_name: str, version: str) -> ModelProfile:
-        """Delete a profile; an empty version means the model's current version."""
+    async def delete(self, model_name: str, version: str) -> Stored[ModelProfile]:
+        """Delete a profile, readable or not; an empty version means the model's current one."""
         if not version:
             version = self.registry.get(model_name).config.version
-        return self.store.delete(model_name, version)
+        return await self.store.adelete(model_name, version)
 
     async def profile_for(self, model: ServedModel) -> ModelProfile:
-        """The model's profile, refused when missing or fitted on other weights."""
-        profile = self.store.load(model.name, model.config.version)
+        """The model's profile (cached), refused when missing, unreadable or on other weights."""
+        profile = await self.store.get(model.name, model.config.version)
         if profile is None:
-            others = self.store.versions(model.name)
+            others = await self.store.aversions(model.name)
             hint = f" (profiles exist for versions {', '.join(others)})" if others else ""
             raise FailedPreconditionError(
                 f"model {model.name!r} version {model.config.version!r} has no OOD profile{hint}; "

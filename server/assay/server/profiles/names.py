@@ -1,10 +1,11 @@
-"""Resource names that key stored profiles, validated here once before any path is built.
+"""Resource names that key stored profiles, validated here once before anything is stored.
 
-A stored profile lives at ``<root>/<name>/<version>/<stem>.{json,npz}``. The
-name and version come from requests (ListProfiles, DeleteProfile) or from the
-model registry, so each must be a plain name, never a path: an absolute path,
-``..``, a separator, NUL or a trailing newline would let a request read or
-delete files outside the store. The rule is the model registry's own, so every
+A stored profile is keyed by (kind, name, version). The name and version come
+from requests (ListProfiles, DeleteProfile) or from the model registry, so each
+must be a plain name: never a path (the legacy on-disk layout, and anything
+that exports profiles to files, builds paths from them: an absolute path,
+``..``, a separator, NUL or a trailing newline would reach outside a folder),
+and short enough to log. The rule is the model registry's own, so every
 registrable model can have a profile.
 """
 
@@ -51,8 +52,8 @@ def check_name(value: object, what: str) -> str:
 class ProfileKey:
     """Which stored profile: its kind, and the name and version it belongs to.
 
-    Build it with `ProfileKey.of`, which validates every part; the store builds
-    paths from keys only.
+    Build it with `ProfileKey.of`, which validates every part; the store reads
+    and writes through keys only.
     """
 
     kind: str

@@ -10,7 +10,7 @@ from assay.server.aigen.fit_job import DetectorFits
 from assay.server.aigen.specs import AigenEvaluationSpec, AigenProfileSpec
 from assay.server.errors import InvalidArgumentError
 from assay.server.jobs.manager import JobManager
-from assay.server.services.aigen_converters import profile_to_proto, verdict_to_proto
+from assay.server.services.aigen_converters import stored_to_proto, verdict_to_proto
 from assay.server.services.converters import (
     image_ids,
     images_to_domain,
@@ -66,15 +66,17 @@ class AigenServicer(aigen_pb2_grpc.AigenServiceServicer):
     async def ListDetectorProfiles(
         self, request: aigen_pb2.ListDetectorProfilesRequest, context: grpc.aio.ServicerContext
     ) -> aigen_pb2.ListDetectorProfilesResponse:
-        """Stored detector profiles by detector then version, one page at a time."""
-        profiles, token = page_of(
+        """Stored detector profiles (unreadable too) by detector then version, page by page."""
+        store = self._detectors.store
+        page, token = page_of(
             request,
             {"rpc": "ListDetectorProfiles", "detector": request.detector},
-            self._detectors.store.all(request.detector or None),
-            lambda p: (p.detector, p.version),
+            await store.aentries(request.detector or None),
+            lambda e: (e.name, e.version),
         )
+        found = await store.alisting(page)
         return aigen_pb2.ListDetectorProfilesResponse(
-            profiles=[profile_to_proto(p) for p in profiles], next_page_token=token
+            profiles=[stored_to_proto(p) for p in found], next_page_token=token
         )
 
     async def DeleteDetectorProfile(
@@ -83,8 +85,8 @@ class AigenServicer(aigen_pb2_grpc.AigenServiceServicer):
         """Delete a profile (empty version: the served one)."""
         if not request.detector.name:
             raise InvalidArgumentError("detector.name is required")
-        deleted = self._detectors.delete(request.detector.name, request.detector.version)
-        return profile_to_proto(deleted)
+        deleted = await self._detectors.delete(request.detector.name, request.detector.version)
+        return stored_to_proto(deleted)
 
     async def EvaluateAigenDetector(
         self, request: aigen_pb2.EvaluateAigenDetectorRequest, context: grpc.aio.ServicerContext

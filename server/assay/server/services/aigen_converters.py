@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from assay.server.aigen.profiles import DetectorProfile
 from assay.server.aigen.verdicts import DetectorVerdict, ImageVerdict, StabilityReport
+from assay.server.profiles import Stored
 from assay.server.services.mirror import mirrored
 from assay.server.services.timestamps import timestamp
 from assay.v1 import aigen_pb2, common_pb2
@@ -55,3 +56,11 @@ def profile_to_proto(profile: DetectorProfile) -> aigen_pb2.DetectorProfile:
         spectral=profile.spectral is not None,
         created_at=timestamp(profile.created_at),
     )
+
+
+def stored_to_proto(stored: Stored[DetectorProfile]) -> aigen_pb2.DetectorProfile:
+    """A stored profile -> its message; an unreadable one carries only its detector and problem."""
+    if stored.profile is not None:
+        return profile_to_proto(stored.profile)
+    detector = common_pb2.ModelRef(name=stored.key.name, version=stored.key.version)
+    return aigen_pb2.DetectorProfile(detector=detector, problem=stored.problem)

@@ -16,6 +16,7 @@ from assay.server.ood.fitting import default_scorer, holdout_quantiles
 from assay.server.ood.profiles import ModelProfile
 from assay.server.ood.service import AnomalyVerdict, OodProfiles
 from assay.server.ood.specs import AnomalyEvaluationSpec, OodEvaluationSpec, OodProfileSpec
+from assay.server.profiles import Stored
 from assay.server.services.converters import (
     images_to_domain,
     ood_score,
@@ -56,6 +57,14 @@ def profile_to_proto(profile: ModelProfile) -> ood_pb2.OodProfile:
         default_scorer=default_scorer(profile),
         created_at=timestamp_from_iso(profile.created_at),
     )
+
+
+def stored_to_proto(stored: Stored[ModelProfile]) -> ood_pb2.OodProfile:
+    """A stored profile -> OodProfile; an unreadable one carries only its model and problem."""
+    if stored.profile is not None:
+        return profile_to_proto(stored.profile)
+    model = common_pb2.ModelRef(name=stored.key.name, version=stored.key.version)
+    return ood_pb2.OodProfile(model=model, problem=stored.problem)
 
 
 _MAP_FORMATS: dict[int, int] = {
@@ -141,22 +150,25 @@ class OodServicer(ood_pb2_grpc.OodServiceServicer):
     async def ListProfiles(
         self, request: ood_pb2.ListProfilesRequest, context: grpc.aio.ServicerContext
     ) -> ood_pb2.ListProfilesResponse:
-        """Stored profiles by model then version, one page at a time."""
-        found, token = page_of(
+        """Stored profiles by model then version, one page at a time (unreadable ones too)."""
+        store = self._profiles.store
+        page, token = page_of(
             request,
             {"rpc": "ListProfiles", "model": request.model},
-            self._profiles.store.all(request.model or None),
-            lambda p: (p.model_name, p.model_version),
+            await store.aentries(request.model or None),
+            lambda e: (e.name, e.version),
         )
+        found = await store.alisting(page)
         return ood_pb2.ListProfilesResponse(
-            profiles=[profile_to_proto(p) for p in found], next_page_token=token
+            profiles=[stored_to_proto(p) for p in found], next_page_token=token
         )
 
     async def DeleteProfile(
         self, request: ood_pb2.DeleteProfileRequest, context: grpc.aio.ServicerContext
     ) -> ood_pb2.OodProfile:
-        """Remove a model version's profile."""
-        return profile_to_proto(self._profiles.delete(request.model.name, request.model.version))
+        """Remove a model version's profile, readable or not."""
+        deleted = await self._profiles.delete(request.model.name, request.model.version)
+        return stored_to_proto(deleted)
 
     async def ScoreOOD(
         self, request: ood_pb2.ScoreOODRequest, context: grpc.aio.ServicerContext
