@@ -1,4 +1,7 @@
-"""Job ownership between replicas: two JobManagers (two owner ids) on one real SQLite file.
+"""Job ownership between replicas: two JobManagers (two owner ids) on one real store.
+
+Each test runs on both engines (a SQLite file, a PostgreSQL schema); each
+replica opens its own Store on the same URL, as two servers would.
 
 Replica A runs on its own event loop in a thread, so the test can freeze it
 the way a hung or dead process looks to the store (its heartbeat stops, it
@@ -12,7 +15,6 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,7 +24,7 @@ from assay.server.errors import FailedPreconditionError, NotFoundError, Resource
 from assay.server.jobs.manager import JobContext, JobManager
 from assay.server.jobs.specs import JobSpec
 from assay.server.settings import JobSettings
-from assay.server.store import SqliteStore
+from assay.server.store import Store, open_store
 from assay.server.store.records import JobRecord, JobState
 
 T = TypeVar("T")
@@ -122,13 +124,8 @@ def settings(**overrides: Any) -> JobSettings:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "assay.sqlite3"
-
-
-@pytest.fixture
-def replica_a(db: Path) -> Iterator[tuple[LoopThread, SqliteStore]]:
-    thread, store = LoopThread(), SqliteStore(db)
+def replica_a(store_url: str) -> Iterator[tuple[LoopThread, Store]]:
+    thread, store = LoopThread(), open_store(store_url)
     try:
         yield thread, store
     finally:
@@ -137,20 +134,20 @@ def replica_a(db: Path) -> Iterator[tuple[LoopThread, SqliteStore]]:
 
 
 @pytest.fixture
-async def store_b(db: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(db)
+async def store_b(store_url: str) -> AsyncIterator[Store]:
+    store = open_store(store_url)
     try:
         yield store
     finally:
         store.close()
 
 
-def job(store: SqliteStore, job_id: str) -> Callable[[], Awaitable[JobRecord]]:
+def job(store: Store, job_id: str) -> Callable[[], Awaitable[JobRecord]]:
     return lambda: asyncio.to_thread(store.get, job_id)
 
 
 async def test_a_held_lease_is_never_taken_and_a_dead_replica_s_job_is_taken_over(
-    replica_a: tuple[LoopThread, SqliteStore], store_b: SqliteStore
+    replica_a: tuple[LoopThread, Store], store_b: Store
 ) -> None:
     thread, store_a = replica_a
     kind_a, kind_b = Units("a", hang_at=3), Units("b")
@@ -201,7 +198,7 @@ async def test_a_held_lease_is_never_taken_and_a_dead_replica_s_job_is_taken_ove
 
 
 async def test_a_stopping_replica_releases_its_jobs_for_an_immediate_takeover(
-    replica_a: tuple[LoopThread, SqliteStore], store_b: SqliteStore
+    replica_a: tuple[LoopThread, Store], store_b: Store
 ) -> None:
     thread, store_a = replica_a
     slow = settings(lease_s=60.0, heartbeat_s=0.2)  # a takeover must not wait for the lease
@@ -225,7 +222,7 @@ async def test_a_stopping_replica_releases_its_jobs_for_an_immediate_takeover(
 
 
 async def test_cancel_through_another_replica_stops_the_owner_within_a_heartbeat(
-    replica_a: tuple[LoopThread, SqliteStore], store_b: SqliteStore
+    replica_a: tuple[LoopThread, Store], store_b: Store
 ) -> None:
     thread, store_a = replica_a
     kind_a = Units("a", hang_at=2)
@@ -245,7 +242,7 @@ async def test_cancel_through_another_replica_stops_the_owner_within_a_heartbeat
     assert await b.cancel(record.id) == after, "cancelling an ended job changes nothing"
 
 
-async def test_takeover_claims_no_more_than_the_free_slots(store_b: SqliteStore) -> None:
+async def test_takeover_claims_no_more_than_the_free_slots(store_b: Store) -> None:
     kind = Units("b", hang_at=1)
     b = JobManager(store_b, {"units": kind}, settings(max_running=1), owner="replica-b")
     ids = [(await asyncio.to_thread(store_b.create, "units", {}, 6)).id for _ in range(3)]
@@ -267,7 +264,7 @@ async def test_takeover_claims_no_more_than_the_free_slots(store_b: SqliteStore)
 
 
 async def test_unrunnable_jobs_found_by_a_takeover_fail_with_the_reason(
-    store_b: SqliteStore,
+    store_b: Store,
 ) -> None:
     good = await asyncio.to_thread(store_b.create, "units", {"units": 2}, 2)
     bad = await asyncio.to_thread(store_b.create, "units", {"units": "many"}, 2)
@@ -284,7 +281,7 @@ async def test_unrunnable_jobs_found_by_a_takeover_fail_with_the_reason(
         await b.aclose()
 
 
-async def test_pending_cap_delete_and_retention(store_b: SqliteStore) -> None:
+async def test_pending_cap_delete_and_retention(store_b: Store) -> None:
     kind = Units("b", hang_at=1)
     capped = settings(max_running=1, max_pending=2, retention_days=0.3 / 86_400)
     b = JobManager(store_b, {"units": kind}, capped, owner="replica-b")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Generic
 
 import pytest
@@ -22,7 +20,7 @@ from assay.server.jobs.manager import JobContext, JobManager
 from assay.server.jobs.specs import JobSpec, SpecT, build_spec, describe, parse_spec
 from assay.server.ood.specs import AnomalyEvaluationSpec, OodEvaluationSpec, OodProfileSpec
 from assay.server.robustness.specs import RobustnessSpec
-from assay.server.store import SqliteStore
+from assay.server.store import Store
 from assay.server.store.codec import dump_json
 
 # --- defaults and ranges ------------------------------------------------------------
@@ -188,7 +186,7 @@ def test_describe_joins_every_error() -> None:
     )
 
 
-# --- the job manager over a real SQLite store ------------------------------------------
+# --- the job manager over a real store (conftest's `store`: SQLite and PostgreSQL) ---------
 
 
 class Recording(Generic[SpecT]):
@@ -208,19 +206,13 @@ class Recording(Generic[SpecT]):
         return {"spec": context.spec.model_dump(mode="json")}
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "jobs.sqlite3") as opened:
-        yield opened
-
-
 async def _finish(manager: JobManager, job_id: str) -> JobState:
     async for event in manager.watch(job_id):
         state = event.record.state
     return state
 
 
-async def test_start_stores_the_dumped_spec_and_runs_the_typed_one(store: SqliteStore) -> None:
+async def test_start_stores_the_dumped_spec_and_runs_the_typed_one(store: Store) -> None:
     kind = Recording(OodProfileSpec)
     manager = JobManager(store, {"toy_ood_profile": kind})
     record = await manager.start("toy_ood_profile", OodProfileSpec(model="m", dataset="d", seed=3))
@@ -241,7 +233,7 @@ async def test_start_stores_the_dumped_spec_and_runs_the_typed_one(store: Sqlite
 
 
 async def test_a_stored_spec_that_no_longer_validates_fails_only_its_job(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     good = store.create("toy_ood_profile", {"model": "m", "dataset": "d", "target_tpr": 0.9}, 1)
     renamed = store.create("toy_ood_profile", {"model": "m", "dataset": "d", "tpr": 0.9}, 1)
