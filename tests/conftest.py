@@ -4,6 +4,7 @@ the tests produce matches its shipped JSON Schema."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tempfile
 import uuid
@@ -136,6 +137,53 @@ def store(store_url: str) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+ENGINES = ("sqlite", "postgres")
+"""The store engines the job/profile tier runs on (data.url unset, a PostgreSQL URL)."""
+
+
+@contextlib.contextmanager
+def engine_data(request: pytest.FixtureRequest, engine: str) -> Iterator[dict[str, str]]:
+    """The ``data`` settings that put a server's store on ``engine``.
+
+    SQLite: ``{}``, the default store (a file in the server's own data folder),
+    so the tier keeps testing what a server uses unconfigured. PostgreSQL:
+    ``{"url": ...}``, a fresh schema on the session's server, dropped afterwards.
+    A context manager rather than a fixture so that module-scoped servers can
+    use it too (the PostgreSQL server is session-wide).
+    """
+    if engine == "sqlite":
+        yield {}
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    url = postgres.create_schema()
+    try:
+        yield {"url": url}
+    finally:
+        postgres.drop(url)
+
+
+@pytest.fixture(params=ENGINES)
+def server_store(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """``data`` settings for a server of each engine (a test using it runs once per engine).
+
+    For the job/profile tier: tests that exercise the store through a real
+    server (jobs, units, reports, profiles, datasets), not the whole suite.
+    """
+    with engine_data(request, request.param) as data:
+        yield data
+
+
+@pytest.fixture
+async def job_server(server_store: dict[str, str]) -> AsyncIterator[AssayServer]:
+    """The `server` fixture's server, once on each store engine."""
+    app = await create_server(demo_settings(data=server_store))
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop(0)
 
 
 REPORTS = ReportCapture()

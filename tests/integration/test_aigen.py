@@ -1,4 +1,8 @@
-"""AI-generated image detection over the real gRPC stack with the committed demo detector."""
+"""AI-generated image detection over the real gRPC stack with the committed demo detector.
+
+The tests that fit, list, rewrite or delete detector profiles, and the evaluation job,
+run on both store engines (`job_app`); the pure inference ones on the default.
+"""
 
 from __future__ import annotations
 
@@ -45,16 +49,31 @@ def rows(manifest: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-@pytest.fixture
-async def app() -> AssayServer:  # type: ignore[misc]
+async def serve(store: dict[str, str]) -> AssayServer:
     base = demo_settings()
     entries = [base.models[0].model_dump(mode="json"), detector_entry()]
     server = await create_server(
         demo_settings(
-            models=entries, data={"roots": [str(SAMPLES)]}, images={"max_pixels": 4_000_000}
+            models=entries,
+            data={"roots": [str(SAMPLES)], **store},
+            images={"max_pixels": 4_000_000},
         )
     )
     await server.start()
+    return server
+
+
+@pytest.fixture
+async def app() -> AssayServer:  # type: ignore[misc]
+    server = await serve({})
+    yield server
+    await server.stop(0)
+
+
+@pytest.fixture
+async def job_app(server_store: dict[str, str]) -> AssayServer:  # type: ignore[misc]
+    """`app` once on each store engine."""
+    server = await serve(server_store)
     yield server
     await server.stop(0)
 
@@ -74,8 +93,9 @@ async def fit(client: AsyncClient, **kw: Any) -> None:
 
 
 async def test_fit_calibrates_at_target_fpr_and_holdout_metrics_match_sklearn(
-    app: AssayServer,
+    job_app: AssayServer,
 ) -> None:
+    app = job_app
     async with AsyncClient(f"127.0.0.1:{app.port}") as client:
         await fit(client, target_fpr=0.05, holdout_fraction=0.3, seed=2)
         (profile,) = await client.list_detector_profiles("aigen_demo")
@@ -179,7 +199,10 @@ async def test_a_jpeg_resave_that_flips_the_verdict_gives_unsure(app: AssayServe
         assert lenient.verdict == "generated"
 
 
-async def test_evaluate_reports_per_generator_metrics_matching_sklearn(app: AssayServer) -> None:
+async def test_evaluate_reports_per_generator_metrics_matching_sklearn(
+    job_app: AssayServer,
+) -> None:
+    app = job_app
     async with AsyncClient(f"127.0.0.1:{app.port}") as client:
         await fit(client)
         job = await client.evaluate_aigen_detector(
@@ -315,7 +338,8 @@ async def refused_within(client: AsyncClient, seconds: float) -> str:
         await asyncio.sleep(0.05)
 
 
-async def test_refit_weights_mismatch_and_delete(app: AssayServer, tmp_path: Path) -> None:
+async def test_refit_weights_mismatch_and_delete(job_app: AssayServer, tmp_path: Path) -> None:
+    app = job_app
     store = app.jobs.store  # the server's store; another replica would write the same row
     async with AsyncClient(f"127.0.0.1:{app.port}") as client:
         await fit(client)
@@ -333,7 +357,8 @@ async def test_refit_weights_mismatch_and_delete(app: AssayServer, tmp_path: Pat
         assert not v.calibrated
 
 
-async def test_an_unreadable_profile_is_listed_refused_and_deletable(app: AssayServer) -> None:
+async def test_an_unreadable_profile_is_listed_refused_and_deletable(job_app: AssayServer) -> None:
+    app = job_app
     store = app.jobs.store
     async with AsyncClient(f"127.0.0.1:{app.port}") as client:
         (v,) = await client.detect_generated([sample("real", 0)])

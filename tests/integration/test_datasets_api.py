@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -25,17 +24,9 @@ def local_dataset(folder: Path, count: int) -> Path:
     return folder
 
 
-@pytest.fixture
-async def app() -> AsyncIterator[AssayServer]:
-    server = await create_server(demo_settings())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(0)
-
-
-async def test_list_delete_and_the_audit_log(app: AssayServer, tmp_path: Path) -> None:
+async def test_list_delete_and_the_audit_log(job_server: AssayServer, tmp_path: Path) -> None:
+    """On each store engine: dataset metadata and the audit log live in the store."""
+    app = job_server
     assert app.uploads is not None
     store = app.uploads.store
     async with AsyncClient(f"127.0.0.1:{app.port}") as client:

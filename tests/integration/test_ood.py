@@ -1,4 +1,8 @@
-"""OOD profiles over the real gRPC stack with the real demo model and shipped OOD sets."""
+"""OOD profiles over the real gRPC stack with the real demo model and shipped OOD sets.
+
+The tests that fit, list, read, import or delete profiles run on both store
+engines (`job_app`, `server_store`); the pure inference ones on the default.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +49,15 @@ async def app() -> AssayServer:  # type: ignore[misc]
     await server.stop(0)
 
 
+@pytest.fixture
+async def job_app(server_store: dict[str, str]) -> AssayServer:  # type: ignore[misc]
+    """`app` once on each store engine."""
+    server = await create_server(demo_settings(data={"roots": [str(SAMPLES_ROOT)], **server_store}))
+    await server.start()
+    yield server
+    await server.stop(0)
+
+
 def ref(name: str = "digits_cnn", version: str = "") -> common_pb2.ModelRef:
     return common_pb2.ModelRef(name=name, version=version)
 
@@ -63,7 +76,8 @@ def images(paths: list[Path]) -> list[common_pb2.Image]:
     return [common_pb2.Image(encoded=p.read_bytes(), id=p.name) for p in paths]
 
 
-async def test_fit_then_score_separates_ood_sets_from_held_out_digits(app: AssayServer) -> None:
+async def test_fit_then_score_separates_ood_sets_from_held_out_digits(job_app: AssayServer) -> None:
+    app = job_app
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         job = await fit(channel, sample_limit=300)
         assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
@@ -208,8 +222,10 @@ async def test_scorer_needing_features_on_a_logits_only_model_and_tiny_reference
         await server.stop(0)
 
 
-async def test_profile_of_another_version_is_refused(tmp_path: Path) -> None:
-    data = {"roots": [str(SAMPLES_ROOT)], "dir": str(tmp_path)}
+async def test_profile_of_another_version_is_refused(
+    tmp_path: Path, server_store: dict[str, str]
+) -> None:
+    data = {"roots": [str(SAMPLES_ROOT)], "dir": str(tmp_path), **server_store}
     first = await create_server(demo_settings(data=data))
     await first.start()
     try:
@@ -234,7 +250,9 @@ async def test_profile_of_another_version_is_refused(tmp_path: Path) -> None:
         await second.stop(0)
 
 
-async def test_an_older_servers_profile_files_are_imported_at_start(tmp_path: Path) -> None:
+async def test_an_older_servers_profile_files_are_imported_at_start(
+    tmp_path: Path, server_store: dict[str, str]
+) -> None:
     first_dir, old_dir = tmp_path / "first", tmp_path / "old"
     first = await create_server(
         demo_settings(data={"roots": [str(SAMPLES_ROOT)], "dir": str(first_dir)})
@@ -251,8 +269,8 @@ async def test_an_older_servers_profile_files_are_imported_at_start(tmp_path: Pa
     folder = old_dir / "profiles" / "digits_cnn" / "1"
     folder.mkdir(parents=True)
     write_files(folder / "profile", row.document, unpack_arrays(row.blob))
-    second = await create_server(
-        demo_settings(data={"roots": [str(SAMPLES_ROOT)], "dir": str(old_dir)})
+    second = await create_server(  # on a store of its own: the import fills it
+        demo_settings(data={"roots": [str(SAMPLES_ROOT)], "dir": str(old_dir), **server_store})
     )
     await second.start()
     try:
@@ -317,17 +335,20 @@ async def test_two_replicas_on_one_postgresql_share_profiles(postgres_url: str) 
         await a.stop(0)
 
 
-def test_cli_lists_an_unreadable_profile_with_its_problem_and_deletes_it(tmp_path: Path) -> None:
+def test_cli_lists_an_unreadable_profile_with_its_problem_and_deletes_it(
+    tmp_path: Path, server_store: dict[str, str]
+) -> None:
     from typer.testing import CliRunner
 
     from assay.client._background import BackgroundServer
     from assay.client.cli import app as cli_app
 
     runner = CliRunner()
-    settings = demo_settings(data={"roots": [str(SAMPLES_ROOT)], "dir": str(tmp_path)})
-    with BackgroundServer(settings) as server:
+    data = {"roots": [str(SAMPLES_ROOT)], "dir": str(tmp_path), **server_store}
+    with BackgroundServer(demo_settings(data=data)) as server:
         target = ["--target", f"127.0.0.1:{server.port}"]
-        replica = open_store(default_url(tmp_path))  # another replica on the same database
+        url = server_store.get("url") or default_url(tmp_path)
+        replica = open_store(url)  # another replica on the same database
         try:  # a profile written by a newer server
             replica.put_profile("ood", "digits_cnn", "1", {"schema": "assay.ood.profile/v9"}, None)
         finally:
@@ -355,7 +376,7 @@ def test_cli_lists_an_unreadable_profile_with_its_problem_and_deletes_it(tmp_pat
         assert json.loads(again.output) == []
 
 
-def test_cli_fit_then_predict_with_the_ood_signal() -> None:
+def test_cli_fit_then_predict_with_the_ood_signal(server_store: dict[str, str]) -> None:
     """The "done when" loop: fit a profile, then `assay predict --signals ood` flags noise, passes digits."""
     from typer.testing import CliRunner
 
@@ -363,7 +384,8 @@ def test_cli_fit_then_predict_with_the_ood_signal() -> None:
     from assay.client.cli import app as cli_app
 
     runner = CliRunner()
-    with BackgroundServer(demo_settings(data={"roots": [str(SAMPLES_ROOT)]})) as server:
+    data = {"roots": [str(SAMPLES_ROOT)], **server_store}
+    with BackgroundServer(demo_settings(data=data)) as server:
         target = ["--target", f"127.0.0.1:{server.port}"]
         fitted = runner.invoke(
             cli_app,
@@ -440,8 +462,11 @@ async def test_evaluate_detectors_ranks_scorers_on_the_callers_data(app: AssaySe
 TILES = SAMPLES_ROOT / "ood" / "anomaly" / "tiles"
 
 
-async def test_patchcore_anomaly_maps_localise_synthetic_defects(app: AssayServer) -> None:
+async def test_patchcore_anomaly_maps_localise_synthetic_defects(job_app: AssayServer) -> None:
+    """Also the largest profile blob (PatchCore's memory bank) through each engine."""
     from PIL import Image
+
+    app = job_app
 
     from assay.v1.tensor_codec import to_array
 

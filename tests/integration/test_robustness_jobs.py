@@ -1,4 +1,8 @@
-"""Robustness suites over the real gRPC stack with the real demo model."""
+"""Robustness suites over the real gRPC stack with the real demo model.
+
+The job lifecycle tests (start, watch, report, cancel, upload then evaluate, resume
+after kill -9) run on both store engines (`job_app`, `server_store`).
+"""
 
 from __future__ import annotations
 
@@ -46,6 +50,16 @@ async def app() -> AssayServer:  # type: ignore[misc]
     await server.stop(0)
 
 
+@pytest.fixture
+async def job_app(server_store: dict[str, str]) -> AssayServer:  # type: ignore[misc]
+    """`app` once on each store engine."""
+    data = {"roots": [str(ROOT / "deploy" / "samples")], **server_store}
+    server = await create_server(demo_settings(data=data))
+    await server.start()
+    yield server
+    await server.stop(0)
+
+
 def stubs(
     channel: grpc.aio.Channel,
 ) -> tuple[robustness_pb2_grpc.RobustnessServiceStub, jobs_pb2_grpc.JobServiceStub]:
@@ -60,7 +74,8 @@ def start_request(
     )
 
 
-async def test_suite_job_streams_progress_and_reports(app: AssayServer) -> None:
+async def test_suite_job_streams_progress_and_reports(job_app: AssayServer) -> None:
+    app = job_app
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         robustness, jobs = stubs(channel)
         job = await robustness.StartEvaluation(start_request())
@@ -110,7 +125,8 @@ async def test_clean_error_equals_an_independent_computation(app: AssayServer) -
     assert report["clean"]["error"]["value"] == pytest.approx(expected_error, abs=1e-9)
 
 
-async def test_cancel_keeps_finished_units_and_report_is_refused(app: AssayServer) -> None:
+async def test_cancel_keeps_finished_units_and_report_is_refused(job_app: AssayServer) -> None:
+    app = job_app
     suite = robustness_pb2.Suite(preset="standard", sample_limit=100)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         robustness, jobs = stubs(channel)
@@ -161,7 +177,8 @@ async def test_bad_requests_fail_the_call_not_the_job(
         assert not (await jobs.ListJobs(jobs_pb2.ListJobsRequest())).jobs
 
 
-async def test_empty_dataset_and_unknown_job(app: AssayServer) -> None:
+async def test_empty_dataset_and_unknown_job(job_app: AssayServer) -> None:
+    app = job_app
     empty = ROOT / "deploy" / "samples" / "digits_heldout" / "0"  # a folder without class folders
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         robustness, jobs = stubs(channel)
@@ -202,12 +219,16 @@ async def test_score_robustness_inline(app: AssayServer) -> None:
         assert "1..64 images" in info.value.details()
 
 
-def test_killed_server_resumes_the_job_without_losing_units(tmp_path: Path) -> None:
+def test_killed_server_resumes_the_job_without_losing_units(
+    tmp_path: Path, server_store: dict[str, str]
+) -> None:
     """kill -9 a real server mid-job; a restarted one takes it over once its lease ran out."""
     env = {**os.environ, "ASSAY_GRPC__PORT": "0", "ASSAY_METRICS__PORT": "0",
            "ASSAY_DATA__DIR": str(tmp_path), "ASSAY_DATA__ROOTS": json.dumps([str(ROOT / "deploy" / "samples")]),
            # the killed server's lease must run out before anyone resumes its job: keep it short
            "ASSAY_JOBS__LEASE_S": "3", "ASSAY_JOBS__HEARTBEAT_S": "0.5", "ASSAY_JOBS__TAKEOVER_POLL_S": "0.5"}  # fmt: skip
+    if "url" in server_store:
+        env["ASSAY_DATA__URL"] = server_store["url"]
 
     def serve() -> tuple[subprocess.Popen[str], int]:
         proc = subprocess.Popen([sys.executable, "-m", "assay.client", "serve"], cwd=ROOT, env=env,
@@ -316,7 +337,8 @@ def upload_request(
     return list(items)
 
 
-async def test_uploaded_dataset_can_be_evaluated(app: AssayServer, tmp_path: Path) -> None:
+async def test_uploaded_dataset_can_be_evaluated(job_app: AssayServer, tmp_path: Path) -> None:
+    app = job_app
     local = tmp_path / "mini"
     for sample in SAMPLES[:10]:
         target = local / sample.name[0] / sample.name

@@ -1,6 +1,7 @@
 """The SDK's job handles, typed reports and the OOD/anomaly methods, sync and async, against a
-real server (BackgroundServer: real grpc.aio on port 0, onnxruntime, SQLite), and the CLI
-commands built on them."""
+real server (BackgroundServer: real grpc.aio on port 0, onnxruntime), and the CLI commands
+built on them. Every test runs on both store engines (SQLite, PostgreSQL): jobs, reports and
+profiles all go through the store."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import assay.client as sdk
 from assay.client._background import BackgroundServer
 from assay.client.cli import app as cli_app
 from assay.server.app import AssayServer
-from tests.conftest import ROOT, demo_settings
+from tests.conftest import ENGINES, ROOT, demo_settings, engine_data
 
 SAMPLES_ROOT = ROOT / "deploy" / "samples"
 HELDOUT = SAMPLES_ROOT / "digits_heldout"
@@ -39,11 +40,13 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def server(broken: Path) -> Iterator[AssayServer]:
-    settings = demo_settings(data={"roots": [str(SAMPLES_ROOT), str(broken)]})
-    with BackgroundServer(settings) as app:
-        yield app
+@pytest.fixture(scope="module", params=ENGINES)
+def server(request: pytest.FixtureRequest, broken: Path) -> Iterator[AssayServer]:
+    """One server per engine for the module (the tests share it, as clients share a server)."""
+    with engine_data(request, request.param) as store:
+        settings = demo_settings(data={"roots": [str(SAMPLES_ROOT), str(broken)], **store})
+        with BackgroundServer(settings) as app:
+            yield app
 
 
 def target(server: AssayServer) -> str:
