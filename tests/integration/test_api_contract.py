@@ -1,8 +1,9 @@
 """The v1 contract over real grpc.aio servers: pagination, failed-job Status, Timestamps.
 
-ListJobs is exercised on a JobService over a real SQLite store whose job
-kinds finish (or fail) at once, so that many jobs and both failure codes are
-cheap; the other List RPCs and a failing fit run on the full demo server.
+ListJobs is exercised on a JobService over a real store of each engine (SQLite,
+PostgreSQL) whose job kinds finish (or fail) at once, so that many jobs and both
+failure codes are cheap; the other List RPCs and a failing fit run on the full
+demo server.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from assay.server.jobs.specs import JobSpec
 from assay.server.services.interceptors import ErrorMappingInterceptor
 from assay.server.services.jobs import JobServicer
 from assay.server.settings import JobSettings
-from assay.server.store import SqliteStore
+from assay.server.store import open_store
 from assay.v1 import (
     aigen_pb2,
     aigen_pb2_grpc,
@@ -64,9 +65,9 @@ class _Crashes(_Finishes):
 
 @pytest.fixture
 async def jobs_server(
-    tmp_path: Path,
+    store_url: str,
 ) -> AsyncIterator[tuple[JobManager, jobs_pb2_grpc.JobServiceStub]]:
-    store = SqliteStore(tmp_path / "jobs.db")
+    store = open_store(store_url)
     kinds = {"ok": _Finishes(), "refused": _RefusesItsInput(), "crash": _Crashes()}
     manager = JobManager(store, kinds, JobSettings(max_running=4))
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
