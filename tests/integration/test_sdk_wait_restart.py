@@ -1,6 +1,7 @@
 """`Job.wait` outlives a server restart: the progress stream breaks with UNAVAILABLE when the
-server drains, the wait watches again, and a server started on the same data dir and port
-resumes the job and ends the wait (sync and async; real servers, nothing mocked)."""
+server drains, the wait watches again, and a server started on the same data dir (or
+PostgreSQL store) and port resumes the job and ends the wait (sync and async; real servers,
+nothing mocked; on both store engines)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,10 @@ def wait_async(address: str, job_id: str) -> sdk.AsyncJob:
     return asyncio.run(wait())
 
 
-def test_wait_watches_again_across_a_server_restart_until_the_resumed_job_ends() -> None:
-    settings = demo_settings(data={"roots": [str(SAMPLES)]})
+def test_wait_watches_again_across_a_server_restart_until_the_resumed_job_ends(
+    server_store: dict[str, str],
+) -> None:
+    settings = demo_settings(data={"roots": [str(SAMPLES)], **server_store})
     first = BackgroundServer(settings)
     port = first.__enter__().port
     address = f"127.0.0.1:{port}"
@@ -67,7 +70,8 @@ def test_wait_watches_again_across_a_server_restart_until_the_resumed_job_ends()
     gave_up = [w.exception() for w in waits if w.done()]
     assert not gave_up, f"a wait gave up while the server was away: {gave_up}"
 
-    same = {"grpc": {"port": port}, "data": {"roots": [str(SAMPLES)], "dir": settings.data.dir}}
+    data = {"roots": [str(SAMPLES)], "dir": settings.data.dir, **server_store}
+    same = {"grpc": {"port": port}, "data": data}
     with BackgroundServer(demo_settings(**same)):
         sync_done, async_done = (w.result(timeout=240) for w in waits)
         assert isinstance(sync_done, sdk.Job) and isinstance(async_done, sdk.AsyncJob)
