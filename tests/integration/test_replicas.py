@@ -4,7 +4,10 @@
   and a cancel through B stops A's run;
 * one PostgreSQL database: a cancel through B stops A's run; after `kill -9`
   of A mid-job, B takes the job over once A's lease ran out, keeps A's units
-  and finishes with the report an uninterrupted run gives.
+  and finishes with the report an uninterrupted run gives;
+* one PostgreSQL database and one shared data folder (the ReadWriteMany volume
+  of a Kubernetes deployment): a profile fitted through A is used by Predict on
+  B, and a dataset uploaded through A is evaluated through B.
 
 Each server has its own ports (0) and data folder, and short leases (2 s,
 heartbeat 0.5 s). Its log goes to a file the test reads. Waits poll with deadlines.
@@ -60,14 +63,16 @@ def until(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 6
 class Replica:
     """One `assay serve` process on the shared store, logging to a file."""
 
-    def __init__(self, name: str, tmp_path: Path, store_url: str) -> None:
+    def __init__(
+        self, name: str, tmp_path: Path, store_url: str, data_dir: Path | None = None
+    ) -> None:
         self.name = name
         self.log = tmp_path / f"{name}.log"
         env = {
             **os.environ,
             "ASSAY_GRPC__PORT": "0",
             "ASSAY_METRICS__PORT": "0",
-            "ASSAY_DATA__DIR": str(tmp_path / name),
+            "ASSAY_DATA__DIR": str(data_dir or tmp_path / name),
             "ASSAY_DATA__URL": store_url,
             "ASSAY_DATA__ROOTS": json.dumps([str(SAMPLES)]),
             "ASSAY_JOBS__LEASE_S": str(LEASE_S),
@@ -119,11 +124,12 @@ class Replica:
 
 
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[Callable[[str], tuple[Replica, Replica]]]:
+def replicas(tmp_path: Path) -> Iterator[Callable[..., tuple[Replica, Replica]]]:
     started: list[Replica] = []
 
-    def start(store_url: str) -> tuple[Replica, Replica]:
-        a, b = Replica("a", tmp_path, store_url), Replica("b", tmp_path, store_url)
+    def start(store_url: str, data_dir: Path | None = None) -> tuple[Replica, Replica]:
+        a = Replica("a", tmp_path, store_url, data_dir)
+        b = Replica("b", tmp_path, store_url, data_dir)
         started.extend((a, b))
         assert a.target and b.target  # both listening
         return a, b
@@ -169,7 +175,7 @@ def cancel_through_b_stops_a(a: Replica, b: Replica, store_url: str) -> None:
 
 
 def test_two_servers_on_one_sqlite_file_never_run_each_other_s_jobs(
-    replicas: Callable[[str], tuple[Replica, Replica]], tmp_path: Path
+    replicas: Callable[..., tuple[Replica, Replica]], tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'shared' / 'assay.sqlite3'}"
     a, b = replicas(url)
@@ -188,7 +194,7 @@ def test_two_servers_on_one_sqlite_file_never_run_each_other_s_jobs(
 
 
 def test_two_servers_on_postgresql_take_over_a_killed_replica_s_job(
-    replicas: Callable[[str], tuple[Replica, Replica]], postgres_url: str
+    replicas: Callable[..., tuple[Replica, Replica]], postgres_url: str
 ) -> None:
     a, b = replicas(postgres_url)
     cancel_through_b_stops_a(a, b, postgres_url)
@@ -221,3 +227,42 @@ def test_two_servers_on_postgresql_take_over_a_killed_replica_s_job(
     assert {key: after[key].created_at for key in before} == before, "A's units were kept"
     assert without_timings(resumed.raw) == without_timings(uninterrupted.raw)
     assert set(resumed["timing"]) == set(uninterrupted["timing"])
+
+
+def test_two_servers_on_postgresql_share_profiles_and_uploaded_datasets(
+    replicas: Callable[..., tuple[Replica, Replica]], postgres_url: str, tmp_path: Path
+) -> None:
+    a, b = replicas(postgres_url, tmp_path / "shared-volume")
+    upload = tmp_path / "upload"
+    for digit in ("3", "7"):
+        (upload / digit).mkdir(parents=True)
+        for image in sorted((HELDOUT / digit).glob("*.png"))[:6]:
+            (upload / digit / image.name).write_bytes(image.read_bytes())
+    probe = sorted((HELDOUT / "5").glob("*.png"))[:3]
+    with sdk.Client(a.target) as through_a, sdk.Client(b.target) as through_b:
+        with pytest.raises(sdk.FailedPreconditionError):
+            through_b.predict("digits_cnn", probe, signals=["ood"])  # no profile anywhere yet
+        through_a.fit_profile("digits_cnn", str(HELDOUT), sample_limit=120, seed=1).wait(120)
+        on_a = through_a.predict("digits_cnn", probe, signals=["ood"])
+        on_b = until(  # B's cache learns of the new profile within data.profile_refresh_s
+            lambda: _predict_or_none(through_b, probe), lambda found: found is not None
+        )
+        assert on_b is not None
+        assert [p.ood for p in on_b] == [p.ood for p in on_a] and on_b[0].ood
+
+        path = through_a.upload_dataset("two-digits", upload)
+        assert [d.name for d in through_b.list_datasets()] == ["two-digits"]
+        job = through_b.start_evaluation(
+            "digits_cnn", path, "quick", corruptions=["contrast"], severities=[1]
+        )
+        report = through_b.get_report(job.wait(timeout_s=120).id)
+    assert b.claimed(job.id) and not a.claimed(job.id)
+    assert (report["dataset"]["images"], report["dataset"]["classes"]) == (12, 2)
+
+
+def _predict_or_none(client: sdk.Client, images: list[Path]) -> list[sdk.Prediction] | None:
+    """Predict with the OOD signal; None while the server still has no profile."""
+    try:
+        return client.predict("digits_cnn", images, signals=["ood"])
+    except sdk.FailedPreconditionError:
+        return None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -45,3 +48,22 @@ async def test_a_server_whose_postgresql_is_unreachable_fails_to_start_saying_wh
     settings = demo_settings(data={"url": url, "connect_timeout_s": 2.0})
     with pytest.raises(UnavailableError, match=r"postgresql://assay:\*\*\*@127\.0\.0\.1:1/assay"):
         await create_server(settings)
+
+
+def test_assay_serve_on_an_unreachable_store_exits_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "ASSAY_GRPC__PORT": "0",
+        "ASSAY_METRICS__ENABLED": "false",
+        "ASSAY_DATA__DIR": str(tmp_path),
+        "ASSAY_DATA__URL": "postgresql://assay:s3cret@127.0.0.1:1/assay",
+        "ASSAY_DATA__CONNECT_TIMEOUT_S": "2",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "assay.client", "serve"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "cannot start (UNAVAILABLE)" in done.stderr
+    assert "postgresql://assay:***@127.0.0.1:1/assay" in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
@@ -50,7 +51,7 @@ def serve(
 ) -> None:
     """Serve the configured models (the bundled demo models by default)."""
     from assay.server.app import serve as run_server
-    from assay.server.errors import ConfigError
+    from assay.server.errors import AssayError, ConfigError
     from assay.server.settings import load_settings
 
     overrides: dict[str, Any] = {}
@@ -69,6 +70,9 @@ def serve(
     except ConfigError as exc:
         cli.err_console.print(f"[red]configuration error[/red]\n{exc}")
         raise typer.Exit(code=2) from None
+    except AssayError as exc:  # at start: e.g. the store is unreachable or has a newer schema
+        cli.err_console.print(f"[red]cannot start[/red] ({exc.code.name}): {escape(str(exc))}")
+        raise typer.Exit(code=1) from None
 
 
 def _models_table(models: Sequence[ModelInfo]) -> Table:
