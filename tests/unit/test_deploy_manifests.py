@@ -166,7 +166,8 @@ def test_image_and_deployments_agree() -> None:
                    'CMD ["assay", "health"]', 'ENTRYPOINT ["assay"]',
                    'CMD ["serve", "--model-repository", "/opt/assay/models"]',
                    "COPY deploy/triton/model_repository /opt/assay/models",
-                   "ASSAY_DATA__DIR=/var/lib/assay", 'VOLUME ["/var/lib/assay"]',
+                   "ASSAY_DATA__DIR=/var/lib/assay", "ORT_DISABLE_TELEMETRY=1",
+                   'VOLUME ["/var/lib/assay"]',
                    "chown 10001:10001 /var/lib/assay"):  # fmt: skip
         assert needed in DOCKERFILE, needed
     for source in re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILE, re.MULTILINE):
@@ -258,6 +259,7 @@ def test_metric_names_keeps_metrics_only() -> None:
 
 OTHER_ENV = {
     "PGPASSWORD",  # libpq's: the password stays out of the URL
+    "ORT_DISABLE_TELEMETRY",  # onnxruntime's: no device id or event store under HOME
     "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
 }  # fmt: skip
 """Variables the deployment files may set that are not assay settings."""
