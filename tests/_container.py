@@ -171,16 +171,19 @@ def _probe_env() -> dict[str, str]:
 
 def make_sandbox(writable: Path, image: Dockerfile) -> tuple[Sandbox | None, list[str]]:
     """The first way that provably confines a process here, and why others failed."""
-    candidates = []
+    candidates, failures = [], []
     if shutil.which("unshare") and shutil.which("mount"):
         user_ns = () if os.geteuid() == 0 else ("--user", "--map-root-user")
         prefix = ("unshare", "--mount", "--propagation", "private", *user_ns,
                   "sh", "-c", _NAMESPACE_SCRIPT, "sh", str(writable),
                   *_read_only_mounts(image.home), "--")  # fmt: skip
         candidates.append(Sandbox("mount namespace", prefix, None))
+    else:
+        failures.append("mount namespace: no `unshare` or `mount` on PATH (util-linux, mount)")
     if os.geteuid() == 0:
         candidates.append(Sandbox(f"uid {image.user[0]}", (), image.user))
-    failures = []
+    else:
+        failures.append(f"uid {image.user[0]}: switching to it needs root")
     for sandbox in candidates:
         if sandbox.user is not None:
             shutil.chown(writable, *sandbox.user)

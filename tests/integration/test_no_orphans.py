@@ -1,9 +1,12 @@
 """After ``kill -9`` of a real server process, none of its worker processes remain.
 
 The server runs as a subprocess (``python -m assay.client serve``) with its own
-data folder; once its corruption workers are up, every descendant is
-collected from /proc, the server is SIGKILLed, and each descendant must be
-gone (or a zombie awaiting its reaper) before a deadline.
+data folder. The test waits, reading /proc, until exactly the processes the
+server starts exist: the forkserver and the resource tracker (its children)
+and every one of the ``WORKERS`` corruption workers (the forkserver's
+children; the pool spawns them one by one at start). Then the server is
+SIGKILLed, and each of them must be gone (or a zombie awaiting its reaper)
+before a deadline.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ WORKERS = 3
 DEADLINE_S = 10.0
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, its arguments joined by spaces ("" once it is gone)."""
+    try:
+        return (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")).decode()
+    except OSError:
+        return ""
 
 
 def _parents() -> dict[int, int]:
@@ -79,15 +90,29 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
     raise AssertionError("server did not start")
 
 
+def helpers(pid: int) -> tuple[set[int], set[int], set[int]]:
+    """The server's forkserver, resource tracker and pool workers now, by command line."""
+    parents = _parents()
+    children = {child for child, parent in parents.items() if parent == pid and running(child)}
+    forkserver = {c for c in children if "multiprocessing.forkserver" in cmdline(c)}
+    tracker = {c for c in children if "multiprocessing.resource_tracker" in cmdline(c)}
+    workers = {w for w, parent in parents.items() if parent in forkserver and running(w)}
+    return forkserver, tracker, workers
+
+
 def wait_for_workers(pid: int) -> set[int]:
-    """The server's descendants once the forkserver and every worker are up."""
+    """The server's descendants once the forkserver, the tracker and all WORKERS workers run."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        found = descendants(pid)
-        if len(found) >= WORKERS + 1:  # the forkserver, its workers (and the resource tracker)
+        forkserver, tracker, workers = helpers(pid)
+        if len(forkserver) == 1 and len(tracker) == 1 and len(workers) == WORKERS:
+            found = descendants(pid)
+            expected = forkserver | tracker | workers
+            assert found == expected, {p: cmdline(p) for p in found ^ expected}
             return found
+        assert len(workers) <= WORKERS, {w: cmdline(w) for w in workers}
         time.sleep(0.05)
-    raise AssertionError(f"workers did not start: {descendants(pid)}")
+    raise AssertionError(f"workers did not all start: {helpers(pid)}")
 
 
 def test_no_worker_outlives_a_killed_server(tmp_path: Path) -> None:
@@ -108,5 +133,6 @@ def test_no_worker_outlives_a_killed_server(tmp_path: Path) -> None:
         server.stderr.close()  # type: ignore[union-attr]
     for pid in left:  # do not leak them into the rest of the test session
         os.kill(pid, signal.SIGKILL)
+    assert len(children) == WORKERS + 2  # the forkserver, the resource tracker, every worker
     assert not left, f"{len(left)} of {len(children)} descendants still running after {took:.1f}s"
     print(f"{len(children)} descendants gone {took:.3f}s after kill -9 of the server")

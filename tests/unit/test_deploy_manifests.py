@@ -23,6 +23,8 @@ from assay.server.store import default_url
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"
 MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+# Objects the operator creates once, outside the kustomization (the database password).
+SETUP = sorted((K8S / "setup").glob("*.yaml"))
 Doc = dict[str, Any]
 
 # Every series assay exports (README, "Scrape metrics"), and real Triton series.
@@ -82,12 +84,14 @@ COMPOSE = load_all(DEPLOY / "compose.yaml")[0]
 DOCKERFILE = (DEPLOY / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
 
 
-@pytest.mark.parametrize("path", [*MANIFESTS, K8S / "kustomization.yaml", DEPLOY / "compose.yaml"])
+@pytest.mark.parametrize(
+    "path", [*MANIFESTS, *SETUP, K8S / "kustomization.yaml", DEPLOY / "compose.yaml"]
+)
 def test_yaml_parses(path: Path) -> None:
     assert load_all(path), f"{path} holds no document"
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*MANIFESTS, *SETUP], ids=lambda p: p.name)
 def test_k8s_objects_are_well_formed(path: Path) -> None:
     for doc in load_all(path):
         assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path
@@ -97,6 +101,8 @@ def test_k8s_objects_are_well_formed(path: Path) -> None:
         for c in pod_spec.get("containers", []):
             assert c["image"] and c["resources"]["requests"], c["name"]
             assert c["readinessProbe"] and c["livenessProbe"], c["name"]
+        for c in pod_spec.get("initContainers", []):
+            assert c["image"] and c["resources"]["requests"] and c["resources"]["limits"], c["name"]
 
 
 def test_kustomization_lists_exactly_the_manifests() -> None:
@@ -160,7 +166,8 @@ def test_image_and_deployments_agree() -> None:
                    'CMD ["assay", "health"]', 'ENTRYPOINT ["assay"]',
                    'CMD ["serve", "--model-repository", "/opt/assay/models"]',
                    "COPY deploy/triton/model_repository /opt/assay/models",
-                   "ASSAY_DATA__DIR=/var/lib/assay", 'VOLUME ["/var/lib/assay"]',
+                   "ASSAY_DATA__DIR=/var/lib/assay", "ORT_DISABLE_TELEMETRY=1",
+                   'VOLUME ["/var/lib/assay"]',
                    "chown 10001:10001 /var/lib/assay"):  # fmt: skip
         assert needed in DOCKERFILE, needed
     for source in re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILE, re.MULTILINE):
@@ -252,6 +259,7 @@ def test_metric_names_keeps_metrics_only() -> None:
 
 OTHER_ENV = {
     "PGPASSWORD",  # libpq's: the password stays out of the URL
+    "ORT_DISABLE_TELEMETRY",  # onnxruntime's: no device id or event store under HOME
     "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
 }  # fmt: skip
 """Variables the deployment files may set that are not assay settings."""
@@ -261,12 +269,12 @@ def workloads() -> list[Doc]:
     return [d for p in MANIFESTS for d in load_all(p) if d["kind"] in WORKLOADS]
 
 
-def shipped(kind: str) -> dict[str, Doc]:
-    return {d["metadata"]["name"]: d for p in MANIFESTS for d in load_all(p) if d["kind"] == kind}
+def shipped(kind: str, paths: list[Path] = MANIFESTS) -> dict[str, Doc]:
+    return {d["metadata"]["name"]: d for p in paths for d in load_all(p) if d["kind"] == kind}
 
 
 def secret_value(name: str, key: str) -> str:
-    secret = shipped("Secret")[name]
+    secret = shipped("Secret", SETUP)[name]
     return str({**secret.get("data", {}), **secret.get("stringData", {})}[key])
 
 
@@ -286,7 +294,7 @@ def setting_exists(env_name: str) -> bool:
 def test_every_referenced_claim_secret_and_config_map_is_shipped() -> None:
     claims, secrets, maps = (
         shipped("PersistentVolumeClaim"),
-        shipped("Secret"),
+        shipped("Secret", SETUP),  # created once by the operator, see the next test
         shipped("ConfigMap"),
     )
     assert {"assay-data", "triton-models"} <= claims.keys()
@@ -300,9 +308,11 @@ def test_every_referenced_claim_secret_and_config_map_is_shipped() -> None:
                 assert config["name"] in maps, (doc["metadata"]["name"], config)
             if secret := volume.get("secret"):
                 assert secret["secretName"] in secrets, (doc["metadata"]["name"], secret)
+        volumes = {v["name"] for v in spec.get("volumes", [])} | templates
+        for c in spec.get("initContainers", []):
+            assert {m["name"] for m in c.get("volumeMounts", [])} <= volumes, c["name"]
         for c in spec["containers"]:
             mounts = {m["name"] for m in c.get("volumeMounts", [])}
-            volumes = {v["name"] for v in spec.get("volumes", [])} | templates
             assert mounts <= volumes, (c["name"], mounts - volumes)
             assert volumes <= mounts, (c["name"], volumes - mounts)  # nothing declared unused
             for env in c.get("env", []):
