@@ -92,7 +92,7 @@ async def uploads(root: Path, url: str, pause_at: int) -> None:
         setattr(os, name, pauser.wrap(name, getattr(os, name)))
     shutil.rmtree = pauser.wrap("rmtree", shutil.rmtree)  # type: ignore[assignment]
     store = await asyncio.to_thread(open_store, url)
-    datasets = UploadedDatasets(root, store, 1 << 30)
+    datasets = UploadedDatasets(root, store, 1 << 30, settle_s=0)  # prune at once
     await datasets.start()
     await upload(datasets, file_set("A"))
     print("ready", flush=True)

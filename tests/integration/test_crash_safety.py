@@ -23,7 +23,7 @@ from pathlib import Path
 
 from assay.server.dataset_catalog import UploadedDatasets
 from assay.server.dataset_folders import STAGING, VERSIONS
-from assay.server.store import open_store
+from assay.server.store import Store, open_store
 from tests.conftest import ROOT
 from tests.integration._crash_child import file_set, profile_document
 
@@ -72,6 +72,13 @@ def leftovers(root: Path) -> Counter[str]:
     return +found
 
 
+async def sweep_at_start(root: Path, store: Store) -> None:
+    """What a server's start does to the uploads; settle_s=0: the versions a kill left go now."""
+    datasets = UploadedDatasets(root, store, 1 << 30, settle_s=0)
+    await datasets.start()
+    await datasets.aclose()
+
+
 def check_whole_then_sweep(root: Path, url: str) -> str:
     """The dataset is A or B; the start-up sweep cleans up and the store follows. Returns which."""
     seen = contents(root / "d")
@@ -79,7 +86,7 @@ def check_whole_then_sweep(root: Path, url: str) -> str:
     assert which != "torn", f"a mix of A and B: {sorted(seen)[:5]}..."
     store = open_store(url)
     try:
-        asyncio.run(UploadedDatasets(root, store, 1 << 30).start())
+        asyncio.run(sweep_at_start(root, store))
         assert contents(root / "d") == seen, "the sweep does not change the visible version"
         assert leftovers(root) == Counter(), "the sweep removed every leftover"
         current = os.readlink(root / "d").split(os.sep)[-1]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,60 @@ def test_roots_resolve_the_link_inside_the_uploads_root_and_refuse_escapes(tmp_p
     (uploads / VERSIONS / "d" / "escape").symlink_to(outside)  # a version link that escapes
     with pytest.raises(PermissionDeniedError):
         roots.check(uploads / VERSIONS / "d" / "escape")
+
+
+def test_prune_keeps_versions_in_use_and_waits_for_the_switch_to_settle(tmp_path: Path) -> None:
+    folder = UploadsFolder(tmp_path)
+    first = publish(folder, "d", {"x.png": b"1"})
+    second = publish(folder, "d", {"x.png": b"2"})
+    third = publish(folder, "d", {"x.png": b"3"})
+    assert folder.prune("d", settle_s=60) == 0, "switched just now: a Start may have pinned one"
+    assert folder.prune("d", keep={first}) == 1, "a live job reads the first version"
+    assert sorted(p.name for p in (tmp_path / VERSIONS / "d").iterdir()) == [first, third]
+    switched = folder.switched_at("d")
+    assert switched is not None and abs(switched - time.time()) < 60
+    assert folder.prune_all({}) == 1 and folder.current("d") == third
+    assert second not in os.listdir(tmp_path / VERSIONS / "d")
+    report = folder.sweep(keep=None)  # which versions are in use is unknown: keep them all
+    assert report.versions == 0
+
+
+def test_a_failed_switch_removes_the_new_version_so_no_sweep_shows_it(tmp_path: Path) -> None:
+    folder = UploadsFolder(tmp_path)
+    staged = stage(folder, {"x.png": b"1"})
+    (tmp_path / f".link-{staged.version}").mkdir()  # symlink(2) onto it fails: EEXIST
+    with pytest.raises(FileExistsError):
+        folder.publish("d", staged, replace=True)
+    staged.release()
+    (tmp_path / f".link-{staged.version}").rmdir()
+    assert not folder.exists("d") and not list((tmp_path / VERSIONS / "d").iterdir())
+    assert folder.sweep().adopted == 0 and not folder.exists("d")
+
+
+def test_release_from_two_threads_closes_the_lock_once(tmp_path: Path) -> None:
+    """A publish and a discard may release together; a second close could hit a reused fd."""
+    folder = UploadsFolder(tmp_path)
+    errors: list[BaseException] = []
+    for _ in range(200):
+        staged = folder.stage()
+        gate = threading.Barrier(3)
+
+        def release(staged: Staged = staged, gate: threading.Barrier = gate) -> None:
+            gate.wait()
+            try:
+                staged.release()
+            except BaseException as exc:  # handed to the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=release) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        gate.wait()
+        for thread in threads:
+            thread.join()
+        other = os.open(tmp_path / "probe", os.O_CREAT | os.O_RDWR)  # reuses the lowest fd
+        staged.release()
+        os.fstat(other)  # still open: nobody closed it as the lock's fd
+        os.close(other)
+        staged.discard()
+    assert errors == []

@@ -245,7 +245,9 @@ async def create_server(
         DetectorFits.kind: DetectorFits(registry, data, detectors),
         DetectorEvaluationJobs.kind: DetectorEvaluationJobs(registry, data, detectors),
     }
-    jobs = JobManager(store, kinds, settings.jobs)
+    max_upload = int(settings.data.max_upload_mb * 1024 * 1024)
+    datasets = UploadedDatasets(uploads, store, max_upload)
+    jobs = JobManager(store, kinds, settings.jobs, pin=datasets.pin)  # jobs keep their version
 
     server = grpc.aio.server(
         interceptors=[MetricsInterceptor(metrics), ErrorMappingInterceptor()],
@@ -257,8 +259,6 @@ async def create_server(
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
     ood_pb2_grpc.add_OodServiceServicer_to_server(OodServicer(jobs, profiles), server)
     aigen_pb2_grpc.add_AigenServiceServicer_to_server(AigenServicer(jobs, detectors), server)
-    max_upload = int(settings.data.max_upload_mb * 1024 * 1024)
-    datasets = UploadedDatasets(uploads, store, max_upload)
     datasets_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(datasets), server)
     robustness_pb2_grpc.add_RobustnessServiceServicer_to_server(
         RobustnessServicer(jobs, evaluations), server

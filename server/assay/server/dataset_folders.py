@@ -18,10 +18,23 @@ trash before it is deleted, so ``.versions`` only ever holds whole versions.
 A delete renames ``.versions/<name>`` away first (the link dangles: the dataset
 is gone at once), then removes the link.
 
+A superseded version is removed (`prune`) once no live job names it (jobs
+pin the version they started on, `dataset_pins`) and its link switched more
+than ``settle_s`` ago: a job being started elsewhere may have pinned it just
+before the switch and not be in the store yet.
+
 Links are relative, so the data folder may be mounted at another path (a
 shared volume on each replica). Whether an upload's owner is alive is told by
 its lock: the kernel drops a flock when its process dies, so `sweep` (at start)
 removes exactly what dead processes left, never a live replica's upload.
+
+Shared volumes. Replicas sharing the uploads root on a ReadWriteMany volume
+rely on flock(2) working across clients: one replica's lock must be seen by
+another's ``LOCK_NB`` probe. NFSv4 (Linux maps flock to byte-range locks
+there), CephFS and Amazon EFS do this; SMB/CIFS mounted with ``nobrl`` and
+NFSv3 without the NLM lock daemon (``nolock``) keep locks local to one
+client, and a starting replica would then sweep another's upload in progress.
+Use one of the former, or have one replica receive uploads.
 
 Everything here blocks on the filesystem: call it from a worker thread.
 """
@@ -32,10 +45,13 @@ import contextlib
 import fcntl
 import os
 import shutil
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from assay.server.errors import FailedPreconditionError
 
@@ -43,6 +59,8 @@ VERSIONS = ".versions"
 STAGING = ".staging"
 _LINK_PREFIX = ".link-"
 _TRASH_PREFIX = "trash-"
+NO_PINS: Mapping[str, Collection[str]] = MappingProxyType({})
+"""No version is in use beyond what links show."""
 
 
 def new_version() -> str:
@@ -58,15 +76,22 @@ class Staged:
     path: Path
     lock: Path
     fd: int
+    _releasing: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def release(self) -> None:
-        """Give up the lock (the upload was published or discarded); idempotent."""
-        if self.fd < 0:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.lock.unlink()
-        os.close(self.fd)
-        self.fd = -1
+        """Give up the lock (the upload was published or discarded); idempotent.
+
+        Thread-safe: a publish and a discard on two worker threads must not
+        close the descriptor twice (the second close could hit a file another
+        thread opened meanwhile under the same number).
+        """
+        with self._releasing:
+            if self.fd < 0:
+                return
+            with contextlib.suppress(FileNotFoundError):
+                self.lock.unlink()
+            os.close(self.fd)
+            self.fd = -1
 
     def discard(self) -> None:
         """Delete the staged files and give up the lock."""
@@ -139,38 +164,73 @@ class UploadsFolder:
         folder = self._versions / name
         folder.mkdir(parents=True, exist_ok=True)
         os.rename(staged.path, folder / staged.version)
-        target = os.path.join(VERSIONS, name, staged.version)
-        if replace:
-            link = self.root / f"{_LINK_PREFIX}{staged.version}"
-            os.symlink(target, link)
-            os.replace(link, self.path(name))  # the one step that switches versions
-        else:
-            try:
-                os.symlink(target, self.path(name))  # fails if the name was taken meanwhile
-            except FileExistsError:
-                self._discard(folder / staged.version)
-                raise FailedPreconditionError(
-                    f"dataset {name!r} already exists; set replace to overwrite it"
-                ) from None
+        try:
+            self._link(name, staged.version, replace)
+        except BaseException:  # not shown: remove it, or a sweep would link it as an orphan
+            self._discard(folder / staged.version)
+            raise
         return previous
 
-    def prune(self, name: str) -> int:
-        """Remove ``name``'s versions that its link no longer shows; how many went."""
+    def _link(self, name: str, version: str, replace: bool) -> None:
+        target = os.path.join(VERSIONS, name, version)
+        if replace:
+            link = self.root / f"{_LINK_PREFIX}{version}"
+            os.symlink(target, link)
+            try:
+                os.replace(link, self.path(name))  # the one step that switches versions
+            except BaseException:
+                link.unlink(missing_ok=True)
+                raise
+            return
+        try:
+            os.symlink(target, self.path(name))  # fails if the name was taken meanwhile
+        except FileExistsError:
+            raise FailedPreconditionError(
+                f"dataset {name!r} already exists; set replace to overwrite it"
+            ) from None
+
+    def switched_at(self, name: str) -> float | None:
+        """When ``name``'s link was made (its mtime; a link is never modified), or None."""
+        try:
+            return self.path(name).lstat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def prune(self, name: str, keep: Collection[str] = (), settle_s: float = 0.0) -> int:
+        """Remove ``name``'s versions that its link no longer shows; how many went.
+
+        Args:
+            name: The dataset.
+            keep: Versions to keep anyway (live jobs read them).
+            settle_s: Keep every version while the link is younger than this.
+        """
         folder = self._versions / name
         try:
             versions = sorted(p.name for p in folder.iterdir())
         except FileNotFoundError:
             return 0
+        switched = self.switched_at(name)
+        if switched is not None and time.time() - switched < settle_s:
+            return 0
         removed = 0
         for version in versions:
             # Lock first, link second: once an upload unlocks, its link switch has happened.
-            if self._locked(version) or version == self.current(name):
+            if version in keep or self._locked(version) or version == self.current(name):
                 continue
             self._discard(folder / version)
             removed += 1
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty
         return removed
+
+    def prune_all(self, keep: Mapping[str, Collection[str]], settle_s: float = 0.0) -> int:
+        """`prune` every dataset that has versions; how many versions went."""
+        if not self._versions.is_dir():
+            return 0
+        return sum(
+            self.prune(folder.name, keep.get(folder.name, ()), settle_s)
+            for folder in sorted(self._versions.iterdir())
+        )
 
     def remove(self, name: str) -> bool:
         """Delete dataset ``name``: gone at once, files removed after; False when absent."""
@@ -186,8 +246,14 @@ class UploadsFolder:
             link.unlink()
         return True
 
-    def sweep(self) -> SweepReport:
-        """Remove what dead uploads left and repair interrupted switches; run at start."""
+    def sweep(
+        self, keep: Mapping[str, Collection[str]] | None = NO_PINS, settle_s: float = 0.0
+    ) -> SweepReport:
+        """Remove what dead uploads left and repair interrupted switches; run at start.
+
+        Superseded versions go as in `prune`, except those in ``keep`` (by
+        name); ``keep=None`` keeps them all (which are in use is unknown).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self._sweep_staging()
         links = 0
@@ -201,7 +267,8 @@ class UploadsFolder:
         if self._versions.is_dir():
             for folder in sorted(self._versions.iterdir()):
                 adopted += self._adopt_orphan(folder.name)
-                versions += self.prune(folder.name)
+                if keep is not None:
+                    versions += self.prune(folder.name, keep.get(folder.name, ()), settle_s)
         return SweepReport(staging, versions, links, adopted)
 
     def _sweep_staging(self) -> int:

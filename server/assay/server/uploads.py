@@ -92,6 +92,8 @@ class DatasetUpload:
         self._pending: list[tuple[PurePosixPath, bytes]] = []
         self._pending_bytes = 0
         self.bytes = 0
+        self.published = False
+        """Set once the link shows this upload (the dataset is visible from then on)."""
 
     @property
     def version(self) -> str:
@@ -132,6 +134,7 @@ class DatasetUpload:
 
     def _publish(self) -> str | None:
         previous = self._folder.publish(self.name, self._staged, self._replace)
+        self.published = True
         self._staged.release()
         return previous
 

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -68,8 +68,11 @@ class JobManager:
         settings: JobSettings | None = None,
         *,
         owner: str | None = None,
+        pin: Callable[[JobSpec], JobSpec] | None = None,
     ) -> None:
         self.store = store
+        self._pin = pin
+        """Rewrites a spec before it is stored (uploaded datasets: the version shown now)."""
         self.settings = settings or JobSettings()
         self.owner = owner or replica_id()
         """This replica's id in the store's ``owner`` column."""
@@ -110,6 +113,8 @@ class JobManager:
             raise TypeError(f"a {kind} job takes a {spec_type.__name__}, not {type(spec).__name__}")
         fields = spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec
         typed = parse_spec(spec_type, fields, f"{kind} job spec")  # what a takeover will read
+        if self._pin is not None:  # blocks on the filesystem
+            typed = await asyncio.to_thread(self._pin, typed)
         total = job_kind.prepare(typed)
         limit = self.settings.max_pending
         try:

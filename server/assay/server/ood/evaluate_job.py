@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from assay.server.dataset_pins import link_path
 from assay.server.datasets import Dataset
 from assay.server.jobs.manager import JobContext
 from assay.server.models.registry import ServedModel
@@ -58,7 +59,8 @@ class OodScorerEvaluations(ProfileJobs):
         in_set = self._data.open(spec.in_dataset, limit, seed)
         ood = {}
         for path in spec.ood_datasets:
-            name = Path(path).name if Path(path).name != "ood" else Path(path).parent.name
+            shown = Path(link_path(path))  # an uploaded set by its name, not its version id
+            name = shown.name if shown.name != "ood" else shown.parent.name
             ood[name] = self._data.open(path, limit, seed)
         return in_set, ood
 
