@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from assay.server.errors import FailedPreconditionError, NotFoundError, ResourceExhaustedError
+from assay.server.errors import (
+    FailedPreconditionError,
+    NotFoundError,
+    ResourceExhaustedError,
+    StoreUnavailableError,
+)
 from assay.server.jobs.manager import JobContext, JobManager
 from assay.server.jobs.specs import JobSpec
 from assay.server.settings import JobSettings
@@ -263,13 +268,23 @@ async def test_takeover_claims_no_more_than_the_free_slots(store_b: Store) -> No
         await b.aclose()
 
 
-async def test_unrunnable_jobs_found_by_a_takeover_fail_with_the_reason(
+async def test_jobs_this_replica_cannot_run_are_left_for_others_then_failed_with_the_reason(
     store_b: Store,
 ) -> None:
     good = await asyncio.to_thread(store_b.create, "units", {"units": 2}, 2)
     bad = await asyncio.to_thread(store_b.create, "units", {"units": "many"}, 2)
     unknown = await asyncio.to_thread(store_b.create, "retired", {}, 1)
-    b = JobManager(store_b, {"units": Units("b")}, settings(), owner="replica-b")
+    # A replica of another version (rolling update) leaves them alone at first.
+    patient = JobManager(store_b, {}, settings(), owner="replica-old")
+    assert await patient.take_over() == []
+    for left in (bad, unknown):
+        record = await asyncio.to_thread(store_b.get, left.id)
+        assert (record.state, record.owner, record.attempts) == (JobState.PENDING, None, 0)
+    await patient.aclose()
+    # Nobody claimed them for unrunnable_after_s: they fail, saying why.
+    b = JobManager(
+        store_b, {"units": Units("b")}, settings(unrunnable_after_s=0.0), owner="replica-b"
+    )
     try:
         assert await b.take_over() == [good.id]
         failed = await asyncio.to_thread(store_b.get, bad.id)
@@ -307,3 +322,41 @@ async def test_pending_cap_delete_and_retention(store_b: Store) -> None:
         await b.aclose()
     keep = JobManager(store_b, {}, settings(retention_days=0))
     assert await keep.sweep() == 0
+
+
+class FlakyStore:
+    """A real store whose ``put_unit`` fails ``failures`` times as an unreachable database does.
+
+    Only the injected outage is simulated; everything else is the real store.
+    """
+
+    def __init__(self, store: Store, failures: int) -> None:
+        self._store = store
+        self.failures = failures
+
+    def put_unit(self, *args: Any, **kwargs: Any) -> JobRecord:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailableError("the database went away (injected)")
+        return self._store.put_unit(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_store_outage_under_a_run_leaves_the_job_live_and_it_resumes(
+    store_b: Store,
+) -> None:
+    flaky = FlakyStore(store_b, failures=1)
+    kind = Units("b")
+    b = JobManager(flaky, {"units": kind}, settings(), owner="replica-b")  # type: ignore[arg-type]
+    await b.begin()  # the takeover loop that finds the released job
+    try:
+        record = await b.start("units", {})
+        finished = await poll(job(store_b, record.id), lambda r: r.state.terminal)
+    finally:
+        await b.aclose()
+    assert finished.state is JobState.SUCCEEDED, finished.error  # never FAILED for the outage
+    assert finished.attempts == 2 and finished.done == 6  # released, then claimed again
+    assert kind.computed == ["u0", "u0", "u1", "u2", "u3", "u4", "u5"]  # u0 had not been stored
+    assert await asyncio.to_thread(store_b.result, record.id) == EXPECTED

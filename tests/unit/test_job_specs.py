@@ -20,6 +20,7 @@ from assay.server.jobs.manager import JobContext, JobManager
 from assay.server.jobs.specs import JobSpec, SpecT, build_spec, describe, parse_spec
 from assay.server.ood.specs import AnomalyEvaluationSpec, OodEvaluationSpec, OodProfileSpec
 from assay.server.robustness.specs import RobustnessSpec
+from assay.server.settings import JobSettings
 from assay.server.store import Store
 from assay.server.store.codec import dump_json
 
@@ -244,7 +245,9 @@ async def test_a_stored_spec_that_no_longer_validates_fails_only_its_job(
     unknown = store.create("retired_kind", {"anything": 1}, 1)
     store.claim(good.id, "dead-server", 0.0)  # it was RUNNING when the server died
     fits, detectors = Recording(OodProfileSpec), Recording(AigenProfileSpec)
-    manager = JobManager(store, {"toy_ood_profile": fits, "toy_aigen_profile": detectors})
+    kinds = {"toy_ood_profile": fits, "toy_aigen_profile": detectors}
+    # Unclaimed for unrunnable_after_s (0 here): no replica of any version will run them.
+    manager = JobManager(store, kinds, JobSettings(unrunnable_after_s=0.0))
 
     resumed = await manager.take_over()
 

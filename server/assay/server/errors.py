@@ -99,6 +99,10 @@ class ModelNotReadyError(UnavailableError):
     """The model is registered but its backend is not ready."""
 
 
+class StoreUnavailableError(UnavailableError):
+    """The store (SQLite file or PostgreSQL) cannot be reached; the job or call may be retried."""
+
+
 class FailedPreconditionError(AssayError):
     """The system is not in the state the request needs."""
 

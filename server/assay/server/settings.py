@@ -154,6 +154,10 @@ class JobSettings(_Section):
     retention_days: Annotated[float, Field(ge=0)] = 30.0
     """Ended jobs (with units and report) are deleted this long after they
     last changed; 0 keeps them forever."""
+    unrunnable_after_s: Annotated[float, Field(ge=0)] = 3600.0
+    """A job this replica cannot run (a kind or spec field only a newer
+    version knows, as in a rolling update) is left for other replicas; it is
+    failed, with the reason, only when no replica claimed it for this long."""
     max_pending: Annotated[int, Field(ge=1)] = 1000
     """Jobs waiting to run, over all replicas of a store; more are
     RESOURCE_EXHAUSTED."""

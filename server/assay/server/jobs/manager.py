@@ -40,6 +40,7 @@ from assay.server.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     ResourceExhaustedError,
+    StoreUnavailableError,
 )
 from assay.server.jobs.context import JobContext, JobEvent, JobKind, job_event
 from assay.server.jobs.leases import Lease, LeaseKeeper, Stop, replica_id
@@ -90,6 +91,7 @@ class JobManager:
         )
         self._background: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._skipped: set[str] = set()  # jobs logged as not runnable here
 
     # -- starting and taking over ------------------------------------------
 
@@ -115,12 +117,17 @@ class JobManager:
         typed = parse_spec(spec_type, fields, f"{kind} job spec")  # what a takeover will read
         if self._pin is not None:  # blocks on the filesystem
             typed = await asyncio.to_thread(self._pin, typed)
-        total = job_kind.prepare(typed)
+        total = await asyncio.to_thread(job_kind.prepare, typed)  # may scan a dataset
         limit = self.settings.max_pending
+        # With a free slot here the job is created reserved for this replica, so
+        # another replica's takeover pass cannot claim it in the moment before ours.
+        free = len(self._tasks) < self.settings.max_running
+        owner, lease_s = (self.owner, self.settings.lease_s) if free else (None, 0.0)
         try:
             record = await asyncio.to_thread(
-                self.store.create, kind, typed.model_dump(mode="json"), total, limit
-            )
+                self.store.create, kind, typed.model_dump(mode="json"), total, limit, owner,
+                lease_s,
+            )  # fmt: skip
         except ResourceExhaustedError as exc:
             raise ResourceExhaustedError(
                 f"{limit} jobs are already waiting to run (jobs.max_pending = {limit}); "
@@ -154,22 +161,38 @@ class JobManager:
         return launched
 
     async def _stored_spec(self, record: JobRecord) -> JobSpec | None:
-        """The record's spec, validated; None (and the job FAILED) when it cannot run here."""
+        """The record's spec, validated; None when it cannot run on this replica.
+
+        During a rolling update a replica of another version may know a kind or
+        a spec field this one does not, so such a job is left for it; only one
+        that no replica has claimed for ``jobs.unrunnable_after_s`` is failed,
+        with the reason.
+        """
         job_kind = self._kinds.get(record.kind)
         if job_kind is None:
-            await self._fail_unrunnable(record, f"unknown job kind {record.kind!r}")
+            await self._unrunnable(record, f"unknown job kind {record.kind!r}")
             return None
         try:
             spec: JobSpec = job_kind.spec_type.model_validate(record.spec)
         except ValidationError as exc:
-            log.warning("job %s: stored spec no longer validates: %s", record.id, exc)
-            await self._fail_unrunnable(
+            await self._unrunnable(
                 record,
                 f"the stored spec of this {record.kind} job is no longer valid for this server "
                 f"version ({describe(exc)}); start the job again",
             )
             return None
         return spec
+
+    async def _unrunnable(self, record: JobRecord, reason: str) -> None:
+        waited_s = time.time() - record.updated_at
+        if waited_s < self.settings.unrunnable_after_s:
+            if record.id not in self._skipped:
+                self._skipped.add(record.id)
+                log.warning(
+                    "job %s cannot run on this replica (%s); left for another", record.id, reason
+                )
+            return
+        await self._fail_unrunnable(record, reason)
 
     async def _fail_unrunnable(self, record: JobRecord, reason: str) -> None:
         claimed = await asyncio.to_thread(
@@ -217,6 +240,8 @@ class JobManager:
             raise  # shutdown (the lease is released), a cancel, or a lost lease
         except LeaseLostError as exc:
             self._lost(job_id, exc)
+        except StoreUnavailableError as exc:
+            await self._store_down(job_id, exc)
         except AssayError as exc:
             await self._end(job_id, JobState.FAILED, str(exc), exc.code)
         except Exception:
@@ -227,6 +252,17 @@ class JobManager:
         else:
             await self._succeed(record, result)
 
+    async def _store_down(self, job_id: str, exc: StoreUnavailableError) -> None:
+        """The store failed under a run: stop here and leave the job live for a takeover.
+
+        An unreachable database says nothing about the job, so it is never failed
+        for it; once the store answers, this or another replica claims the job and
+        resumes from its stored units.
+        """
+        log.warning("job %s: the store failed (%s); leaving the job for a takeover", job_id, exc)
+        await asyncio.to_thread(self._leases.release_all, [job_id])
+        self._wake.set()
+
     async def _succeed(self, record: JobRecord, result: dict[str, Any]) -> None:
         try:
             # Succeeding means every unit is done, whatever the kind last reported.
@@ -236,6 +272,9 @@ class JobManager:
             await asyncio.to_thread(self.store.set_result, record.id, result, self.owner)
         except LeaseLostError as exc:
             self._lost(record.id, exc)
+            return
+        except StoreUnavailableError as exc:
+            await self._store_down(record.id, exc)
             return
         except FailedPreconditionError:
             return  # cancelled while finishing: the cancellation stands
@@ -250,6 +289,9 @@ class JobManager:
             )
         except LeaseLostError as exc:
             self._lost(job_id, exc)
+            return
+        except StoreUnavailableError as exc:
+            await self._store_down(job_id, exc)
             return
         except FailedPreconditionError:  # ended meanwhile (cancelled through some replica)
             self.ended_elsewhere(await asyncio.to_thread(self.store.get, job_id))

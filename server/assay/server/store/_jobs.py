@@ -41,8 +41,12 @@ class JobsMixin(SqlBase):
         spec: Mapping[str, Any],
         total: int,
         max_pending: int | None = None,
+        owner: str | None = None,
+        lease_s: float = 0.0,
     ) -> JobRecord:
         """See Store.create; ``total`` may be 0 when not known up front."""
+        if owner is not None:
+            _check_lease(owner, lease_s)
         if not kind:
             raise InvalidArgumentError("job kind must be a non-empty string")
         if total < 0:
@@ -61,11 +65,13 @@ class JobsMixin(SqlBase):
                         "retry when some have started"
                     )
             now = tx.now()
+            lease_until = None if owner is None else now + lease_s
             tx.execute(
                 f"INSERT INTO jobs ({JOB_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, '', NULL, 0, NULL, NULL, NULL)",
-                (job_id, kind, JobState.PENDING.value, spec_json, now, now, total),
-            )
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, '', NULL, 0, NULL, ?, ?)",
+                (job_id, kind, JobState.PENDING.value, spec_json, now, now, total, owner,
+                 lease_until),
+            )  # fmt: skip
             return self._get_job(tx, job_id)
 
     def get(self, job_id: str) -> JobRecord:

@@ -25,9 +25,10 @@ JOB_COLUMNS = (
 )
 """The columns every job query selects, in the order to_record reads them."""
 
-MAX_BLOB_BYTES = 1_000_000_000
-"""Largest arrays blob either engine stores in one value (SQLite's default
-SQLITE_MAX_LENGTH; PostgreSQL's bytea stops at 1 GiB)."""
+MAX_BLOB_BYTES = 256 * 1024 * 1024
+"""Largest arrays blob either engine stores in one value: PostgreSQL sends bytea
+as hex text (twice the size) and cannot build a value over 1 GiB, so a larger
+blob could be written but never read back."""
 
 
 class Cursor(Protocol):

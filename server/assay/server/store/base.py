@@ -66,8 +66,14 @@ class Store(Protocol):
         spec: Mapping[str, Any],
         total: int,
         max_pending: int | None = None,
+        owner: str | None = None,
+        lease_s: float = 0.0,
     ) -> JobRecord:
-        """Stores a new PENDING, unowned job and returns it with its fresh id.
+        """Stores a new PENDING job and returns it with its fresh id.
+
+        With ``owner``, the job is created reserved for it (its lease held for
+        ``lease_s``), so no other replica's takeover claims it before the
+        creating replica does; without, it is unowned and any replica may.
 
         Raises:
             ResourceExhaustedError: ``max_pending`` jobs are already PENDING

@@ -22,16 +22,20 @@ Choices, and why:
   lives in its row, so it is written, replaced, replicated and deleted (with its
   job, by ``ON DELETE CASCADE``) in the same transaction as the row, with no
   orphaned objects to clean up and nothing special for pg_dump or permissions.
-  One bytea value holds up to 1 GiB; the store refuses blobs over
-  MAX_BLOB_BYTES (1 GB) with InvalidArgumentError. Profiles and units are
-  megabytes, far below that, so they are not chunked.
+  One bytea value holds up to 1 GiB, but it travels as hex text (twice its
+  size) and the server refuses to build a value over 1 GiB, so a blob over
+  ~512 MB could be written and never read back; both engines therefore refuse
+  blobs over MAX_BLOB_BYTES (256 MiB) with InvalidArgumentError. Profiles and
+  units are megabytes, far below that, so they are not chunked.
 * **Migrations** are the numbered files in migrations/postgres/, recorded in a
   ``schema_migrations`` table and applied at start inside one transaction that
   holds ``pg_advisory_xact_lock``: replicas starting together apply them once.
   A database with a newer schema is refused.
 
-A connection that breaks (the database restarts) fails the call it was serving
-with UnavailableError and is dropped by the pool; the next call connects anew.
+Connections are checked when the pool hands them out, so after a database
+restart a dropped connection is replaced rather than failing a call; a call
+that still fails (the database is down) raises StoreUnavailableError, which a
+running job treats as "leave the job live for a takeover", never as a failure.
 """
 
 from __future__ import annotations
@@ -47,7 +51,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from assay.server.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
+from assay.server.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    StoreUnavailableError,
+)
 from assay.server.store import _migrations
 from assay.server.store._catalog import CatalogMixin
 from assay.server.store._jobs import JobsMixin
@@ -81,7 +89,10 @@ class _Tx:
 
     def now(self) -> float:
         if self._now is None:
-            row = self._conn.execute("SELECT extract(epoch FROM now())::float8").fetchone()
+            # clock_timestamp(), not now(): now() is when the transaction began, so a
+            # lease computed after waiting on a row lock would come out shortened.
+            sql = "SELECT extract(epoch FROM clock_timestamp())::float8"
+            row = self._conn.execute(sql).fetchone()
             assert row is not None
             self._now = float(row[0])
         return self._now
@@ -118,6 +129,9 @@ class PostgresStore(JobsMixin, CatalogMixin):
                 timeout=connect_timeout_s,
                 open=False,
                 name="assay-store",
+                # A connection the server dropped (restart, failover) is replaced at
+                # checkout instead of failing the call it was handed to.
+                check=ConnectionPool.check_connection,
             )
             try:
                 self._pool.open(wait=True, timeout=connect_timeout_s)
@@ -150,7 +164,8 @@ class PostgresStore(JobsMixin, CatalogMixin):
         except psycopg.DataError as exc:
             raise InvalidArgumentError(f"value cannot be stored: {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise UnavailableError(f"{what} the PostgreSQL store {self._redacted}: {exc}") from exc
+            message = f"{what} the PostgreSQL store {self._redacted}: {exc}"
+            raise StoreUnavailableError(message) from exc
 
     @contextlib.contextmanager
     def _connection(self, transaction: bool) -> Iterator[Tx]:
@@ -182,7 +197,7 @@ class PostgresStore(JobsMixin, CatalogMixin):
             with self._read() as tx:
                 tx.execute("SELECT 1").fetchone()
         except FailedPreconditionError as exc:  # closed
-            raise UnavailableError(str(exc)) from exc
+            raise StoreUnavailableError(str(exc)) from exc
 
     def close(self) -> None:
         """See Store.close; closing twice is harmless, later calls fail."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from assay.server.errors import FailedPreconditionError, UnavailableError
+from assay.server.errors import FailedPreconditionError, StoreUnavailableError
 from assay.server.store import _migrations
 from assay.server.store._catalog import CatalogMixin
 from assay.server.store._jobs import JobsMixin
@@ -110,7 +110,7 @@ class SqliteStore(JobsMixin, CatalogMixin):
                     raise
             except sqlite3.OperationalError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
-                    raise UnavailableError(f"store {self.url} is busy: {exc}") from exc
+                    raise StoreUnavailableError(f"store {self.url} is busy: {exc}") from exc
                 raise
 
     def _write(self) -> contextlib.AbstractContextManager[_Tx]:
@@ -125,7 +125,7 @@ class SqliteStore(JobsMixin, CatalogMixin):
             with self._read() as tx:
                 tx.execute("PRAGMA user_version").fetchone()
         except (sqlite3.Error, FailedPreconditionError) as exc:
-            raise UnavailableError(f"store {self.url} does not answer: {exc}") from exc
+            raise StoreUnavailableError(f"store {self.url} does not answer: {exc}") from exc
 
     def close(self) -> None:
         """See Store.close; closing twice is harmless, later calls fail."""
