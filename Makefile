@@ -108,6 +108,8 @@ bench: $(VENV)/.dev triton-env bench-env
 	$(PY) -m bench.suite
 	$(PY) -m bench.ood
 	$(PY) -m bench.aigen
+	$(PY) -m bench.store
+	$(PY) -m bench.upload_stall
 	.venv-bench/bin/python -m bench.corruptions
 
 ## bench-env: .venv-bench, the dev install plus the imagecorruptions reference (bench only)
